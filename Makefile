@@ -1,0 +1,38 @@
+# coffer: `make run` starts the stack, `make test` runs every test.
+# Both create the virtual environment and install what they need first.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench deb clean
+
+$(STAMP): pyproject.toml upstream/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./upstream
+	touch $@
+
+run: $(STAMP)
+	$(PY) scripts/run.py
+
+test: $(STAMP)
+	scripts/provision
+	$(PY) -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+deb: $(STAMP)
+	packaging/build-deb
+
+clean:
+	rm -rf $(VENV) build dist packaging/out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,37 @@
+"""Wire constants of the cofferd socket protocol (see docs/protocol.md).
+
+Application error codes keep the HTTP meaning of the spec they come from, so
+that 404 reads as "not found" on the socket as it did over HTTP. The JSON-RPC
+2.0 reserved codes (-32700 ... -32600) keep theirs.
+"""
+
+from __future__ import annotations
+
+import enum
+
+#: The packaged socket path; ``COFFER_SOCKET`` overrides it.
+DEFAULT_SOCKET = "/run/coffer/cofferd.sock"
+
+#: Longest request or response line, newline included. Longer requests are refused.
+MAX_LINE_BYTES = 8 * 1024 * 1024
+
+#: Most file descriptors one request may carry.
+MAX_FDS = 1
+
+
+class ErrorCode(enum.IntEnum):
+    # JSON-RPC 2.0
+    PARSE_ERROR = -32700
+    INVALID_REQUEST = -32600
+    METHOD_NOT_FOUND = -32601
+    INVALID_PARAMS = -32602
+    INTERNAL_ERROR = -32603
+    # Application codes, with the HTTP status they stand for.
+    BAD_REQUEST = 400  # bad params, bad name
+    UNAUTHORIZED = 401  # no credentials, or refused upstream
+    NOT_FOUND = 404  # resource, key or archive
+    CONFLICT = 409  # e.g. an unlock already runs
+    TOO_LARGE = 413  # over the inline cap or the line limit
+    UPSTREAM_BAD_DATA = 502  # the upstream answered nonsense or served corrupt data
+    UPSTREAM_UNAVAILABLE = 503  # unreachable, timed out, 5xx after retries
+    SHUTTING_DOWN = 504  # cut short: the daemon is stopping

@@ -1,0 +1,3 @@
+from cofferd.main import main
+
+raise SystemExit(main())

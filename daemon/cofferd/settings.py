@@ -1,0 +1,131 @@
+"""cofferd's settings: built once in ``main()`` and passed down, never read at import.
+
+Sources, later ones winning: the defaults below ← a TOML config file
+(``/etc/coffer/cofferd.toml`` by default, table-less keys as named in
+:class:`Settings`) ← ``COFFER_*`` environment variables (and ``DOCKER_HOST``).
+Tests build ``Settings(...)`` directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cofferd.errors import BadRequest
+
+DEFAULT_CONFIG_FILE = Path("/etc/coffer/cofferd.toml")
+DEFAULT_SOCKET = Path("/run/coffer/cofferd.sock")
+
+
+class SettingsError(BadRequest):
+    """A config file or environment variable holds something unusable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything cofferd needs to know about its environment."""
+
+    #: Where cofferd binds its socket when systemd does not pass one.
+    socket_path: Path = DEFAULT_SOCKET
+    #: Base URL of the upstream resource API (protocol v1).
+    upstream_url: str = "http://127.0.0.1:8080"
+    #: The model cache dir: verified big parts, by folder/name/version.
+    cache_dir: Path = Path("/var/cache/coffer")
+    #: Persistent state (e.g. what the last unlock loaded).
+    state_dir: Path = Path("/var/lib/coffer")
+    #: The encrypted Docker image archive shipped with the device.
+    archive_path: Path = Path("/var/lib/coffer/images.coffer")
+    #: The Docker engine; None means the docker SDK's default (DOCKER_HOST or the local socket).
+    docker_host: str | None = None
+    #: Seconds for one upstream HTTP exchange to connect / go silent.
+    upstream_timeout: float = 30.0
+    #: Largest payload returned or accepted inline as base64, in bytes.
+    inline_max_bytes: int = 4 * 1024 * 1024
+    #: Seconds that in-flight calls get to finish after SIGTERM.
+    shutdown_grace: float = 10.0
+    #: Seconds the Docker client waits for the engine during an image load.
+    docker_timeout: float = 3600.0
+    #: Python logging level name.
+    log_level: str = "INFO"
+
+    @classmethod
+    def load(
+        cls,
+        config_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Defaults ← ``config_file`` (or the default one, if present) ← ``environ``.
+
+        A config file named explicitly must exist; the default one may not.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        path = config_file
+        if path is None and env.get("COFFER_CONFIG"):
+            path = Path(env["COFFER_CONFIG"])
+        if path is not None or DEFAULT_CONFIG_FILE.exists():
+            values.update(_read_toml(path or DEFAULT_CONFIG_FILE))
+        for f in dataclasses.fields(cls):
+            name = "DOCKER_HOST" if f.name == "docker_host" else f"COFFER_{f.name.upper()}"
+            if name in env:
+                values[f.name] = env[name]
+        # COFFER_SOCKET and COFFER_CACHE_DIR are the documented short names.
+        if "COFFER_SOCKET" in env:
+            values["socket_path"] = env["COFFER_SOCKET"]
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build from plain values (strings from the environment, TOML types), checked."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            if key not in known:
+                raise SettingsError(f"unknown setting {key!r}")
+            kwargs[key] = _coerce(key, known[key].type, raw)
+        settings = cls(**kwargs)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not self.upstream_url.startswith(("http://", "https://")):
+            raise SettingsError("upstream_url must start with http:// or https://")
+        for name in ("upstream_timeout", "shutdown_grace", "docker_timeout"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.inline_max_bytes < 0:
+            raise SettingsError("inline_max_bytes must not be negative")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file {path} does not exist") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc}") from exc
+
+
+def _coerce(key: str, annotation: object, raw: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "Path":
+            return Path(str(raw))
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "str | None":
+            return None if raw in ("", None) else str(raw)
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {key!r}: {raw!r} is not a valid {kind}") from exc
+
+
+__all__ = ["DEFAULT_CONFIG_FILE", "DEFAULT_SOCKET", "Settings", "SettingsError"]
