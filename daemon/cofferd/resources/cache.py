@@ -1,0 +1,163 @@
+"""The model cache dir: big parts, by folder/name/version, verified before they land.
+
+Layout: ``<cache_dir>/big/<folder>/<name>/<version>-<sha256>``; names follow
+:mod:`cofferd.names`, so each is a safe single path component. Temporary
+files start with a dot, which no name may, so they never clash with an entry.
+
+Invariants:
+
+- An entry appears only by ``rename`` of a temporary file whose size and
+  sha256 matched what the upstream announced; a failed or abandoned download
+  removes its temporary file. Readers therefore never see a partial file.
+- Storing a version evicts the older versions of the same resource.
+- A cached file is not trusted blindly: it is decrypted with authentication
+  on every read, and the caller evicts it if that fails. That is also why
+  entries are not fsynced: a file torn by a power cut fails authentication
+  and is fetched again, at the cost of one download rather than of a
+  disk flush on every store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from cofferd.errors import CorruptData
+from cofferd.resources.wire import ResourceInfo
+
+log = logging.getLogger(__name__)
+
+_TEMP_PREFIX = ".tmp-"
+
+
+class BigPartCache:
+    """Verified big parts under one directory, shared by the threads of one process."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self._root = cache_dir / "big"
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def path_for(self, info: ResourceInfo) -> Path:
+        return self._root / info.folder / info.name / f"{info.version}-{info.big_sha256}"
+
+    def lookup(self, info: ResourceInfo) -> Path | None:
+        """The entry for ``info``'s version if present with the announced size, else None."""
+        path = self.path_for(info)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return None
+        if size != info.big_size:
+            # Cannot come from store(); someone else wrote it. Not ours to trust.
+            self.evict(path)
+            return None
+        return path
+
+    @contextlib.contextmanager
+    def lock(self, info: ResourceInfo) -> Iterator[None]:
+        """Serialise downloads of one resource, so concurrent cold loads fetch it once."""
+        key = (info.folder, info.name)
+        with self._locks_lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def writer(self, info: ResourceInfo) -> CacheWriter:
+        """A temporary file that becomes ``info``'s entry on :meth:`CacheWriter.commit`.
+
+        Raises OSError if the cache dir cannot take it.
+        """
+        directory = self.path_for(info).parent
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return CacheWriter(self, info, directory)
+
+    def evict(self, path: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            log.info("evicted %s from the cache", path.relative_to(self._root))
+
+    def evict_older(self, info: ResourceInfo) -> None:
+        """Remove every entry of ``info``'s resource older than its version."""
+        directory = self.path_for(info).parent
+        keep = self.path_for(info).name
+        for entry in directory.iterdir():
+            if entry.name.startswith(".") or entry.name == keep:
+                continue
+            version, _, _ = entry.name.partition("-")
+            if not version.isdigit() or int(version) <= info.version:
+                self.evict(entry)
+
+    def remove_temporary(self) -> int:
+        """Remove temporary files left by a process that died mid-download.
+
+        Only for start-up, when no download of this process can be under way.
+        """
+        removed = 0
+        if not self._root.is_dir():
+            return 0
+        for path in self._root.glob(f"*/*/{_TEMP_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return removed
+
+
+class CacheWriter:
+    """One download on its way into the cache; removed unless committed."""
+
+    def __init__(self, cache: BigPartCache, info: ResourceInfo, directory: Path) -> None:
+        self._cache = cache
+        self._info = info
+        fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
+        self._path = Path(name)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._sha = hashlib.sha256()
+        self._size = 0
+        self._done = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._sha.update(data)
+        self._size += len(data)
+        view = memoryview(data)
+        while view:
+            written = self._file.write(view)
+            assert written is not None  # a blocking regular file
+            view = view[written:]
+
+    def commit(self) -> Path:
+        """Check size and sha256, then rename into place; raises CorruptData on a mismatch."""
+        self._file.close()
+        if self._size != self._info.big_size or self._sha.hexdigest() != self._info.big_sha256:
+            self.abort()
+            raise CorruptData("the big part does not match its announced size and sha256")
+        target = self._cache.path_for(self._info)
+        os.replace(self._path, target)
+        self._done = True
+        self._cache.evict_older(self._info)
+        return target
+
+    def abort(self) -> None:
+        """Drop the temporary file; harmless after commit or a previous abort."""
+        if self._done:
+            return
+        self._done = True
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()

@@ -1,0 +1,426 @@
+"""The API client: cofferd's side of upstream protocol v1 (docs/upstream-protocol.md).
+
+Contracts:
+
+- Credentials live in this object's memory only. ``login`` checks them with
+  the upstream at once; later calls log in by themselves when there is no
+  token or it has expired, and a 401 makes the client log in once more and
+  repeat the call once before it gives up with :class:`Unauthorized`.
+- Idempotent calls (GET, PUT of a key, GET of a big part) are retried with a
+  bounded exponential backoff on connection errors and 5xx. A POST is repeated
+  only when the connection failed before the request could be sent.
+- Every exchange has a (connect, read) timeout.
+- The bearer token goes to the resource API only, never to a CDN URL: those
+  are presigned and may point at a third party.
+- Foreign exceptions become :mod:`cofferd.errors`; messages carry no token,
+  password, key or presigned URL.
+- Thread-safe: one :class:`requests.Session` is shared. Its only per-request
+  mutable state is the cookie jar, which is switched off; urllib3's connection
+  pool is thread-safe. Token refresh happens under a lock, so many threads
+  whose token expired cause one login, not many.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+import requests.adapters
+import urllib3.exceptions
+
+from cofferd.errors import (
+    BadRequest,
+    Conflict,
+    CorruptData,
+    NotFound,
+    TooLarge,
+    Unauthorized,
+    UpstreamProtocolError,
+    UpstreamUnavailable,
+)
+from cofferd.names import check_name
+from cofferd.resources import wire
+from cofferd.resources.wire import Committed, ResourceInfo, StoredBlob, UploadTicket
+
+log = logging.getLogger(__name__)
+
+#: Bytes asked of the socket at a time when streaming a big part.
+DOWNLOAD_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently idempotent calls are repeated."""
+
+    retries: int = 4
+    base_delay: float = 0.25
+    max_delay: float = 4.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_delay, self.base_delay * (2**attempt)))
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    # The protocol uses no cookies; refusing them keeps the shared session stateless.
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+class ApiClient:
+    """Talks to one upstream: its resource API and the CDN URLs it hands out."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        pool_size: int = 32,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._timeout = (timeout, timeout)
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+        self._sleep = sleep
+        self._session = requests.Session()
+        self._session.cookies.set_policy(_NoCookies())
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._lock = threading.Lock()  # guards the three fields below
+        self._credentials: tuple[str, str] | None = None
+        self._token: str | None = None
+        self._token_expires = 0.0
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- authentication ---------------------------------------------------
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether credentials the upstream accepted are set."""
+        with self._lock:
+            return self._credentials is not None
+
+    def login(self, email: str, password: str) -> None:
+        """Check ``email``/``password`` with the upstream and keep them for later calls.
+
+        Refused credentials raise :class:`Unauthorized` and leave the ones set
+        before in place.
+        """
+        with self._lock:
+            self._fetch_token(email, password)
+            self._credentials = (email, password)
+        log.info("logged in to the upstream")
+
+    def logout(self) -> None:
+        with self._lock:
+            self._credentials = None
+            self._token = None
+
+    def _fetch_token(self, email: str, password: str) -> None:
+        # Caller holds self._lock.
+        resp = self._send("POST", "/v1/login", json={"email": email, "password": password})
+        if resp.status_code == 401:
+            raise Unauthorized("the upstream refused the email or password")
+        if resp.status_code == 429:
+            wait = resp.headers.get("Retry-After", "")
+            after = f"; retry after {wait} s" if wait.isdigit() else ""
+            raise Unauthorized(f"too many failed logins{after}")
+        token = wire.parse_token(_json(resp, "login"))
+        # Renew a little early so a token does not expire in flight.
+        margin = min(30.0, token.expires_in / 10)
+        self._token = token.access_token
+        self._token_expires = self._clock() + token.expires_in - margin
+
+    def _current_token(self) -> str:
+        with self._lock:
+            if self._credentials is None:
+                raise Unauthorized("log in first")
+            if self._token is None or self._clock() >= self._token_expires:
+                self._fetch_token(*self._credentials)
+            assert self._token is not None
+            return self._token
+
+    def _drop_token(self, token: str) -> None:
+        with self._lock:
+            if self._token == token:  # another thread may have renewed it already
+                self._token = None
+
+    # -- the resource API ---------------------------------------------------
+
+    def get_resource(self, folder: str, name: str) -> ResourceInfo:
+        check_name(folder, "folder")
+        check_name(name, "name")
+        body = self._api("GET", f"/v1/resources/{folder}/{name}", f"resource {folder}/{name}")
+        return wire.parse_resource(body, folder, name)
+
+    def begin_upload(self, folder: str, name: str) -> UploadTicket:
+        check_name(folder, "folder")
+        check_name(name, "name")
+        path = f"/v1/resources/{folder}/{name}/uploads"
+        return wire.parse_ticket(self._api("POST", path, f"upload of {folder}/{name}", json={}))
+
+    def commit_upload(
+        self,
+        folder: str,
+        name: str,
+        upload_id: str,
+        *,
+        small: bytes,
+        key: bytes,
+        big_size: int,
+        big_sha256: str,
+        plaintext_size: int,
+    ) -> Committed:
+        check_name(folder, "folder")
+        check_name(name, "name")
+        body = {
+            "small": wire.b64encode(small),
+            "key": wire.b64encode(key),
+            "big_size": big_size,
+            "big_sha256": big_sha256,
+            "plaintext_size": plaintext_size,
+        }
+        path = f"/v1/resources/{folder}/{name}/uploads/{upload_id}/commit"
+        answer = self._api("POST", path, f"commit of {folder}/{name}", json=body)
+        return wire.parse_committed(answer, folder, name)
+
+    def put_archive_key(self, archive_id: str, key: bytes) -> bool:
+        """Register ``key`` for ``archive_id``; True if new, False if already so registered.
+
+        A different key already registered raises :class:`Conflict`.
+        """
+        check_name(archive_id, "archive id")
+        if len(key) != wire.KEY_SIZE:
+            raise BadRequest(f"an archive key is {wire.KEY_SIZE} bytes")
+        status, _ = self._api_status(
+            "PUT",
+            f"/v1/archives/{archive_id}/key",
+            f"key of archive {archive_id}",
+            json={"key": wire.b64encode(key)},
+        )
+        return status == 201
+
+    def get_archive_key(self, archive_id: str) -> bytes:
+        check_name(archive_id, "archive id")
+        body = self._api("GET", f"/v1/archives/{archive_id}/key", f"key of archive {archive_id}")
+        return wire.parse_archive_key(body, archive_id)
+
+    def _api(self, method: str, path: str, what: str, json: Any = None) -> Any:
+        return self._api_status(method, path, what, json=json)[1]
+
+    def _api_status(self, method: str, path: str, what: str, json: Any = None) -> tuple[int, Any]:
+        for attempt in (1, 2):
+            token = self._current_token()
+            headers = {"Authorization": f"Bearer {token}"}
+            resp = self._send(method, path, json=json, headers=headers)
+            if resp.status_code == 401 and attempt == 1:
+                log.info("the upstream refused the token; logging in again")
+                self._drop_token(token)
+                continue
+            _raise_for_status(resp, what)
+            return resp.status_code, _json(resp, what)
+        raise AssertionError("unreachable")
+
+    # -- the CDN ----------------------------------------------------------
+
+    def iter_big(self, url: str, size: int, offset: int = 0) -> Iterator[bytes]:
+        """Stream the big part at presigned ``url``: exactly ``size - offset`` bytes.
+
+        A dropped connection resumes with ``Range: bytes=N-`` (bounded
+        retries); more bytes than ``size`` raise :class:`CorruptData`.
+        Integrity is the caller's to check (sha256, authentication).
+        """
+        failures = 0
+        while True:
+            try:
+                for chunk in self._big_from(url, offset, size):
+                    offset += len(chunk)
+                    failures = 0
+                    yield chunk
+            except (requests.RequestException, _ServerError, _ShortRead) as exc:
+                if failures >= self._retry.retries:
+                    raise UpstreamUnavailable(
+                        f"cannot fetch the big part: {_describe(exc)}"
+                    ) from exc
+                self._sleep(self._retry.delay(failures))
+                failures += 1
+            else:
+                return
+
+    def _big_from(self, url: str, offset: int, size: int) -> Iterator[bytes]:
+        # One GET from ``offset``; the caller resumes after a failure.
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        with self._session.get(
+            url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=False
+        ) as resp:
+            if resp.status_code >= 500:
+                raise _ServerError(resp.status_code)
+            _check_cdn_status(resp, partial=offset > 0)
+            for chunk in resp.iter_content(DOWNLOAD_CHUNK):
+                offset += len(chunk)
+                if offset > size:
+                    raise CorruptData("the CDN served more bytes than the big part has")
+                yield chunk
+        if offset < size:
+            raise _ShortRead()
+
+    def put_big(self, url: str, chunks: Iterable[bytes]) -> StoredBlob:
+        """PUT the big part to presigned ``url`` with chunked transfer; not retried.
+
+        An exception raised by ``chunks`` itself propagates unchanged.
+        """
+        source_error: list[BaseException] = []
+
+        def body() -> Iterator[bytes]:
+            try:
+                yield from chunks
+            except BaseException as exc:  # re-raised below, not swallowed
+                source_error.append(exc)
+                raise
+
+        try:
+            resp = self._session.put(
+                url,
+                data=body(),
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=self._timeout,
+                allow_redirects=False,
+            )
+        except Exception as exc:
+            if source_error:
+                raise source_error[0] from None
+            if isinstance(exc, requests.RequestException):
+                raise UpstreamUnavailable(f"cannot store the big part: {_describe(exc)}") from exc
+            raise
+        if source_error:
+            raise source_error[0]
+        _check_cdn_status(resp, partial=False, expected=(200, 201))
+        return wire.parse_stored_blob(_json(resp, "big part upload"))
+
+    # -- transport ----------------------------------------------------------
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        idempotent = method in ("GET", "PUT", "HEAD")
+        attempt = 0
+        while True:
+            try:
+                resp = self._session.request(
+                    method,
+                    self._base + path,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                    **kwargs,
+                )
+            except requests.RequestException as exc:
+                if (idempotent or _never_sent(exc)) and attempt < self._retry.retries:
+                    log.debug("upstream %s %s failed (%s); retrying", method, path, _describe(exc))
+                    self._sleep(self._retry.delay(attempt))
+                    attempt += 1
+                    continue
+                raise UpstreamUnavailable(f"upstream unreachable: {_describe(exc)}") from exc
+            if resp.status_code >= 500 and idempotent and attempt < self._retry.retries:
+                log.debug("upstream %s %s answered %d; retrying", method, path, resp.status_code)
+                resp.close()
+                self._sleep(self._retry.delay(attempt))
+                attempt += 1
+                continue
+            return resp
+
+
+class _ServerError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the CDN answered HTTP {status}")
+
+
+class _ShortRead(Exception):
+    def __init__(self) -> None:
+        super().__init__("the connection ended before the whole big part arrived")
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """Whether the request failed while connecting, so it cannot have reached the server."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    # urllib3's NewConnectionError (refused, unreachable) is a ConnectTimeoutError.
+    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
+
+
+def _describe(exc: BaseException) -> str:
+    # requests' own messages quote the URL, which for the CDN is a capability.
+    if isinstance(exc, requests.ConnectTimeout):
+        return "timed out connecting"
+    if isinstance(exc, requests.Timeout):
+        return "timed out waiting for an answer"
+    if isinstance(exc, requests.ConnectionError) and _never_sent(exc):
+        return "cannot connect"
+    if isinstance(exc, requests.RequestException):
+        return "the connection failed"
+    return str(exc)
+
+
+def _json(resp: requests.Response, what: str) -> Any:
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise UpstreamProtocolError(f"{what}: the upstream's answer is not JSON") from exc
+
+
+def _detail(resp: requests.Response) -> str:
+    try:
+        detail = resp.json().get("detail")
+    except (ValueError, AttributeError):
+        return f"HTTP {resp.status_code}"
+    if not isinstance(detail, str):
+        return f"HTTP {resp.status_code}"
+    # The upstream's words go into our logs and errors: printable and short only.
+    return "".join(c if c.isprintable() else "?" for c in detail[:200])
+
+
+def _raise_for_status(resp: requests.Response, what: str) -> None:
+    status = resp.status_code
+    if 200 <= status < 300:
+        return
+    detail = _detail(resp)
+    if status == 400:
+        raise BadRequest(f"{what}: the upstream refused the request: {detail}")
+    if status == 401:
+        raise Unauthorized(f"{what}: the upstream refused the credentials")
+    if status == 403:
+        raise Unauthorized(f"{what}: this account may not do that")
+    if status == 404:
+        raise NotFound(f"{what}: not found")
+    if status == 409:
+        raise Conflict(f"{what}: {detail}")
+    if status == 413:
+        raise TooLarge(f"{what}: too large for the upstream")
+    if status == 429 or status >= 500:
+        raise UpstreamUnavailable(f"{what}: the upstream answered HTTP {status}")
+    raise UpstreamProtocolError(f"{what}: unexpected HTTP {status}")
+
+
+def _check_cdn_status(
+    resp: requests.Response, *, partial: bool, expected: tuple[int, ...] = ()
+) -> None:
+    status = resp.status_code
+    wanted = expected or ((206,) if partial else (200,))
+    if status in wanted:
+        return
+    if status in (401, 403):
+        raise UpstreamProtocolError(f"the CDN refused the presigned URL (HTTP {status})")
+    if status == 404:
+        raise UpstreamProtocolError("the CDN has no such big part")
+    if status >= 500:
+        raise UpstreamUnavailable(f"the CDN answered HTTP {status}")
+    raise UpstreamProtocolError(f"the CDN answered HTTP {status}")
