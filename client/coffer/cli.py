@@ -1,17 +1,378 @@
-"""``coffer``: the command-line client of cofferd."""
+"""``coffer``: the command-line client of cofferd.
+
+Thin on purpose: parse the command line, call :mod:`coffer.client`, print the
+result, and turn an error into one line on stderr and an exit code.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import enum
+import getpass
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
 
 from coffer import __version__
+from coffer.client import DEFAULT_FOLDER, DEFAULT_TIMEOUT, Client, Progress
+from coffer.errors import (
+    BadRequest,
+    CofferRPCError,
+    Conflict,
+    DaemonUnavailable,
+    NotFound,
+    ShuttingDown,
+    Unauthorized,
+    UpstreamError,
+)
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    OTHER = 1
+    USAGE = 2
+    DAEMON_UNAVAILABLE = 3
+    UNAUTHORIZED = 4
+    NOT_FOUND = 5
+    CONFLICT = 6
+    BAD_REQUEST = 7
+    UPSTREAM = 8
+    SHUTTING_DOWN = 9
+    INTERRUPTED = 130
+
+
+EPILOG = """\
+exit codes:
+  0  success
+  1  any other error (a local file, the daemon failed, a protocol error)
+  2  usage: bad arguments, no password given
+  3  daemon unavailable: no socket, connection refused, permission denied, timed out
+  4  unauthorized: not logged in, or the upstream refused the credentials
+  5  not found: no such resource or archive
+  6  conflict: clashes with work under way (an unlock already runs)
+  7  bad request: a bad name or parameter, or over a size limit
+  8  upstream unavailable, or it served corrupt or tampered data
+  9  the daemon is shutting down
+  130 interrupted (Ctrl-C)
+
+The socket is --socket, else $COFFER_SOCKET, else /run/coffer/cofferd.sock.
+"""
+
+_BY_ERROR: list[tuple[type[CofferRPCError], ExitCode]] = [
+    (DaemonUnavailable, ExitCode.DAEMON_UNAVAILABLE),
+    (Unauthorized, ExitCode.UNAUTHORIZED),
+    (NotFound, ExitCode.NOT_FOUND),
+    (Conflict, ExitCode.CONFLICT),
+    (BadRequest, ExitCode.BAD_REQUEST),
+    (UpstreamError, ExitCode.UPSTREAM),
+    (ShuttingDown, ExitCode.SHUTTING_DOWN),
+]
+
+
+class CommandError(Exception):
+    """A failure to report as ``coffer: <detail>`` with ``exit_code``."""
+
+    def __init__(self, detail: str, exit_code: ExitCode = ExitCode.OTHER) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.exit_code = exit_code
+
+
+def exit_code_for(exc: CofferRPCError) -> ExitCode:
+    for cls, code in _BY_ERROR:
+        if isinstance(exc, cls):
+            return code
+    return ExitCode.OTHER
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="coffer",
+        description="Talk to the cofferd daemon: log in, load and upload protected files.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"coffer {__version__}")
+    parser.add_argument("--socket", metavar="PATH", help="cofferd's socket")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up after this long without progress (default {DEFAULT_TIMEOUT:g})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("health", help="is the daemon serving?").set_defaults(handler=cmd_health)
+    sub.add_parser("status", help="login state, cache dir, upstream").set_defaults(
+        handler=cmd_status
+    )
+
+    p = sub.add_parser("login", help="give the daemon your upstream credentials")
+    _add_credentials(p)
+    p.set_defaults(handler=cmd_login)
+
+    p = sub.add_parser("load", help="fetch and decrypt a resource")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--folder", default=DEFAULT_FOLDER, help="default: %(default)s")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="file to write (replaced only on success), or - for standard output",
+    )
+    p.set_defaults(handler=cmd_load)
+
+    p = sub.add_parser("upload", help="encrypt and publish a file")
+    p.add_argument("file", metavar="FILE", help="the file, or - for standard input")
+    p.add_argument("--name", help="resource name (default: FILE's base name)")
+    p.add_argument("--folder", default=DEFAULT_FOLDER, help="default: %(default)s")
+    p.set_defaults(handler=cmd_upload)
+
+    p = sub.add_parser("unlock", help="decrypt the device's Docker images into the engine")
+    _add_credentials(p)
+    p.add_argument("--wait", action="store_true", help="wait until it is ready or failed")
+    p.set_defaults(handler=cmd_unlock)
+
+    sub.add_parser("unlock-status", help="progress of the unlock").set_defaults(
+        handler=cmd_unlock_status
+    )
+
+    # The archive subcommands live in their own module; imported here, once
+    # this module is complete, so that module may import CommandError from it.
+    from coffer import archive_cli
+
+    archive_cli.add_parser(sub)
+    return parser
+
+
+def _add_credentials(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--email", required=True)
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password as one line of standard input (the default when it is no terminal)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="coffer", description="Talk to the cofferd daemon.")
-    parser.add_argument("--version", action="version", version=f"coffer {__version__}")
-    parser.parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = int(args.handler(args))
+    except CommandError as exc:
+        return _fail(exc.detail, exc.exit_code)
+    except CofferRPCError as exc:
+        return _fail(exc.detail, exit_code_for(exc))
+    except BrokenPipeError:
+        # The reader of our stdout went away (`| head`); quiet the final flush too.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _fail("output closed before the end", ExitCode.OTHER)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", ExitCode.OTHER)
+    except KeyboardInterrupt:
+        return _fail("interrupted", ExitCode.INTERRUPTED)
+    return code
+
+
+def _fail(detail: str, code: ExitCode) -> int:
+    print(f"coffer: {detail}", file=sys.stderr)
+    return int(code)
+
+
+def _client(args: argparse.Namespace) -> Client:
+    return Client(args.socket, timeout=args.timeout)
+
+
+def _emit(args: argparse.Namespace, result: dict[str, Any], text: str, to: TextIO) -> None:
+    print(json.dumps(result, sort_keys=True) if args.json else text, file=to)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        r = c.health()
+    _emit(args, r, f"{r.get('status')} (cofferd {r.get('version')})", sys.stdout)
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        r = c.status()
+    unlock = r.get("unlock")
+    lines = [
+        f"authenticated:   {'yes' if r.get('authenticated') else 'no'}",
+        f"model cache dir: {r.get('model_cache_dir')}",
+        f"upstream:        {r.get('upstream_url')}",
+        f"version:         {r.get('version')}",
+        f"unlock:          {unlock.get('state') if isinstance(unlock, dict) else unlock}",
+    ]
+    _emit(args, r, "\n".join(lines), sys.stdout)
+    return 0
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """One line of stdin when asked or when stdin is no terminal; else a no-echo prompt."""
+    if args.password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        try:
+            password = getpass.getpass(f"Password for {args.email}: ")
+        except EOFError:
+            password = ""
+    if not password:
+        raise CommandError("no password given", ExitCode.USAGE)
+    return password
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    password = read_password(args)
+    with _client(args) as c:
+        r = c.login(args.email, password)
+    _emit(args, r, f"logged in as {args.email}", sys.stdout)
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    password = read_password(args)
+    with _client(args) as c:
+        r = c.unlock(args.email, password)
+        while args.wait and r.get("state") not in ("ready", "error", "idle"):
+            time.sleep(0.5)
+            r = c.unlock_status()
+    _emit(args, r, _unlock_text(r), sys.stdout)
+    if r.get("state") == "error":
+        raise CommandError(f"unlock failed: {r.get('error')}")
+    return 0
+
+
+def cmd_unlock_status(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        r = c.unlock_status()
+    _emit(args, r, _unlock_text(r), sys.stdout)
+    return 0
+
+
+def _unlock_text(r: dict[str, Any]) -> str:
+    text = f"unlock: {r.get('state')}"
+    if r.get("bytes_total"):
+        text += f" ({_mib(r.get('bytes_done') or 0)} of {_mib(r['bytes_total'])})"
+    if r.get("error"):
+        text += f": {r['error']}"
+    for image in r.get("images") or ():
+        text += f"\n  {image}"
+    return text
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    with _client(args) as c, _progress(f"{args.folder}/{args.name}") as progress:
+        if args.output == "-":
+            if sys.stdout.isatty():
+                raise CommandError(
+                    "refusing to write binary data to a terminal: redirect it or use -o FILE",
+                    ExitCode.USAGE,
+                )
+            r = c.load(args.name, args.folder, sys.stdout.buffer, progress)
+            sys.stdout.buffer.flush()
+            _emit(args, r, f"wrote {r.get('size')} bytes ({_what(r)})", sys.stderr)
+        else:
+            r = _load_to_file(c, args, Path(args.output), progress)
+            _emit(args, r, f"wrote {r.get('size')} bytes to {args.output} ({_what(r)})", sys.stdout)
+    return 0
+
+
+def _load_to_file(
+    c: Client, args: argparse.Namespace, path: Path, progress: Progress | None
+) -> Any:
+    """Load into a temp file beside ``path`` and rename it over ``path`` only on success.
+
+    The file is readable by its owner only: it holds a protected file's plaintext.
+    """
+    if path.is_dir():
+        raise CommandError(f"{path} is a directory", ExitCode.USAGE)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            r = c.load(args.name, args.folder, out, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return r
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        if not args.name:
+            raise CommandError("--name is needed when reading standard input", ExitCode.USAGE)
+        r = _upload(args, args.name, sys.stdin.buffer)
+    else:
+        with open(args.file, "rb") as src:
+            r = _upload(args, args.name or os.path.basename(args.file), src)
+    _emit(args, r, f"uploaded {r.get('size')} bytes ({_what(r)})", sys.stdout)
+    return 0
+
+
+def _upload(args: argparse.Namespace, name: str, src: BinaryIO) -> dict[str, Any]:
+    with _client(args) as c, _progress(f"{args.folder}/{name}") as progress:
+        return c.upload(name, args.folder, src, progress=progress)
+
+
+def _what(r: dict[str, Any]) -> str:
+    return f"{r.get('folder')}/{r.get('filename')} version {r.get('version')}"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+class ProgressLine:
+    """A progress line on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.label = label
+        self.clock = clock
+        self.start = self.shown = clock()
+        self.drawn = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = self.clock()
+        if now - self.shown < 0.1:
+            return
+        self.shown = now
+        rate = done / max(now - self.start, 1e-6) / 2**20
+        of = f" of {_mib(total)}" if total else ""
+        print(f"\r\033[K{self.label}: {_mib(done)}{of}, {rate:.0f} MiB/s", end="", file=sys.stderr)
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Progress | None]:
+    """Progress on stderr only when stderr is a terminal, so logs and pipes stay clean."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    line = ProgressLine(label)
+    try:
+        yield line
+    finally:
+        line.close()
 
 
 if __name__ == "__main__":
