@@ -1,16 +1,122 @@
-"""``cofferd``: the daemon's entry point."""
+"""``cofferd``: the daemon's entry point.
+
+Builds the settings once (defaults ← config file ← environment, with
+``--socket`` last), takes the socket systemd passes or binds its own, serves
+until SIGTERM/SIGINT, then stops cleanly and exits 0. A socket it cannot
+serve on is a one-line error and exit status 1; bad settings exit 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
+import os
+import signal
+import sys
+from collections.abc import MutableMapping
+from pathlib import Path
+from types import FrameType
 
 from cofferd import __version__
+from cofferd.app import build_app, build_dispatcher
+from cofferd.notify import Notifier
+from cofferd.resources.provider import reset_api_client
+from cofferd.rpc.transport import ListenError, Server, bind_unix, systemd_socket
+from cofferd.settings import Settings, SettingsError
+
+log = logging.getLogger("cofferd")
+
+# journald reads a "<N>" prefix as the syslog priority of the line.
+_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
 
 
-def main(argv: list[str] | None = None) -> int:
+class JournalFormatter(logging.Formatter):
+    """``<priority>logger: message``, no timestamp: journald adds its own."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _PRIORITY.get(record.levelno, 6)
+        text = super().format(record).replace("\n", "\n" + f"<{prio}>")
+        return f"<{prio}>{text}"
+
+
+def setup_logging(level: str, environ: MutableMapping[str, str]) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Request URLs may carry presigned signatures: keep the HTTP stack quiet.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cofferd", description="The coffer device daemon.")
     parser.add_argument("--version", action="version", version=f"cofferd {__version__}")
-    parser.parse_args(argv)
+    parser.add_argument("--socket", type=Path, help="bind this socket (default: from settings)")
+    parser.add_argument(
+        "--config", type=Path, help="TOML config file (default: /etc/coffer/cofferd.toml)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
+    args = parse_args(argv)
+    env = os.environ if environ is None else environ
+    try:
+        settings = Settings.load(args.config, env)
+        if args.socket is not None:
+            settings = dataclasses.replace(settings, socket_path=args.socket)
+        setup_logging(settings.log_level, env)
+    except (SettingsError, ValueError) as exc:
+        print(f"cofferd: {exc}", file=sys.stderr)
+        return 2
+
+    notifier = Notifier.from_environ(env)
+    try:
+        listener = systemd_socket(env, os.getpid())
+        unlink = None if listener is not None else settings.socket_path
+        if listener is None:
+            listener = bind_unix(settings.socket_path)
+    except ListenError as exc:
+        # One line an operator can act on; a traceback would only hide it.
+        log.error("cannot serve: %s", exc)  # noqa: TRY400
+        return 1
+    # Children (none today) must not think the socket or the notify channel is theirs.
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
+        env.pop(name, None)
+
+    app = build_app(settings, notifier)
+    server = Server(listener, build_dispatcher(app), app, unlink_path=unlink)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # Only flags and a wake-up byte here: the work happens in the main flow.
+        server.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    where = "the socket systemd passed" if unlink is None else str(unlink)
+    log.info("cofferd %s serving on %s (upstream %s)", __version__, where, settings.upstream_url)
+    try:
+        server.serve_forever(on_ready=notifier.ready)
+        busy = server.in_flight()
+        log.info("stopping: %d call(s) in flight", busy)
+        notifier.stopping(f"stopping, {busy} call(s) in flight")
+        server.shutdown(settings.shutdown_grace)
+    finally:
+        notifier.close()
+        reset_api_client()
+    log.info("stopped")
     return 0
 
 

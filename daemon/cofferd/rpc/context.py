@@ -1,0 +1,92 @@
+"""What a method knows about the call it serves: who asked, which fds came, whether to stop.
+
+Peer credentials travel with the connection as one small frozen object taken
+from ``SO_PEERCRED`` once, when the connection is accepted; they describe the
+process that connected, never anything the caller claims.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from cofferd.errors import BadRequest, Cancelled
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+@dataclass(frozen=True)
+class PeerCred:
+    """The connecting process as the kernel saw it at connect time."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    @classmethod
+    def of(cls, sock: socket.socket) -> PeerCred:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        pid, uid, gid = _UCRED.unpack(raw)
+        return cls(pid=pid, uid=uid, gid=gid)
+
+    def __str__(self) -> str:
+        return f"uid={self.uid} gid={self.gid} pid={self.pid}"
+
+
+@dataclass
+class Call:
+    """One request being served: the context jsonrpcserver passes as first argument.
+
+    ``app`` is the daemon's service context (:class:`cofferd.app.App`); ``fds``
+    are the descriptors that came with the request line, owned by the call: a
+    method takes one with :meth:`take_fd` and then must close it; whatever is
+    left is closed by the transport when the call ends.
+    """
+
+    app: Any
+    peer: PeerCred
+    fds: list[int] = field(default_factory=list)
+    #: Set when the daemon stops or the peer hung up: long work checks it between chunks.
+    cancel: threading.Event = field(default_factory=threading.Event)
+    #: The connection, to notice a peer that hung up; None outside a socket (tests).
+    conn: socket.socket | None = None
+    method: str = ""
+
+    def take_fd(self) -> int | None:
+        """The request's fd, now owned by the caller, or None when none came."""
+        if len(self.fds) > 1:
+            raise BadRequest("at most one file descriptor may come with a request")
+        return self.fds.pop() if self.fds else None
+
+    def close_fds(self) -> None:
+        while self.fds:
+            fd = self.fds.pop()
+            with contextlib.suppress(
+                OSError
+            ):  # already closed by its user: nothing left to release
+                os.close(fd)
+
+    def peer_gone(self) -> bool:
+        """Whether the peer has hung up (or shut down its writing side) by now."""
+        if self.conn is None:
+            return False
+        poller = select.poll()
+        poller.register(self.conn, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        try:
+            return bool(poller.poll(0))
+        except OSError:
+            return True
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the work should stop now."""
+        if self.cancel.is_set():
+            raise Cancelled("cofferd is shutting down")
+        if self.peer_gone():
+            self.cancel.set()
+            raise Cancelled("the caller hung up")

@@ -1,0 +1,163 @@
+"""File objects over the fds callers pass, and the capped buffers of the inline mode.
+
+The daemon never opens a path a caller names: it reads and writes only what
+the caller handed over. These wrappers turn the ways such an fd can fail into
+the error tree: the reader of a pipe going away is :class:`Cancelled` (no
+noise in the log), a descriptor open the wrong way is :class:`BadRequest`, and
+work stops between chunks once the call is cancelled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import io
+import os
+import select
+import stat
+from typing import TYPE_CHECKING
+
+from cofferd.errors import BadRequest, Cancelled, TooLarge
+from cofferd.rpc.context import Call
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+#: Largest single write or read: bounds how long a cancel waits for the next check.
+CHUNK = 1024 * 1024
+#: A pipe this big lets one decrypted segment pass in one write.
+PIPE_SIZE = 1024 * 1024
+_POLL_MS = 200
+
+
+def _wait(fd: int, event: int, call: Call) -> None:
+    """Wait until ``fd`` is ready for ``event`` (a caller may hand a non-blocking fd)."""
+    poller = select.poll()
+    poller.register(fd, event)
+    while not poller.poll(_POLL_MS):
+        if call.cancel.is_set():
+            raise Cancelled("cofferd is shutting down")
+
+
+class FdWriter(io.RawIOBase):
+    """Writes into the caller's fd, which it owns and closes."""
+
+    def __init__(self, fd: int, call: Call) -> None:
+        super().__init__()
+        self._fd = fd
+        self._call = call
+        self.written = 0
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # over pipe-max-size, or a bad fd that the first write reports
+            pass
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data: ReadableBuffer) -> int:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        while view:
+            if self._call.cancel.is_set():
+                raise Cancelled("cofferd is shutting down")
+            try:
+                n = os.write(self._fd, view[:CHUNK])
+            except BlockingIOError:
+                _wait(self._fd, select.POLLOUT, self._call)
+                continue
+            except BrokenPipeError as exc:
+                raise Cancelled("the caller closed its end of the pipe") from exc
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    raise BadRequest("the fd given to load is not open for writing") from exc
+                raise BadRequest(f"cannot write to the fd given to load: {exc.strerror}") from exc
+            view = view[n:]
+            self.written += n
+        return total
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(
+                OSError
+            ):  # closing our copy cannot fail in a way the caller can act on
+                os.close(self._fd)
+        super().close()
+
+
+class FdReader(io.RawIOBase):
+    """Reads the caller's fd to EOF, checking the announced size; owns and closes it.
+
+    At EOF it refuses, before anyone can publish, when the byte count differs
+    from ``expected`` or when the caller hung up: an upload cut short must never
+    look complete.
+    """
+
+    def __init__(self, fd: int, call: Call, expected: int | None = None) -> None:
+        super().__init__()
+        self._fd = fd
+        self._call = call
+        self._expected = expected
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")[:CHUNK]
+        while True:
+            if self._call.cancel.is_set():
+                raise Cancelled("cofferd is shutting down")
+            try:
+                n = os.readv(self._fd, [view])
+                break
+            except BlockingIOError:
+                _wait(self._fd, select.POLLIN, self._call)
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    raise BadRequest("the fd given to upload is not open for reading") from exc
+                raise BadRequest(f"cannot read the fd given to upload: {exc.strerror}") from exc
+        self.count += n
+        if self._expected is not None and self.count > self._expected:
+            raise BadRequest(f"more than the announced size of {self._expected} bytes came")
+        if n == 0:
+            self._at_eof()
+        return n
+
+    def _at_eof(self) -> None:
+        if self._expected is not None and self.count != self._expected:
+            raise BadRequest(
+                f"the fd ended after {self.count} bytes, not the announced {self._expected}"
+            )
+        self._call.check()
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(
+                OSError
+            ):  # closing our copy cannot fail in a way the caller can act on
+                os.close(self._fd)
+        super().close()
+
+
+class CappedBuffer(io.BytesIO):
+    """An in-memory sink that refuses to grow past the inline cap."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self._cap = cap
+
+    def write(self, data: ReadableBuffer) -> int:
+        if self.tell() + memoryview(data).nbytes > self._cap:
+            raise TooLarge(
+                f"the resource is over the inline cap of {self._cap} bytes; pass an fd instead"
+            )
+        return super().write(data)

@@ -1,0 +1,158 @@
+"""The RPC methods: check params, call one service, return a plain dict.
+
+Each takes the :class:`~cofferd.rpc.context.Call` first (positional only, so
+no param can pose as it), then the request's params by name; jsonrpcserver
+answers -32602 for missing or unknown ones. Values of the wrong type are
+:class:`~cofferd.rpc.errors.InvalidParams`, names failing the name rule are
+:class:`~cofferd.errors.BadName`. No method logs its params.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
+
+from cofferd import __version__
+from cofferd.errors import BadRequest, TooLarge
+from cofferd.models import LoadResult, UploadResult
+from cofferd.names import check_name
+from cofferd.resources import service
+from cofferd.rpc.context import Call
+from cofferd.rpc.dispatch import Method
+from cofferd.rpc.errors import InvalidParams
+from cofferd.rpc.fdio import CappedBuffer, FdReader, FdWriter
+
+if TYPE_CHECKING:
+    from cofferd.app import App
+
+
+def _app(call: Call) -> App:
+    return cast("App", call.app)
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidParams(f"{what} must be a non-empty string")
+    return value
+
+
+def health(call: Call, /) -> dict[str, Any]:
+    return {"status": "ok", "version": __version__}
+
+
+def status(call: Call, /) -> dict[str, Any]:
+    app = _app(call)
+    return {
+        "authenticated": app.api_client().authenticated,
+        "model_cache_dir": str(app.settings.cache_dir),
+        "upstream_url": app.settings.upstream_url,
+        "version": __version__,
+        "unlock": {"state": app.unlock_state().value},
+    }
+
+
+def login(call: Call, /, email: object, password: object) -> dict[str, Any]:
+    # The upstream decides; its refusal is Unauthorized (401), the same for a
+    # wrong email as for a wrong password.
+    _app(call).api_client().login(_text(email, "email"), _text(password, "password"))
+    return {"status": "ok"}
+
+
+def load(call: Call, /, filename: object, folder: object = "models") -> dict[str, Any]:
+    """Write the plaintext into the request's fd, close it, then answer.
+
+    Without an fd the plaintext comes back inline as base64, up to the cap.
+    """
+    folder_ = check_name(folder, "folder")
+    name = check_name(filename, "filename")
+    fd = call.take_fd()
+    app = _app(call)
+    with app.notifier.working(f"loading {folder_}/{name}"):
+        if fd is None:
+            buffer = CappedBuffer(app.settings.inline_max_bytes)
+            result = service.load(app.api_client(), app.cache, folder_, name, buffer)
+            data = base64.b64encode(buffer.getbuffer()).decode("ascii")
+            return {**_loaded(result), "data": data}
+        # Closed before the result goes out, so the caller's EOF comes first.
+        with FdWriter(fd, call) as out:
+            result = service.load(app.api_client(), app.cache, folder_, name, cast(BinaryIO, out))
+    return _loaded(result)
+
+
+def upload(
+    call: Call,
+    /,
+    filename: object,
+    folder: object = "models",
+    size: object = None,
+    data: object = None,
+) -> dict[str, Any]:
+    """Read the request's fd to EOF (or the inline base64 ``data``), encrypt, publish.
+
+    With ``size`` it publishes only if exactly that many bytes came; with an
+    fd also only if the caller is still connected when the input ends.
+    """
+    folder_ = check_name(folder, "folder")
+    name = check_name(filename, "filename")
+    if size is not None and (type(size) is not int or size < 0):
+        raise InvalidParams("size must be a non-negative integer")
+    fd = call.take_fd()
+    app = _app(call)
+    src: io.RawIOBase | io.BytesIO
+    if fd is not None:
+        src = FdReader(fd, call, expected=size)
+        if data is not None:
+            src.close()
+            raise BadRequest("give the content as an fd or as data, not both")
+    else:
+        src = io.BytesIO(_inline(data, size, app.settings.inline_max_bytes))
+    with app.notifier.working(f"uploading {folder_}/{name}"), src:
+        result = service.upload(app.api_client(), folder_, name, cast(BinaryIO, src))
+    return _uploaded(result)
+
+
+def _inline(data: object, size: object, cap: int) -> bytes:
+    if data is None:
+        raise BadRequest("upload needs an fd passed with the request, or base64 data")
+    if not isinstance(data, str):
+        raise InvalidParams("data must be a base64 string")
+    if len(data) > (cap + 2) // 3 * 4:
+        raise TooLarge(f"inline data is over the cap of {cap} bytes; pass an fd instead")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidParams("data is not valid base64") from exc
+    if size is not None and len(raw) != size:
+        raise BadRequest(f"data holds {len(raw)} bytes, not the announced {size}")
+    return raw
+
+
+def _loaded(result: LoadResult) -> dict[str, Any]:
+    return {
+        "folder": result.folder,
+        "filename": result.name,
+        "version": result.version,
+        "size": result.size,
+    }
+
+
+def _uploaded(result: UploadResult) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "folder": result.folder,
+        "filename": result.name,
+        "version": result.version,
+        "size": result.size,
+    }
+
+
+#: The core table; features add theirs in :func:`cofferd.app.build_dispatcher`.
+METHODS: dict[str, Method] = {
+    "health": health,
+    "status": status,
+    "login": login,
+    "load": load,
+    "upload": upload,
+}

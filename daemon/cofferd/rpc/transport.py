@@ -1,0 +1,366 @@
+"""The Unix-socket transport: listening, connections, framing, fds, shutdown.
+
+One thread per connection, each serving its requests one after another: read
+a line (fds that arrive with it attach to it), dispatch, write one response
+line. A line longer than :data:`coffer.protocol.MAX_LINE_BYTES` cannot be
+resynchronised, so it gets a ``TOO_LARGE`` error and the connection is closed;
+every other bad line gets its JSON-RPC error and the connection goes on.
+
+Stopping (:meth:`Server.request_stop`, safe from a signal handler): no new
+connections or requests, in-flight calls get ``grace`` seconds, then they are
+cancelled (their chunked I/O sees it within a chunk) and finally their sockets
+are shut, so every caller sees either a response or an EOF, never a hang.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import json
+import logging
+import os
+import selectors
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coffer.protocol import MAX_FDS, MAX_LINE_BYTES, ErrorCode
+from cofferd.errors import CofferError
+from cofferd.rpc.context import Call, PeerCred
+from cofferd.rpc.dispatch import Dispatcher, error_response
+
+log = logging.getLogger("cofferd.rpc")
+call_log = logging.getLogger("cofferd.call")
+
+SOCKET_MODE = 0o660
+#: Connections served at once; one more is told so and closed.
+MAX_CONNECTIONS = 128
+_RECV_BYTES = 256 * 1024
+#: Room for a few more fds than allowed, so an excess is seen and refused, not lost.
+_ANCILLARY = socket.CMSG_SPACE(8 * array.array("i").itemsize)
+#: Seconds cancelled calls get to answer before their sockets are shut.
+_CANCEL_WAIT = 2.0
+
+
+class ListenError(CofferError):
+    """cofferd cannot serve on the socket it was given."""
+
+
+def bind_unix(path: Path, backlog: int = 128) -> socket.socket:
+    """Bind and listen on ``path`` with mode 0660, replacing a stale socket file.
+
+    A socket another process still serves is refused, and so is any other kind
+    of file: cofferd removes only what it can tell is a dead socket.
+    """
+    if not path.parent.is_dir():
+        raise ListenError(f"the socket's directory {path.parent} does not exist")
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ListenError(f"{path} exists and is not a socket; remove it or pick another path")
+        if _is_live(path):
+            raise ListenError(f"another process already serves {path}; stop it first")
+        path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The umask makes the file 0660 from birth, so no one can connect in between.
+    old = os.umask(0o117)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, SOCKET_MODE)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {path}: {exc.strerror}") from exc
+    finally:
+        os.umask(old)
+    return sock
+
+
+def _is_live(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError as exc:
+        raise ListenError(f"cannot tell whether {path} is in use: {exc.strerror}") from exc
+    else:
+        return True
+    finally:
+        probe.close()
+
+
+def systemd_socket(environ: Mapping[str, str], pid: int) -> socket.socket | None:
+    """The listening socket systemd passed (``LISTEN_FDS``, fd 3), or None.
+
+    Checked to be a listening Unix stream socket, since serving anything else
+    would fail in confusing ways later.
+    """
+    if environ.get("LISTEN_PID") != str(pid) or not environ.get("LISTEN_FDS"):
+        return None
+    if environ["LISTEN_FDS"] != "1":
+        raise ListenError(f"systemd passed {environ['LISTEN_FDS']} sockets; cofferd takes one")
+    try:
+        sock = socket.socket(fileno=3)
+    except OSError as exc:
+        raise ListenError(f"the fd systemd passed is not a socket: {exc.strerror}") from exc
+    listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM or not listening:
+        sock.detach()
+        raise ListenError("the socket systemd passed is not a listening Unix stream socket")
+    sock.set_inheritable(False)
+    return sock
+
+
+@dataclass(eq=False)
+class _Conn:
+    sock: socket.socket
+    peer: PeerCred
+    thread: threading.Thread | None = None
+    call: Call | None = None
+    pending: dict[int, list[int]] = field(default_factory=dict)
+
+
+class Server:
+    """Serves the dispatcher's methods on a listening socket until stopped."""
+
+    def __init__(
+        self,
+        listener: socket.socket,
+        dispatcher: Dispatcher,
+        app: Any,
+        *,
+        unlink_path: Path | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._listener = listener
+        self._dispatcher = dispatcher
+        self._app = app
+        self._unlink_path = unlink_path
+        self._max = max_connections
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conns: set[_Conn] = set()
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self._serial = 0
+
+    # -- life cycle ---------------------------------------------------------
+
+    def serve_forever(self, on_ready: Callable[[], None] = lambda: None) -> None:
+        """Accept connections until :meth:`request_stop`; then return (call :meth:`shutdown`)."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._listener, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            on_ready()
+            while not self._stopping.is_set():
+                for key, _ in sel.select():
+                    if key.fileobj is self._listener and not self._stopping.is_set():
+                        self._accept()
+
+    def request_stop(self) -> None:
+        """Stop accepting; safe to call from a signal handler or any thread."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):  # the wake-up is already pending
+            self._wake_w.send(b"x")
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return sum(1 for c in self._conns if c.call is not None)
+
+    def shutdown(self, grace: float) -> None:
+        """Close the listener, let calls finish within ``grace`` s, cut the rest."""
+        self._stopping.set()
+        self._listener.close()
+        if self._unlink_path is not None:
+            self._unlink_path.unlink(missing_ok=True)
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            if conn.call is None:
+                _shut(conn.sock)  # idle: its thread wakes from recv and ends
+        deadline = self._clock() + grace
+        busy = self._join(conns, deadline)
+        if busy:
+            log.warning("cancelling %d call(s) still running after %.1fs", len(busy), grace)
+            for conn in busy:
+                if conn.call is not None:
+                    conn.call.cancel.set()
+            busy = self._join(busy, self._clock() + _CANCEL_WAIT)
+        for conn in busy:
+            _shut(conn.sock)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _join(self, conns: list[_Conn], deadline: float) -> list[_Conn]:
+        left = []
+        for conn in conns:
+            if conn.thread is not None:
+                conn.thread.join(max(0.0, deadline - self._clock()))
+                if conn.thread.is_alive():
+                    left.append(conn)
+        return left
+
+    # -- connections --------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except OSError as exc:  # e.g. EMFILE: keep serving the others
+            log.warning("accept failed: %s", exc.strerror)
+            time.sleep(0.05)
+            return
+        try:
+            peer = PeerCred.of(sock)
+        except OSError:
+            sock.close()
+            return
+        conn = _Conn(sock, peer)
+        with self._lock:
+            full = len(self._conns) >= self._max
+            if not full:
+                self._conns.add(conn)
+                self._serial += 1
+                serial = self._serial
+        if full:
+            log.warning("refusing a connection from %s: %d already open", peer, self._max)
+            detail = f"cofferd serves at most {self._max} connections at once; try again later"
+            _send_quietly(sock, error_response(ErrorCode.UPSTREAM_UNAVAILABLE, "Busy", detail))
+            sock.close()
+            return
+        conn.thread = threading.Thread(
+            target=self._serve, args=(conn,), name=f"conn-{serial}", daemon=True
+        )
+        conn.thread.start()
+
+    def _serve(self, conn: _Conn) -> None:
+        try:
+            self._read_loop(conn)
+        except Exception:
+            log.exception("connection from %s failed", conn.peer)
+        finally:
+            for fds in conn.pending.values():
+                _close_all(fds)
+            conn.sock.close()
+            with self._lock:
+                self._conns.discard(conn)
+
+    def _read_loop(self, conn: _Conn) -> None:
+        buf = bytearray()
+        lines_done = 0  # index of the line ``buf`` starts with
+        while True:
+            try:
+                data, ancdata, flags, _ = conn.sock.recvmsg(_RECV_BYTES, _ANCILLARY)
+            except OSError:
+                return
+            fds = _fds_of(ancdata, flags)
+            if not data:
+                _close_all(fds)
+                return
+            buf += data
+            if fds:
+                # The kernel ends a read right after the data an fd came with, so
+                # the fds belong to the line holding the last byte read.
+                line_no = lines_done + buf.count(b"\n", 0, len(buf) - 1)
+                conn.pending.setdefault(line_no, []).extend(fds)
+            start = 0
+            while (end := buf.find(b"\n", start)) >= 0:
+                line_fds = conn.pending.pop(lines_done, [])
+                lines_done += 1
+                if end + 1 - start > MAX_LINE_BYTES:
+                    _close_all(line_fds)
+                    self._too_large(conn)
+                    return
+                if not self._answer(conn, bytes(buf[start:end]), line_fds):
+                    return
+                start = end + 1
+            del buf[:start]
+            if len(buf) >= MAX_LINE_BYTES:
+                self._too_large(conn)
+                return
+
+    def _too_large(self, conn: _Conn) -> None:
+        detail = f"a request line may have at most {MAX_LINE_BYTES} bytes; closing the connection"
+        call_log.info("- too_large %s", conn.peer)
+        _send_quietly(conn.sock, error_response(ErrorCode.TOO_LARGE, "Too large", detail))
+
+    def _answer(self, conn: _Conn, line: bytes, fds: list[int]) -> bool:
+        """Serve one line; False when the connection is done for."""
+        if self._stopping.is_set():
+            _close_all(fds)
+            detail = "cofferd is shutting down; try again once it is back"
+            _send_quietly(conn.sock, error_response(ErrorCode.SHUTTING_DOWN, "Cancelled", detail))
+            return False
+        call = Call(self._app, conn.peer, fds, conn=conn.sock)
+        conn.call = call
+        started = self._clock()
+        try:
+            response = self._dispatcher.handle(line, call)
+        finally:
+            call.close_fds()
+            conn.call = None
+        if response is None:
+            return True
+        error = response.get("error")
+        outcome = "ok" if error is None else f"error {error['code']}"
+        call_log.info(
+            "%s %s %s %.1fms",
+            call.method or "-",
+            outcome,
+            conn.peer,
+            (self._clock() - started) * 1000,
+        )
+        return _send_quietly(conn.sock, response)
+
+
+def _fds_of(ancdata: list[tuple[int, int, bytes]], flags: int) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+            fds.extend(arr)
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    if flags & socket.MSG_CTRUNC:
+        # More fds came than there was room for (the kernel closed the rest): a
+        # placeholder makes the request carry too many, which it is refused for.
+        fds.extend([-1] * (MAX_FDS + 1))
+    return fds
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):  # nothing left to release
+                os.close(fd)
+
+
+def _send_quietly(sock: socket.socket, response: dict[str, Any]) -> bool:
+    """Send one response line; a peer that hung up is not an error worth a log line."""
+    payload = json.dumps(response, separators=(",", ":")).encode() + b"\n"
+    try:
+        sock.sendall(payload)
+    except OSError:
+        return False
+    return True
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed by its thread
+        sock.shutdown(socket.SHUT_RDWR)
