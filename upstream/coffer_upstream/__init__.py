@@ -1,0 +1,25 @@
+"""coffer_upstream: the reference server of the coffer upstream protocol v1.
+
+It serves the resource API (login, small parts and keys, two-phase publish,
+archive keys) and the "CDN" (big parts behind presigned URLs) from one
+``http.server`` process, with SQLite and plain files in a data dir. It exists
+for the test suite, demos and anyone without a server yet; the .deb never
+ships it. ``docs/upstream-protocol.md`` is the protocol it implements.
+
+Modules:
+
+- ``config``: the server's settings, built once by the CLI.
+- ``errors``: :class:`HttpError`, the one exception the handlers raise.
+- ``passwords``: scrypt password hashes.
+- ``signing``: bearer tokens and presigned CDN URLs (HMAC-SHA256).
+- ``ratelimit``: the login failure limiter.
+- ``datadir``: the data dir layout and its secret.
+- ``store``: SQLite: users, resource versions, uploads, archive keys.
+- ``bodies``: reading request bodies (JSON, Content-Length, chunked) and fields.
+- ``api``: the ``/v1`` endpoints.
+- ``cdn``: the ``/cdn`` endpoints (GET with Range via sendfile, PUT to a temp file).
+- ``server``: the HTTP handler, routing and the janitor.
+- ``cli``: ``coffer-upstream serve`` and ``coffer-upstream user add``.
+"""
+
+__version__ = "0.1.0"
