@@ -231,8 +231,8 @@ class StreamEncryptor:
         self._buffer += data
         # Strictly more than a segment: only then is this one known not last.
         while len(self._buffer) > self._capacity:
-            with memoryview(self._buffer) as view:
-                out.append(self._segments.encrypt(self._index, False, view[: self._capacity]))
+            with memoryview(self._buffer) as view, view[: self._capacity] as part:
+                out.append(self._segments.encrypt(self._index, False, part))
             del self._buffer[: self._capacity]
             self._index += 1
             self._capacity = self._full
@@ -293,8 +293,9 @@ class StreamDecryptor:
             self._segments = _Segments(self._key, salt, prefix, self._ad)
             del self._buffer[:HEADER_SIZE]
         while len(self._buffer) > self._capacity:
-            with memoryview(self._buffer) as view:
-                out.append(self._segments.decrypt(self._index, False, view[: self._capacity]))
+            # Released on the way out, even on failure: the buffer shrinks next.
+            with memoryview(self._buffer) as view, view[: self._capacity] as part:
+                out.append(self._segments.decrypt(self._index, False, part))
             del self._buffer[: self._capacity]
             self._index += 1
             self._capacity = self._full

@@ -1,0 +1,152 @@
+"""Shared parts of the format's tests: the Tink oracle and the decrypt routes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+
+import pytest
+from tink import cleartext_keyset_handle, streaming_aead
+from tink.proto import aes_gcm_hkdf_streaming_pb2, common_pb2, tink_pb2
+
+from cofferd.binary_split import stream
+from cofferd.errors import DecryptionError
+
+TYPE_URL = "type.googleapis.com/google.crypto.tink.AesGcmHkdfStreamingKey"
+
+
+class _Unclosing(io.BytesIO):
+    """Tink's encrypting stream closes its destination; keep the bytes readable."""
+
+    def close(self) -> None:
+        pass
+
+
+class TinkOracle:
+    """Tink's own StreamingAead over a keyset holding exactly our raw key."""
+
+    def __init__(self, key: bytes, segment_size: int) -> None:
+        params = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingParams(
+            ciphertext_segment_size=segment_size,
+            derived_key_size=stream.KEY_SIZE,
+            hkdf_hash_type=common_pb2.SHA256,
+        )
+        proto_key = aes_gcm_hkdf_streaming_pb2.AesGcmHkdfStreamingKey(
+            version=0, key_value=key, params=params
+        )
+        keyset = tink_pb2.Keyset(
+            primary_key_id=1,
+            key=[
+                tink_pb2.Keyset.Key(
+                    key_data=tink_pb2.KeyData(
+                        type_url=TYPE_URL,
+                        value=proto_key.SerializeToString(),
+                        key_material_type=tink_pb2.KeyData.SYMMETRIC,
+                    ),
+                    status=tink_pb2.ENABLED,
+                    key_id=1,
+                    output_prefix_type=tink_pb2.RAW,
+                )
+            ],
+        )
+        handle = cleartext_keyset_handle.from_keyset(keyset)
+        self._aead = handle.primitive(streaming_aead.StreamingAead)
+
+    def encrypt(self, plaintext: bytes, associated_data: bytes) -> bytes:
+        out = _Unclosing()
+        with self._aead.new_encrypting_stream(out, associated_data) as enc:
+            enc.write(plaintext)
+        return out.getvalue()
+
+    def decrypt(self, ciphertext: bytes, associated_data: bytes) -> bytes:
+        with self._aead.new_decrypting_stream(io.BytesIO(ciphertext), associated_data) as dec:
+            data: bytes = dec.read()
+        return data
+
+
+@pytest.fixture(scope="session")
+def tink_oracle() -> Callable[[bytes, int], TinkOracle]:
+    streaming_aead.register()
+    return TinkOracle
+
+
+Route = Callable[[bytes, bytes, bytes, int], Iterator[bytes]]
+"""(ciphertext, key, associated data, segment size) -> plaintext pieces as released."""
+
+
+def _chunks(ct: bytes, key: bytes, ad: bytes, seg: int) -> Iterator[bytes]:
+    # Odd chunk sizes, so segment boundaries fall inside chunks.
+    pieces = (ct[i : i + 1000] for i in range(0, len(ct), 1000))
+    yield from stream.decrypt_chunks(pieces, key, ad, segment_size=seg, workers=1)
+
+
+def _chunks_parallel(ct: bytes, key: bytes, ad: bytes, seg: int) -> Iterator[bytes]:
+    yield from stream.decrypt_chunks([ct], key, ad, segment_size=seg, workers=2)
+
+
+class _Recorder(io.RawIOBase):
+    """A destination that keeps every write, so a failure shows what got out."""
+
+    def __init__(self, sink: list[bytes]) -> None:
+        super().__init__()
+        self.sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        view = memoryview(data)  # type: ignore[arg-type]
+        self.sink.append(bytes(view))
+        return len(view)
+
+
+def _file_route(workers: int) -> Route:
+    def route(ct: bytes, key: bytes, ad: bytes, seg: int) -> Iterator[bytes]:
+        sink: list[bytes] = []
+        # Hand out what reached the file even when decrypt_file raises: the
+        # pieces are yielded, then the error goes on.
+        try:
+            stream.decrypt_file(
+                io.BytesIO(ct), _Recorder(sink), key, ad, segment_size=seg, workers=workers
+            )
+        finally:
+            yield from sink
+
+    return route
+
+
+def _incremental(ct: bytes, key: bytes, ad: bytes, seg: int) -> Iterator[bytes]:
+    dec = stream.StreamDecryptor(key, ad, segment_size=seg)
+    for i in range(0, len(ct), 777):
+        yield dec.update(ct[i : i + 777])
+    yield dec.finish()
+
+
+ROUTES: dict[str, Route] = {
+    "chunks": _chunks,
+    "chunks-2-threads": _chunks_parallel,
+    "file": _file_route(1),
+    "file-2-threads": _file_route(2),
+    "incremental": _incremental,
+}
+
+
+def released_before_failure(route: Route, ct: bytes, key: bytes, ad: bytes, seg: int) -> bytes:
+    """Run a decrypt route that must fail; return all plaintext it let out first."""
+    out: list[bytes] = []
+    with pytest.raises(DecryptionError) as info:
+        out.extend(route(ct, key, ad, seg))
+    assert str(info.value) == str(DecryptionError())  # opaque: one message for all
+    return b"".join(out)
+
+
+@pytest.fixture
+def assert_rejected() -> Callable[[bytes, bytes, bytes, bytes, int], None]:
+    """Every decrypt route raises DecryptionError and lets out only a prefix."""
+
+    def check(ct: bytes, key: bytes, ad: bytes, original: bytes, seg: int) -> None:
+        for name, route in ROUTES.items():
+            released = released_before_failure(route, ct, key, ad, seg)
+            assert original.startswith(released), name
+
+    return check
