@@ -18,9 +18,11 @@ from cofferd.notify import Notifier
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.provider import get_api_client
 from cofferd.resources.upstream import ApiClient
+from cofferd.rpc import unlock as rpc_unlock
 from cofferd.rpc.dispatch import Dispatcher
 from cofferd.rpc.methods import METHODS
 from cofferd.settings import Settings
+from cofferd.unlock import UnlockWorkflow
 
 
 class UnlockView(Protocol):
@@ -28,6 +30,8 @@ class UnlockView(Protocol):
 
     @property
     def state(self) -> UnlockState: ...
+
+    def close(self, timeout: float) -> None: ...
 
 
 @dataclass
@@ -52,9 +56,14 @@ def build_app(settings: Settings, notifier: Notifier) -> App:
         notifier=notifier,
         api_client=functools.partial(get_api_client, settings),
         cache=BigPartCache(settings.cache_dir),
+        unlock=UnlockWorkflow.from_settings(
+            settings, functools.partial(get_api_client, settings), notifier
+        ),
     )
 
 
 def build_dispatcher(app: App) -> Dispatcher:
     """The method table: the core methods, then each feature's own."""
-    return Dispatcher(METHODS)
+    dispatcher = Dispatcher(METHODS)
+    rpc_unlock.register(dispatcher)
+    return dispatcher

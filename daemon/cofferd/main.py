@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None, environ: MutableMapping[str, str] | None
         busy = server.in_flight()
         log.info("stopping: %d call(s) in flight", busy)
         notifier.stopping(f"stopping, {busy} call(s) in flight")
+        if app.unlock is not None:  # cancel a running unlock: the engine drops the cut load
+            app.unlock.close(settings.shutdown_grace)
         server.shutdown(settings.shutdown_grace)
     finally:
         notifier.close()

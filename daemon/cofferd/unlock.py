@@ -155,6 +155,13 @@ class UnlockWorkflow:
             "images": list(now.images),
         }
 
+    @property
+    def state(self) -> UnlockState:
+        """The state ``unlock_status`` would report."""
+        self._restore()
+        with self._lock:
+            return self._now.state
+
     def close(self, timeout: float) -> None:
         """Cancel a running unlock and wait up to ``timeout`` s for the worker to finish."""
         with self._lock:
