@@ -101,7 +101,8 @@ class UpstreamServer(ThreadingHTTPServer):
     def base_url(self) -> str:
         return (self.config.public_url or self.url).rstrip("/")
 
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
+    # shutdown() waits up to one poll interval: short, so stopping is quick.
+    def serve_forever(self, poll_interval: float = 0.05) -> None:
         self._janitor.start()
         try:
             super().serve_forever(poll_interval)

@@ -1,0 +1,39 @@
+"""The ``upstream`` fixture itself: a real server, users, restart on the same port."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from fixtures.upstream import Upstream
+
+
+def test_upstream_serves_and_its_users_log_in(upstream: Upstream) -> None:
+    assert requests.get(f"{upstream.url}/health", timeout=10).json() == {"status": "ok"}
+    assert upstream.login(upstream.reader)
+    assert upstream.login(upstream.publisher)
+    assert upstream.blob_paths() == []
+
+
+def test_added_user_logs_in(upstream: Upstream) -> None:
+    account = upstream.add_user("new@example.com", "a password", "reader")
+    assert upstream.login(account)
+
+
+def test_stop_and_start_keep_port_and_data(upstream: Upstream) -> None:
+    url = upstream.url
+    upstream.stop()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/health", timeout=10)
+    upstream.start()
+    assert upstream.url == url
+    assert upstream.login(upstream.reader)
+
+
+def test_starts_fast(upstream_factory) -> None:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    upstream_factory()
+    # Function scope is only affordable while a server starts this fast.
+    assert time.monotonic() - started < 2.0
