@@ -26,7 +26,7 @@ import http.cookiejar
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +50,9 @@ from cofferd.resources.wire import Committed, ResourceInfo, StoredBlob, UploadTi
 
 log = logging.getLogger(__name__)
 
-#: Bytes asked of the socket at a time when streaming a big part.
-DOWNLOAD_CHUNK = 1 << 20
+#: Bytes asked of the socket at a time when streaming a big part. A read cut
+#: short loses what it had, so this is also the most a resume fetches again.
+DOWNLOAD_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,7 @@ class ApiClient:
 
     # -- the CDN ----------------------------------------------------------
 
-    def iter_big(self, url: str, size: int, offset: int = 0) -> Iterator[bytes]:
+    def iter_big(self, url: str, size: int, offset: int = 0) -> Generator[bytes, None, None]:
         """Stream the big part at presigned ``url``: exactly ``size - offset`` bytes.
 
         A dropped connection resumes with ``Range: bytes=N-`` (bounded

@@ -1,0 +1,265 @@
+"""Load and upload: the resource services the RPC methods wrap.
+
+``load`` writes a resource's plaintext into a caller's file object: the small
+part and key come from the API, the big part from the cache or the CDN, and
+the two are joined and decrypted segment by segment. Only verified plaintext
+reaches ``out``; memory stays at a few segments whatever the size.
+
+``upload`` reads plaintext until EOF, encrypts and splits it while reading,
+streams the big part to the CDN and commits; until the commit nothing is
+visible upstream, so any failure before it leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import logging
+from collections.abc import Iterator
+from typing import BinaryIO, cast
+
+from cofferd.binary_split.split import DEFAULT_SMALL_SIZE, JoinedReader, split
+from cofferd.binary_split.stream import (
+    ciphertext_size,
+    decrypt_file,
+    encrypt_chunks,
+    new_key,
+    resource_associated_data,
+)
+from cofferd.errors import BadRequest, Cancelled, CorruptData, DecryptionError
+from cofferd.models import LoadResult, UploadResult
+from cofferd.names import check_name
+from cofferd.resources.cache import BigPartCache, CacheWriter
+from cofferd.resources.upstream import ApiClient
+from cofferd.resources.wire import ResourceInfo
+
+log = logging.getLogger(__name__)
+
+#: Plaintext read from an upload's source per call.
+READ_CHUNK = 1 << 20
+
+
+def load(
+    client: ApiClient, cache: BigPartCache, folder: str, name: str, out: BinaryIO
+) -> LoadResult:
+    """Write the plaintext of ``folder/name``'s current version into ``out``.
+
+    A cached big part that fails authentication is evicted; if nothing was
+    written yet it is fetched once more from the CDN, otherwise the load fails
+    with :class:`CorruptData` and ``out`` holds a verified prefix, which the
+    caller discards.
+    """
+    check_name(folder, "folder")
+    check_name(name, "name")
+    info = client.get_resource(folder, name)
+    if len(info.small) + info.big_size != ciphertext_size(info.plaintext_size):
+        raise CorruptData(f"resource {folder}/{name}: sizes announced by the upstream disagree")
+    sink = _Output(out)
+    refetched = False
+    while True:
+        path = cache.lookup(info)
+        if path is None:
+            with cache.lock(info):
+                # Another thread may have fetched it while this one waited.
+                path = cache.lookup(info)
+                if path is None:
+                    _load_from_cdn(client, cache, info, sink)
+                    return _result(info, sink, from_cache=False)
+        try:
+            with io.FileIO(path, "rb") as big:
+                _decrypt(info, JoinedReader(info.small, cast(BinaryIO, _CachedFile(big))), sink)
+        except FileNotFoundError:
+            # Evicted by a newer version between lookup and open: look again.
+            if sink.written:
+                raise CorruptData("the cached big part vanished mid-read") from None
+            continue
+        except (DecryptionError, _SourceError) as exc:
+            cache.evict(path)
+            if sink.written or refetched:
+                raise CorruptData(
+                    f"resource {folder}/{name}: the cached big part failed authentication"
+                ) from exc
+            log.warning("cached big part of %s/%s failed; fetching it again", folder, name)
+            refetched = True
+            continue
+        return _result(info, sink, from_cache=True)
+
+
+def upload(
+    client: ApiClient,
+    folder: str,
+    name: str,
+    src: BinaryIO,
+    small_size: int = DEFAULT_SMALL_SIZE,
+) -> UploadResult:
+    """Publish ``src``'s bytes until EOF as the next version of ``folder/name``."""
+    check_name(folder, "folder")
+    check_name(name, "name")
+    ticket = client.begin_upload(folder, name)
+    key = new_key()
+    source = _Input(src)
+    ciphertext = encrypt_chunks(source.chunks(), key, resource_associated_data(folder, name))
+    small, big = split(ciphertext, small_size)
+    digest = hashlib.sha256()
+    big_size = 0
+
+    def big_body() -> Iterator[bytes]:
+        nonlocal big_size
+        for chunk in big:
+            digest.update(chunk)
+            big_size += len(chunk)
+            yield chunk
+
+    stored = client.put_big(ticket.big_url, big_body())
+    if stored.size != big_size or stored.sha256 != digest.hexdigest():
+        raise CorruptData("the CDN stored something other than the big part sent")
+    committed = client.commit_upload(
+        folder,
+        name,
+        ticket.upload_id,
+        small=small,
+        key=key,
+        big_size=big_size,
+        big_sha256=stored.sha256,
+        plaintext_size=source.size,
+    )
+    log.info("uploaded %s/%s version %d (%d bytes)", folder, name, committed.version, source.size)
+    return UploadResult(folder=folder, name=name, version=committed.version, size=source.size)
+
+
+def _load_from_cdn(
+    client: ApiClient, cache: BigPartCache, info: ResourceInfo, sink: _Output
+) -> None:
+    try:
+        writer = cache.writer(info)
+    except OSError as exc:
+        # The cache is an optimisation: without room in it, stream straight through.
+        log.warning("cannot cache %s/%s: %s", info.folder, info.name, exc.strerror)
+        writer = None
+    chunks = client.iter_big(info.big_url, info.big_size)
+    reader = _ChunkReader(chunks, writer)
+    try:
+        _decrypt(info, JoinedReader(info.small, cast(BinaryIO, reader)), sink)
+        if reader.writer is not None:
+            reader.writer.commit()
+    except DecryptionError as exc:
+        raise CorruptData(
+            f"resource {info.folder}/{info.name}: the upstream's data failed authentication"
+        ) from exc
+    finally:
+        chunks.close()
+        if writer is not None:
+            writer.abort()
+
+
+def _decrypt(info: ResourceInfo, src: JoinedReader, sink: _Output) -> None:
+    ad = resource_associated_data(info.folder, info.name)
+    decrypt_file(cast(BinaryIO, src), cast(BinaryIO, sink), info.key, ad)
+
+
+def _result(info: ResourceInfo, sink: _Output, *, from_cache: bool) -> LoadResult:
+    if sink.written != info.plaintext_size:
+        raise CorruptData(f"resource {info.folder}/{info.name}: plaintext size differs")
+    return LoadResult(
+        folder=info.folder,
+        name=info.name,
+        version=info.version,
+        size=sink.written,
+        from_cache=from_cache,
+    )
+
+
+class _SourceError(Exception):
+    """Reading the cached big part failed (an I/O error, not the caller's)."""
+
+
+class _CachedFile:
+    """The cached big part's file; its I/O errors mean "fetch it again", not "fail"."""
+
+    def __init__(self, file: io.FileIO) -> None:
+        self._file = file
+
+    def readinto(self, buffer: memoryview) -> int:
+        try:
+            return self._file.readinto(buffer) or 0
+        except OSError as exc:
+            raise _SourceError(exc.strerror or "read failed") from exc
+
+
+class _ChunkReader:
+    """``readinto`` over the CDN's chunks, copying each into the cache on the way.
+
+    If the cache cannot take more (a full disk), the download goes on uncached:
+    ``writer`` becomes None and its temporary file is gone.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], writer: CacheWriter | None) -> None:
+        self._chunks = chunks
+        self.writer = writer
+        self._rest = memoryview(b"")
+
+    def readinto(self, buffer: memoryview) -> int:
+        if not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            if self.writer is not None:
+                try:
+                    self.writer.write(chunk)
+                except OSError as exc:
+                    log.warning("cannot cache the big part any more: %s", exc.strerror)
+                    self.writer.abort()
+                    self.writer = None
+            self._rest = memoryview(chunk)
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
+class _Output(io.RawIOBase):
+    """The caller's ``out``: counts what was written, translates its errors."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data)
+        try:
+            while view:
+                n = self._out.write(view)
+                if n is None:
+                    raise BadRequest("the output is non-blocking and full")
+                self.written += n
+                view = view[n:]
+        except OSError as exc:
+            if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+                raise Cancelled("the reader of the output went away") from exc
+            raise BadRequest(f"cannot write the output: {exc.strerror}") from exc
+        return len(data)
+
+
+class _Input:
+    """The caller's ``src``, read until EOF, counted; its errors translated."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+        self.size = 0
+
+    def chunks(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = self._src.read(READ_CHUNK)
+            except OSError as exc:
+                raise BadRequest(f"cannot read the input: {exc.strerror}") from exc
+            if chunk is None:
+                raise BadRequest("the input is non-blocking and not ready")
+            if not chunk:
+                return
+            self.size += len(chunk)
+            yield chunk

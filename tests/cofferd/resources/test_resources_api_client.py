@@ -1,0 +1,377 @@
+"""The API client's own logic against a scripted HTTP server: retries, re-login, resume."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import threading
+
+import pytest
+from scripted_http import Reply, ScriptedServer, Seen, sequence
+
+from cofferd.errors import (
+    BadName,
+    Conflict,
+    CorruptData,
+    NotFound,
+    Unauthorized,
+    UpstreamProtocolError,
+    UpstreamUnavailable,
+)
+from cofferd.resources.provider import get_api_client, reset_api_client
+from cofferd.resources.upstream import ApiClient, RetryPolicy
+from cofferd.settings import Settings
+
+KEY = bytes(range(32))
+BIG = bytes(range(256)) * 4096  # 1 MiB
+
+
+def token_reply(n: int = 1, expires_in: int = 3600) -> Reply:
+    return Reply(200, {"access_token": f"tok{n}", "token_type": "bearer", "expires_in": expires_in})
+
+
+def resource_body(server: ScriptedServer, folder: str = "models", name: str = "m.bin") -> dict:
+    return {
+        "folder": folder,
+        "name": name,
+        "version": 3,
+        "small": base64.b64encode(b"s" * 40).decode(),
+        "key": base64.b64encode(KEY).decode(),
+        "big_url": f"{server.url}/cdn/blob1?expires=9&sig=ab",
+        "big_size": len(BIG),
+        "big_sha256": hashlib.sha256(BIG).hexdigest(),
+        "plaintext_size": 10,
+    }
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def make_client(server: ScriptedServer, sleeps: Sleeps, **kw: object) -> ApiClient:
+    return ApiClient(
+        server.url,
+        timeout=kw.pop("timeout", 5.0),  # type: ignore[arg-type]
+        retry=RetryPolicy(retries=3, base_delay=0.1, max_delay=0.3),
+        sleep=sleeps,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def client(scripted: ScriptedServer, sleeps: Sleeps) -> ApiClient:
+    scripted.routes["POST /v1/login"] = lambda _: token_reply()
+    c = make_client(scripted, sleeps)
+    c.login("reader@example.com", "pw")
+    yield c
+    c.close()
+
+
+def test_no_credentials_refuses_before_any_request(scripted: ScriptedServer, sleeps: Sleeps):
+    c = make_client(scripted, sleeps)
+    assert not c.authenticated
+    with pytest.raises(Unauthorized, match="log in first"):
+        c.get_resource("models", "m.bin")
+    assert scripted.seen == []
+
+
+def test_login_checks_credentials_at_once(scripted: ScriptedServer, sleeps: Sleeps):
+    refusal = Reply(401, {"detail": "invalid email or password"})
+    scripted.routes["POST /v1/login"] = lambda _: refusal
+    c = make_client(scripted, sleeps)
+    with pytest.raises(Unauthorized) as info:
+        c.login("reader@example.com", "hunter2-secret")
+    assert "hunter2-secret" not in str(info.value)
+    assert not c.authenticated
+    assert scripted.count("POST", "/v1/login") == 1
+
+
+def test_login_rate_limited_says_when(scripted: ScriptedServer, sleeps: Sleeps):
+    scripted.routes["POST /v1/login"] = lambda _: Reply(
+        429, {"detail": "too many"}, headers={"Retry-After": "17"}
+    )
+    c = make_client(scripted, sleeps)
+    with pytest.raises(Unauthorized, match="retry after 17 s"):
+        c.login("a@example.com", "pw")
+    assert sleeps.calls == []  # a refusal is not retried
+
+
+def test_bearer_token_sent_to_api(scripted: ScriptedServer, client: ApiClient):
+    scripted.routes["GET /v1/resources/"] = lambda _: Reply(200, resource_body(scripted))
+    info = client.get_resource("models", "m.bin")
+    assert info.version == 3
+    assert info.key == KEY
+    assert "tok1" not in repr(info)
+    assert KEY.hex() not in repr(info)
+    get = next(s for s in scripted.seen if s.method == "GET")
+    assert get.headers["Authorization"] == "Bearer tok1"
+
+
+def test_401_logs_in_again_once_then_succeeds(scripted: ScriptedServer, sleeps: Sleeps):
+    logins = iter(range(1, 100))
+    scripted.routes["POST /v1/login"] = lambda _: token_reply(next(logins))
+
+    def resource(seen: Seen) -> Reply:
+        if seen.headers.get("Authorization") == "Bearer tok1":
+            return Reply(401, {"detail": "token expired"})
+        return Reply(200, resource_body(scripted))
+
+    scripted.routes["GET /v1/resources/"] = resource
+    c = make_client(scripted, sleeps)
+    c.login("a@example.com", "pw")
+    assert c.get_resource("models", "m.bin").version == 3
+    assert scripted.count("POST", "/v1/login") == 2
+    assert scripted.count("GET", "/v1/resources/") == 2
+
+
+def test_401_twice_is_unauthorized(scripted: ScriptedServer, client: ApiClient):
+    scripted.routes["GET /v1/resources/"] = lambda _: Reply(401, {"detail": "no"})
+    with pytest.raises(Unauthorized):
+        client.get_resource("models", "m.bin")
+    assert scripted.count("GET", "/v1/resources/") == 2
+    assert scripted.count("POST", "/v1/login") == 2
+
+
+def test_expired_token_renewed_before_the_call(scripted: ScriptedServer, sleeps: Sleeps):
+    now = [1000.0]
+    logins = iter(range(1, 100))
+    scripted.routes["POST /v1/login"] = lambda _: token_reply(next(logins), expires_in=60)
+    scripted.routes["GET /v1/resources/"] = lambda _: Reply(200, resource_body(scripted))
+    c = make_client(scripted, sleeps, clock=lambda: now[0])
+    c.login("a@example.com", "pw")
+    c.get_resource("models", "m.bin")
+    now[0] += 61
+    c.get_resource("models", "m.bin")
+    auths = [s.headers["Authorization"] for s in scripted.seen if s.method == "GET"]
+    assert auths == ["Bearer tok1", "Bearer tok2"]
+
+
+def test_many_threads_with_an_expired_token_log_in_once(scripted: ScriptedServer, sleeps: Sleeps):
+    now = [1000.0]
+    logins = iter(range(1, 100))
+    scripted.routes["POST /v1/login"] = lambda _: token_reply(next(logins), expires_in=60)
+    scripted.routes["GET /v1/resources/"] = lambda _: Reply(200, resource_body(scripted))
+    c = make_client(scripted, sleeps, clock=lambda: now[0])
+    c.login("a@example.com", "pw")
+    now[0] += 100
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            c.get_resource("models", "m.bin")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert scripted.count("POST", "/v1/login") == 2
+
+
+def test_get_retried_on_5xx_with_backoff(scripted: ScriptedServer, client: ApiClient, sleeps):
+    scripted.routes["GET /v1/resources/"] = sequence(
+        Reply(503, {"detail": "busy"}), Reply(502, {}), Reply(200, resource_body(scripted))
+    )
+    assert client.get_resource("models", "m.bin").big_size == len(BIG)
+    assert sleeps.calls == [0.1, 0.2]
+
+
+def test_get_gives_up_after_bounded_retries(scripted: ScriptedServer, client: ApiClient, sleeps):
+    scripted.routes["GET /v1/resources/"] = lambda _: Reply(500, {"detail": "boom"})
+    with pytest.raises(UpstreamUnavailable, match="HTTP 500"):
+        client.get_resource("models", "m.bin")
+    assert scripted.count("GET", "/v1/resources/") == 4
+    assert sleeps.calls == [0.1, 0.2, 0.3]
+
+
+def test_post_not_retried_on_5xx(scripted: ScriptedServer, client: ApiClient, sleeps):
+    scripted.routes["POST /v1/resources/"] = lambda _: Reply(503, {"detail": "busy"})
+    with pytest.raises(UpstreamUnavailable):
+        client.begin_upload("models", "m.bin")
+    assert scripted.count("POST", "/v1/resources/") == 1
+    assert sleeps.calls == []
+
+
+def test_unreachable_upstream_is_unavailable_after_retries(sleeps: Sleeps):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = ApiClient(f"http://127.0.0.1:{port}", timeout=2, retry=RetryPolicy(2, 0.1), sleep=sleeps)
+    with pytest.raises(UpstreamUnavailable, match="cannot connect") as info:
+        c.login("a@example.com", "pw")
+    assert "pw" not in str(info.value).split(":")[-1]
+    # A refused connection never reached the server, so even the POST is retried.
+    assert sleeps.calls == [0.1, 0.2]
+    c.close()
+
+
+def test_timeout_is_unavailable(scripted: ScriptedServer, sleeps: Sleeps):
+    scripted.routes["POST /v1/login"] = lambda _: Reply(200, {}, delay=1.0)
+    c = make_client(scripted, sleeps, timeout=0.2)
+    with pytest.raises(UpstreamUnavailable, match="timed out"):
+        c.login("a@example.com", "pw")
+    assert scripted.count("POST", "/v1/login") == 1  # a POST that may have arrived: not repeated
+    c.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(404, NotFound), (403, Unauthorized), (409, Conflict), (418, UpstreamProtocolError)],
+)
+def test_statuses_map_to_errors(scripted: ScriptedServer, client: ApiClient, status, error):
+    scripted.routes["GET /v1/archives/"] = lambda _: Reply(status, {"detail": "x\x00y"})
+    with pytest.raises(error) as info:
+        client.get_archive_key("images")
+    assert "\x00" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b.pop("key"),
+        lambda b: b.update(key=base64.b64encode(b"short").decode()),
+        lambda b: b.update(key="not base64!"),
+        lambda b: b.update(version=0),
+        lambda b: b.update(big_size=True),
+        lambda b: b.update(big_sha256="zz"),
+        lambda b: b.update(big_url="/relative"),
+        lambda b: b.update(name="other.bin"),
+    ],
+)
+def test_bad_answers_are_protocol_errors(scripted: ScriptedServer, client: ApiClient, mutate):
+    body = resource_body(scripted)
+    mutate(body)
+    scripted.routes["GET /v1/resources/"] = lambda _: Reply(200, body)
+    with pytest.raises(UpstreamProtocolError):
+        client.get_resource("models", "m.bin")
+
+
+def test_non_json_answer_is_protocol_error(scripted: ScriptedServer, client: ApiClient):
+    scripted.routes["GET /v1/resources/"] = lambda _: Reply(200, b"<html>")
+    with pytest.raises(UpstreamProtocolError, match="not JSON"):
+        client.get_resource("models", "m.bin")
+
+
+@pytest.mark.parametrize(
+    ("folder", "name"),
+    [
+        ("models", ".."),
+        ("..", "m.bin"),
+        ("models", "a/b"),
+        ("models", "a\x00b"),
+        ("models", "a\nb"),
+        ("models", "a\x7f"),
+        ("models/x", "m.bin"),
+        ("", "m.bin"),
+    ],
+)
+def test_bad_names_refused_before_any_request(
+    scripted: ScriptedServer, client: ApiClient, folder: str, name: str
+):
+    before = len(scripted.seen)
+    for call in (client.get_resource, client.begin_upload):
+        with pytest.raises(BadName):
+            call(folder, name)
+    with pytest.raises(BadName):
+        client.get_archive_key(name if folder == "models" else folder)
+    assert len(scripted.seen) == before
+
+
+def test_archive_key_put_created_then_same(scripted: ScriptedServer, client: ApiClient):
+    scripted.routes["PUT /v1/archives/"] = sequence(Reply(201, {}), Reply(200, {}))
+    assert client.put_archive_key("images", KEY) is True
+    assert client.put_archive_key("images", KEY) is False
+    put = next(s for s in scripted.seen if s.method == "PUT")
+    assert put.body == b'{"key": "' + base64.b64encode(KEY) + b'"}'
+
+
+def test_cdn_gets_no_bearer_token_and_resumes_with_range(
+    scripted: ScriptedServer, client: ApiClient, sleeps: Sleeps
+):
+    def cdn(seen: Seen) -> Reply:
+        rng = seen.headers.get("Range")
+        if rng is None:
+            return Reply(200, BIG, cut_after=300_000)
+        start = int(rng.removeprefix("bytes=").removesuffix("-"))
+        return Reply(206, BIG[start:])
+
+    scripted.routes["GET /cdn/"] = cdn
+    url = f"{scripted.url}/cdn/blob1?expires=9&sig=ab"
+    got = b"".join(client.iter_big(url, len(BIG)))
+    assert got == BIG
+    cdn_requests = [s for s in scripted.seen if s.path.startswith("/cdn/")]
+    assert len(cdn_requests) == 2
+    assert all("Authorization" not in s.headers for s in cdn_requests)
+    resumed_at = int(cdn_requests[1].headers["Range"].removeprefix("bytes=").removesuffix("-"))
+    assert 0 < resumed_at <= 300_000
+    assert len(sleeps.calls) == 1
+
+
+def test_cdn_serving_too_much_is_corrupt(scripted: ScriptedServer, client: ApiClient):
+    scripted.routes["GET /cdn/"] = lambda _: Reply(200, BIG + b"x")
+    with pytest.raises(CorruptData):
+        b"".join(client.iter_big(f"{scripted.url}/cdn/b", len(BIG)))
+
+
+def test_cdn_missing_blob_not_retried(scripted: ScriptedServer, client: ApiClient, sleeps):
+    scripted.routes["GET /cdn/"] = lambda _: Reply(404, {"detail": "no"})
+    with pytest.raises(UpstreamProtocolError, match="no such big part"):
+        b"".join(client.iter_big(f"{scripted.url}/cdn/b", len(BIG)))
+    assert sleeps.calls == []
+
+
+def test_put_big_streams_chunked_without_token(scripted: ScriptedServer, client: ApiClient):
+    def store(seen: Seen) -> Reply:
+        return Reply(201, {"size": len(seen.body), "sha256": hashlib.sha256(seen.body).hexdigest()})
+
+    scripted.routes["PUT /cdn/"] = store
+    stored = client.put_big(f"{scripted.url}/cdn/b?sig=1", iter([b"ab", b"", b"cd"]))
+    assert stored.size == 4
+    assert stored.sha256 == hashlib.sha256(b"abcd").hexdigest()
+    put = next(s for s in scripted.seen if s.method == "PUT")
+    assert put.headers["Transfer-Encoding"] == "chunked"
+    assert "Authorization" not in put.headers
+
+
+def test_put_big_source_error_propagates_as_is(scripted: ScriptedServer, client: ApiClient):
+    scripted.routes["PUT /cdn/"] = lambda _: Reply(201, {"size": 0, "sha256": "0" * 64})
+
+    def chunks():
+        yield b"ab"
+        raise CorruptData("source broke")
+
+    with pytest.raises(CorruptData, match="source broke"):
+        client.put_big(f"{scripted.url}/cdn/b", chunks())
+
+
+def test_one_client_per_process_even_on_a_racy_first_use():
+    reset_api_client()
+    settings = Settings(upstream_url="http://127.0.0.1:9")
+    got: list[ApiClient] = []
+    barrier = threading.Barrier(16)
+
+    def first_use() -> None:
+        barrier.wait()
+        got.append(get_api_client(settings))
+
+    threads = [threading.Thread(target=first_use) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 16
+    assert all(c is got[0] for c in got)
+    reset_api_client()
