@@ -37,6 +37,7 @@ from cofferd.names import check_name
 MAGIC = b"COFFERAR"
 VERSION = 1
 _FIXED = struct.Struct(">8sBB")  # magic, version, id length
+MAX_ID_LENGTH = 128  # the name rule's
 #: Ciphertext bytes read from an archive at a time.
 READ_CHUNK = stream.SEGMENT_SIZE
 
@@ -69,6 +70,8 @@ def read_header(src: BinaryIO) -> ArchiveHeader:
         raise DecryptionError("not a coffer image archive (wrong magic bytes)")
     if version != VERSION:
         raise DecryptionError(f"unsupported archive format version {version}")
+    if not 1 <= id_length <= MAX_ID_LENGTH:
+        raise DecryptionError("damaged archive header: the archive id is invalid")
     raw_id = _read_exactly(src, id_length)
     try:
         archive_id = check_name(raw_id.decode("ascii"), "archive id")
