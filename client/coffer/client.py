@@ -148,9 +148,20 @@ class Client:
         (and must close) its own copies. Raises a :class:`CofferRPCError`
         subclass for an error answer or when the daemon cannot be reached.
         """
+        fd_list = list(fds)
         with self._lock:
-            request_id = self._send(method, params, list(fds))
-            return self._finish(request_id, self._wait_line(None))
+            reused = self._sock is not None
+            request_id = self._send(method, params, fd_list)
+            try:
+                line = self._wait_line(None)
+            except _Unread:
+                if not reused:
+                    raise
+                # The daemon closed a kept connection without reading the
+                # request (a reset says so), so it never ran: send it again.
+                request_id = self._send(method, params, fd_list)
+                line = self._wait_line(None)
+            return self._finish(request_id, line)
 
     def _send(self, method: str, params: Mapping[str, Any] | None, fds: list[int]) -> int:
         if len(fds) > MAX_FDS:
@@ -240,6 +251,9 @@ class Client:
         assert self._sock is not None
         try:
             chunk = self._sock.recv(256 * 1024)
+        except ConnectionResetError as exc:
+            self.close()
+            raise _Unread("cofferd closed the connection without reading the request") from exc
         except OSError as exc:
             self.close()
             raise DaemonUnavailable(f"lost the connection to cofferd: {exc.strerror}") from exc
@@ -290,7 +304,8 @@ class Client:
                                 stream.answered(sel, _is_error(line))
                         else:
                             sel.unregister(sock)
-                    elif stream is not None:
+                    elif stream is not None and stream.open:
+                        # (The answer, handled just before, may have closed it.)
                         stream.step(sel)
         return line
 
@@ -380,6 +395,10 @@ class Client:
                     f"cofferd reported {result['size']} bytes but sent {stream.done}"
                 )
             return result
+
+
+class _Unread(DaemonUnavailable):
+    """The connection was reset: the daemon closed it with our request unread."""
 
 
 def _is_error(line: bytes) -> bool:
