@@ -118,12 +118,15 @@ def _inline(data: object, size: object, cap: int) -> bytes:
         raise BadRequest("upload needs an fd passed with the request, or base64 data")
     if not isinstance(data, str):
         raise InvalidParams("data must be a base64 string")
-    if len(data) > (cap + 2) // 3 * 4:
-        raise TooLarge(f"inline data is over the cap of {cap} bytes; pass an fd instead")
+    too_large = f"inline data is over the cap of {cap} bytes; pass an fd instead"
+    if len(data) > (cap + 2) // 3 * 4:  # refused before decoding anything
+        raise TooLarge(too_large)
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InvalidParams("data is not valid base64") from exc
+    if len(raw) > cap:
+        raise TooLarge(too_large)
     if size is not None and len(raw) != size:
         raise BadRequest(f"data holds {len(raw)} bytes, not the announced {size}")
     return raw
