@@ -1,0 +1,134 @@
+"""POST /v1/login: tokens, one answer for every failure, and the failure limiter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from fixtures.upstream import Upstream
+
+
+def login(upstream: Upstream, email: str, password: str) -> requests.Response:
+    return requests.post(
+        f"{upstream.url}/v1/login", json={"email": email, "password": password}, timeout=30
+    )
+
+
+def test_login_gives_a_bearer_token_that_works(upstream: Upstream) -> None:
+    response = login(upstream, upstream.reader.email, upstream.reader.password)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == upstream.token_ttl
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    probe = requests.get(
+        f"{upstream.url}/v1/archives/none/key",
+        headers={"Authorization": f"Bearer {body['access_token']}"},
+        timeout=30,
+    )
+    assert probe.status_code == 404  # past authentication
+
+
+def test_email_matches_case_insensitively(upstream: Upstream) -> None:
+    response = login(upstream, upstream.reader.email.upper(), upstream.reader.password)
+    assert response.status_code == 200
+
+
+def test_unknown_email_and_wrong_password_answer_the_same(upstream: Upstream) -> None:
+    wrong = login(upstream, upstream.reader.email, "not the password")
+    unknown = login(upstream, "nobody@example.com", upstream.reader.password)
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.json() == unknown.json() == {"detail": "invalid email or password"}
+    assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_unknown_email_costs_a_hash_too(upstream: Upstream) -> None:
+    # Same work for both failures: an unknown email is not answered much faster.
+    def timed(email: str) -> float:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            assert login(upstream, email, "wrong").status_code == 401
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    known = timed(upstream.reader.email)
+    unknown = timed("nobody@example.com")
+    assert unknown > known / 3
+
+
+def test_failures_past_the_limit_get_429_even_with_the_right_password(
+    upstream: Upstream,
+) -> None:
+    email = upstream.reader.email
+    for _ in range(5):
+        assert login(upstream, email, "wrong").status_code == 401
+    limited = login(upstream, email, upstream.reader.password)
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert "detail" in limited.json()
+    # Counted per email: others are not affected.
+    assert login(upstream, upstream.publisher.email, upstream.publisher.password).ok
+
+
+def test_unknown_emails_are_limited_the_same(upstream: Upstream) -> None:
+    for _ in range(5):
+        assert login(upstream, "ghost@example.com", "x").status_code == 401
+    assert login(upstream, "ghost@example.com", "x").status_code == 429
+
+
+def test_a_success_clears_the_failure_count(upstream: Upstream) -> None:
+    email = upstream.reader.email
+    for _ in range(4):
+        assert login(upstream, email, "wrong").status_code == 401
+    assert login(upstream, email, upstream.reader.password).status_code == 200
+    for _ in range(4):
+        assert login(upstream, email, "wrong").status_code == 401
+    assert login(upstream, email, upstream.reader.password).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"email": "a@b.c"},
+        {"password": "x"},
+        {"email": 1, "password": "x"},
+        {"email": "a@b.c", "password": None},
+        {"email": "a@b.c", "password": ["x"]},
+        {"email": "a" * 300, "password": "x"},
+        ["a@b.c", "x"],
+        "a@b.c",
+    ],
+)
+def test_malformed_login_is_400(upstream: Upstream, body: object) -> None:
+    response = requests.post(f"{upstream.url}/v1/login", json=body, timeout=30)
+    assert response.status_code == 400
+    assert isinstance(response.json()["detail"], str)
+
+
+def test_expired_token_is_401(upstream_factory: Callable[..., Upstream]) -> None:
+    upstream = upstream_factory(token_ttl=1)
+    headers = upstream.auth(upstream.reader)
+    url = f"{upstream.url}/v1/archives/none/key"
+    assert requests.get(url, headers=headers, timeout=30).status_code == 404
+    time.sleep(2.1)
+    expired = requests.get(url, headers=headers, timeout=30)
+    assert expired.status_code == 401
+    assert expired.json() == {"detail": "token expired"}
+    # Logging in again gives a token that works.
+    assert requests.get(url, headers=upstream.auth(upstream.reader), timeout=30).status_code == 404
+
+
+def test_secrets_stay_out_of_the_log(upstream: Upstream) -> None:
+    token = upstream.login(upstream.publisher)
+    login(upstream, upstream.reader.email, "a wrong guess")
+    upstream.publish("models", "m", b"big part")
+    log = upstream.log()
+    assert "POST /v1/login" in log
+    for secret in (token, upstream.publisher.password, "a wrong guess", "sig="):
+        assert secret not in log
