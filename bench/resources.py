@@ -1,0 +1,154 @@
+"""Benchmark of the resource services: upload, cold load (CDN over loopback), warm load.
+
+Beside them, in the same run and on the same bytes, the raw streaming decrypt
+(``stream.decrypt_file`` over the small part and the big part's file) that
+load's throughput is compared with. It starts its own reference upstream.
+
+Targets (issue 3): warm load >= 0.8x raw decrypt, cold load >= 0.5x, peak
+RSS <= 150 MiB. Peak RSS is the process's high-water mark, reset before each
+phase through /proc/self/clear_refs, so each phase's figure is its own.
+
+Usage: .venv/bin/python bench/resources.py [--size-mib N]   (default 1024)
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cofferd.binary_split.split import JoinedReader
+from cofferd.binary_split.stream import decrypt_file, resource_associated_data
+from cofferd.resources.cache import BigPartCache
+from cofferd.resources.service import load, upload
+from cofferd.resources.upstream import ApiClient
+
+# The test suite's upstream fixture, reused. Imported after cofferd: tests/
+# holds a folder named cofferd that would otherwise shadow the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+upstream_fixture = importlib.import_module("fixtures.upstream")
+Upstream = upstream_fixture.Upstream
+add_user = upstream_fixture.add_user
+
+MiB = 1 << 20
+
+
+def reset_peak_rss() -> None:
+    # "5" resets VmHWM, the peak resident set size (Linux >= 4.0).
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def measure(label: str, size: int, work: Callable[[], object]) -> tuple[float, float]:
+    reset_peak_rss()
+    start = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - start
+    rate = size / MiB / seconds
+    rss = peak_rss_mib()
+    print(f"{label:<28} {rate:8.1f} MiB/s  {seconds:7.2f} s  peak RSS {rss:6.1f} MiB", flush=True)
+    return rate, rss
+
+
+def make_plaintext(path: Path, size: int) -> None:
+    block = os.urandom(8 * MiB)
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(left, len(block))
+            f.write(block[:n])
+            left -= n
+            block = block[1:] + block[:1]  # no two blocks alike
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="resource size (MiB)")
+    args = parser.parse_args(argv)
+    size = args.size_mib * MiB
+    base = Path(tempfile.mkdtemp(prefix="coffer-bench-resources-"))
+    try:
+        data_dir = base / "upstream"
+        publisher = add_user(data_dir, "publisher@example.com", secrets.token_hex(8), "publisher")
+        reader = add_user(data_dir, "reader@example.com", secrets.token_hex(8), "reader")
+        with Upstream(data_dir, reader, publisher) as server:
+            return run(server, base, size)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run(server: Any, base: Path, size: int) -> int:
+    plain = base / "plain"
+    make_plaintext(plain, size)
+    client = ApiClient(server.url, timeout=60)
+    client.login(server.publisher.email, server.publisher.password)
+    cache = BigPartCache(base / "cache")
+    print(f"resource of {size // MiB} MiB, upstream at {server.url}", flush=True)
+
+    def do_upload() -> None:
+        with plain.open("rb") as src:
+            upload(client, "bench", "model.bin", src)
+
+    upload_rate, upload_rss = measure("upload", size, do_upload)
+
+    info = client.get_resource("bench", "model.bin")
+    [blob] = server.blob_paths()
+    ad = resource_associated_data("bench", "model.bin")
+
+    def raw_decrypt() -> None:
+        with blob.open("rb", buffering=0) as big, open(os.devnull, "wb", buffering=0) as out:
+            decrypt_file(JoinedReader(info.small, big), out, info.key, ad)  # type: ignore[arg-type]
+
+    def do_load() -> None:
+        with open(os.devnull, "wb", buffering=0) as out:
+            load(client, cache, "bench", "model.bin", io.BufferedWriter(out, 8 * MiB))
+
+    decrypt_rate, decrypt_rss = measure("raw streaming decrypt", size, raw_decrypt)
+    cold_rate, cold_rss = measure("load, cold (CDN)", size, do_load)
+    warm_rate, warm_rss = measure("load, warm (cache)", size, do_load)
+    peak = max(upload_rss, decrypt_rss, cold_rss, warm_rss)
+    result = {
+        "size_mib": size // MiB,
+        "load_warm_mib_s": round(warm_rate, 1),
+        "load_cold_mib_s": round(cold_rate, 1),
+        "upload_mib_s": round(upload_rate, 1),
+        "decrypt_mib_s": round(decrypt_rate, 1),
+        "load_warm_vs_decrypt": round(warm_rate / decrypt_rate, 3),
+        "load_cold_vs_decrypt": round(cold_rate / decrypt_rate, 3),
+        "peak_rss_mib": round(peak, 1),
+        "peak_rss_mib_by_phase": {
+            "upload": round(upload_rss, 1),
+            "decrypt": round(decrypt_rss, 1),
+            "load_cold": round(cold_rss, 1),
+            "load_warm": round(warm_rss, 1),
+        },
+        "targets_met": {
+            "load_warm_vs_decrypt>=0.8": warm_rate / decrypt_rate >= 0.8,
+            "load_cold_vs_decrypt>=0.5": cold_rate / decrypt_rate >= 0.5,
+            "peak_rss_mib<=150": peak <= 150,
+        },
+    }
+    client.close()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
