@@ -344,12 +344,13 @@ class ProgressLine:
     def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.label = label
         self.clock = clock
-        self.start = self.shown = clock()
+        self.start = clock()
+        self.shown: float | None = None  # the first call draws
         self.drawn = False
 
     def __call__(self, done: int, total: int | None) -> None:
         now = self.clock()
-        if now - self.shown < 0.1:
+        if self.shown is not None and now - self.shown < 0.1:
             return
         self.shown = now
         rate = done / max(now - self.start, 1e-6) / 2**20

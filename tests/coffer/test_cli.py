@@ -1,0 +1,216 @@
+"""The ``coffer`` command as a real subprocess against a real cofferd and upstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from coffer.cli import ExitCode
+from fixtures.daemon import CofferdProcess
+from fixtures.upstream import Upstream
+
+COFFER = str(Path(sys.executable).parent / "coffer")
+Daemon = Callable[..., CofferdProcess]
+
+
+def coffer(
+    *args: str,
+    sock: Path | None = None,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    stderr: int | None = subprocess.PIPE,
+) -> subprocess.CompletedProcess[bytes]:
+    full_env = {k: v for k, v in os.environ.items() if k != "COFFER_SOCKET"}
+    full_env.update(env or {})
+    return subprocess.run(
+        [COFFER, *(["--socket", str(sock)] if sock else []), *args],
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=full_env,
+        timeout=120,
+        check=False,
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[bytes]) -> str:
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("coffer: ")
+    return lines[0]
+
+
+@pytest.fixture
+def sock(cofferd: Daemon) -> Path:
+    return cofferd().socket_path
+
+
+@pytest.fixture
+def logged_in(sock: Path, upstream: Upstream) -> Path:
+    done = coffer(
+        "login",
+        "--email",
+        upstream.publisher.email,
+        sock=sock,
+        input=b"%s\n" % (upstream.publisher.password.encode()),
+    )
+    assert done.returncode == 0, done.stderr
+    return sock
+
+
+def test_help_documents_every_exit_code() -> None:
+    done = coffer("--help")
+    assert done.returncode == 0
+    text = done.stdout.decode()
+    for code in ExitCode:
+        assert f"\n  {int(code)} " in text
+    assert coffer("--version").stdout.decode().startswith("coffer ")
+    assert coffer("frobnicate").returncode == ExitCode.USAGE
+
+
+def test_health_and_status(sock: Path) -> None:
+    done = coffer("health", sock=sock)
+    assert done.returncode == 0
+    assert done.stdout.decode().startswith("ok (cofferd ")
+    done = coffer("--json", "status", sock=sock)
+    assert done.returncode == 0
+    status = json.loads(done.stdout)
+    assert status["authenticated"] is False
+    assert "model_cache_dir" in status
+    # COFFER_SOCKET stands in for --socket.
+    assert coffer("health", env={"COFFER_SOCKET": str(sock)}).returncode == 0
+
+
+def test_login_reads_the_password_from_stdin(sock: Path, upstream: Upstream) -> None:
+    account = upstream.reader
+    done = coffer("login", "--email", account.email, sock=sock, input=b"wrong\n")
+    assert done.returncode == ExitCode.UNAUTHORIZED
+    one_line_error(done)
+    done = coffer(
+        "login",
+        "--password-stdin",
+        "--email",
+        account.email,
+        sock=sock,
+        input=account.password.encode() + b"\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert account.password.encode() not in done.stdout + done.stderr
+    assert json.loads(coffer("--json", "status", sock=sock).stdout)["authenticated"] is True
+    done = coffer("login", "--email", account.email, sock=sock, input=b"")
+    assert done.returncode == ExitCode.USAGE
+    assert "no password" in one_line_error(done)
+
+
+def test_upload_file_then_load_to_file(logged_in: Path, tmp_path: Path) -> None:
+    data = os.urandom(1024 * 1024 + 3)
+    (tmp_path / "weights.bin").write_bytes(data)
+    done = coffer("upload", str(tmp_path / "weights.bin"), sock=logged_in)
+    assert done.returncode == 0, done.stderr
+    assert b"models/weights.bin" in done.stdout
+    out = tmp_path / "out" / "w.bin"
+    out.parent.mkdir()
+    done = coffer("load", "weights.bin", "-o", str(out), sock=logged_in)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == b""  # no progress when stderr is not a terminal
+    assert out.read_bytes() == data
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert os.listdir(out.parent) == ["w.bin"]
+
+
+def test_upload_from_stdin_then_load_to_stdout(logged_in: Path) -> None:
+    data = os.urandom(200_000)
+    done = coffer("upload", "-", "--name", "s.bin", "--folder", "f", sock=logged_in, input=data)
+    assert done.returncode == 0, done.stderr
+    done = coffer("--json", "load", "s.bin", "--folder", "f", "-o", "-", sock=logged_in)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == data
+    assert json.loads(done.stderr)["size"] == len(data)  # the result goes beside the data
+    done = coffer("upload", "-", sock=logged_in, input=data)
+    assert done.returncode == ExitCode.USAGE
+    assert "--name" in one_line_error(done)
+
+
+def test_failed_load_leaves_no_file(logged_in: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.bin"
+    done = coffer("load", "absent.bin", "-o", str(out), sock=logged_in)
+    assert done.returncode == ExitCode.NOT_FOUND
+    one_line_error(done)
+    assert os.listdir(tmp_path) == []
+    out.write_bytes(b"keep me")
+    done = coffer("load", "absent.bin", "-o", str(out), sock=logged_in)
+    assert done.returncode == ExitCode.NOT_FOUND
+    assert out.read_bytes() == b"keep me"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_failed_load_midway_leaves_no_file(
+    logged_in: Path, upstream: Upstream, tmp_path: Path
+) -> None:
+    # A tampered last segment: earlier plaintext reaches the pipe, then the load fails.
+    data = os.urandom(3 * 1024 * 1024)
+    done = coffer("upload", "-", "--name", "t.bin", sock=logged_in, input=data)
+    assert done.returncode == 0, done.stderr
+    (blob,) = upstream.blob_paths()
+    raw = bytearray(blob.read_bytes())
+    raw[-100] ^= 1
+    blob.write_bytes(raw)
+    out = tmp_path / "t.bin"
+    done = coffer("load", "t.bin", "-o", str(out), sock=logged_in)
+    assert done.returncode == ExitCode.UPSTREAM
+    one_line_error(done)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_name_and_missing_daemon(logged_in: Path, tmp_path: Path) -> None:
+    done = coffer("load", "../x", "-o", str(tmp_path / "x"), sock=logged_in)
+    assert done.returncode == ExitCode.BAD_REQUEST
+    one_line_error(done)
+    assert os.listdir(tmp_path) == []
+    done = coffer("health", sock=tmp_path / "nothing.sock")
+    assert done.returncode == ExitCode.DAEMON_UNAVAILABLE
+    assert "no socket at" in one_line_error(done)
+
+
+def test_upstream_down_and_local_file_errors(cofferd: Daemon, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sock = cofferd(upstream_url=f"http://127.0.0.1:{port}").socket_path
+    done = coffer("login", "--email", "a@example.com", sock=sock, input=b"pw\n")
+    assert done.returncode == ExitCode.UPSTREAM
+    one_line_error(done)
+    done = coffer("upload", str(tmp_path / "absent.bin"), sock=sock)
+    assert done.returncode == ExitCode.OTHER
+    assert "absent.bin" in one_line_error(done)
+    done = coffer("load", "x", "-o", str(tmp_path / "no" / "dir"), sock=sock)
+    assert done.returncode == ExitCode.OTHER
+    one_line_error(done)
+
+
+def test_progress_shows_on_a_terminal(logged_in: Path, tmp_path: Path) -> None:
+    (tmp_path / "p.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+    master, slave = pty.openpty()
+    try:
+        done = coffer("upload", str(tmp_path / "p.bin"), sock=logged_in, stderr=slave)
+        os.close(slave)
+        shown = b""
+        try:
+            while chunk := os.read(master, 4096):
+                shown += chunk
+        except OSError:  # EIO: the terminal has no writer left
+            pass
+    finally:
+        os.close(master)
+    assert done.returncode == 0
+    assert b"models/p.bin: " in shown
+    assert b"MiB" in shown
