@@ -300,7 +300,7 @@ def test_an_image_tar_the_engine_refuses_is_reported(
 
 def test_no_archive_is_not_found(harness: Harness, upstream: Upstream) -> None:
     workflow = harness.workflow()
-    with pytest.raises(NotFound, match="^Encrypted archive not found$"):
+    with pytest.raises(NotFound, match=r"^Encrypted archive not found$"):
         workflow.start(upstream.reader.email, upstream.reader.password)
     assert workflow.status()["state"] == "idle"
 
