@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
 import json
 import os
 import secrets
@@ -118,7 +117,7 @@ def run(server: Any, base: Path, size: int) -> int:
 
     def do_load() -> None:
         with open(os.devnull, "wb", buffering=0) as out:
-            load(client, cache, "bench", "model.bin", io.BufferedWriter(out, 8 * MiB))
+            load(client, cache, "bench", "model.bin", out)
 
     decrypt_rate, decrypt_rss = measure("raw streaming decrypt", size, raw_decrypt)
     cold_rate, cold_rss = measure("load, cold (CDN)", size, do_load)

@@ -25,7 +25,9 @@ import logging
 import os
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from cofferd.errors import CorruptData
@@ -161,3 +163,60 @@ class CacheWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.abort()
+
+
+class BackgroundWriter:
+    """Feeds a :class:`CacheWriter` from a thread of its own.
+
+    On a cold load one thread receives the big part and copies it into the
+    decryption's buffers; hashing it and writing it to disk here, on another
+    thread, overlaps with that (hashlib and file writes release the GIL).
+    At most ``depth`` chunks wait, so memory stays bounded. A write that fails
+    (a full disk) stops caching, not the load: :meth:`commit` then stores
+    nothing and returns None.
+    """
+
+    def __init__(self, writer: CacheWriter, depth: int = 16) -> None:
+        self._writer = writer
+        self._depth = depth
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cache-writer")
+        self._pending: deque[Future[None]] = deque()
+        self._error: OSError | None = None
+
+    def write(self, chunk: bytes) -> None:
+        """Queue ``chunk``; the caller must not change it afterwards (pass ``bytes``)."""
+        if self._error is not None:
+            return
+        while len(self._pending) >= self._depth:
+            self._reap(self._pending.popleft())
+        self._pending.append(self._pool.submit(self._writer.write, chunk))
+
+    def commit(self) -> Path | None:
+        """Wait for every write, then store the entry; CorruptData on a size/sha mismatch."""
+        self._drain()
+        if self._error is not None:
+            self._writer.abort()
+            return None
+        return self._writer.commit()
+
+    def abort(self) -> None:
+        """Stop and drop the temporary file; harmless after commit."""
+        for future in self._pending:
+            future.cancel()
+        self._drain()
+        self._writer.abort()
+
+    def _drain(self) -> None:
+        while self._pending:
+            self._reap(self._pending.popleft())
+        self._pool.shutdown(wait=True)
+
+    def _reap(self, future: Future[None]) -> None:
+        if future.cancelled():
+            return
+        try:
+            future.result()
+        except OSError as exc:
+            if self._error is None:
+                log.warning("cannot cache the big part: %s", exc.strerror)
+                self._error = exc

@@ -30,7 +30,7 @@ from cofferd.binary_split.stream import (
 from cofferd.errors import BadRequest, Cancelled, CorruptData, DecryptionError
 from cofferd.models import LoadResult, UploadResult
 from cofferd.names import check_name
-from cofferd.resources.cache import BigPartCache, CacheWriter
+from cofferd.resources.cache import BackgroundWriter, BigPartCache
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
 
@@ -131,18 +131,18 @@ def upload(
 def _load_from_cdn(
     client: ApiClient, cache: BigPartCache, info: ResourceInfo, sink: _Output
 ) -> None:
+    writer: BackgroundWriter | None
     try:
-        writer = cache.writer(info)
+        writer = BackgroundWriter(cache.writer(info))
     except OSError as exc:
         # The cache is an optimisation: without room in it, stream straight through.
         log.warning("cannot cache %s/%s: %s", info.folder, info.name, exc.strerror)
         writer = None
     chunks = client.iter_big(info.big_url, info.big_size)
-    reader = _ChunkReader(chunks, writer)
     try:
-        _decrypt(info, JoinedReader(info.small, cast(BinaryIO, reader)), sink)
-        if reader.writer is not None:
-            reader.writer.commit()
+        _decrypt(info, JoinedReader(info.small, cast(BinaryIO, _ChunkReader(chunks, writer))), sink)
+        if writer is not None:
+            writer.commit()
     except DecryptionError as exc:
         raise CorruptData(
             f"resource {info.folder}/{info.name}: the upstream's data failed authentication"
@@ -188,15 +188,11 @@ class _CachedFile:
 
 
 class _ChunkReader:
-    """``readinto`` over the CDN's chunks, copying each into the cache on the way.
+    """``readinto`` over the CDN's chunks, handing each to the cache on the way."""
 
-    If the cache cannot take more (a full disk), the download goes on uncached:
-    ``writer`` becomes None and its temporary file is gone.
-    """
-
-    def __init__(self, chunks: Iterator[bytes], writer: CacheWriter | None) -> None:
+    def __init__(self, chunks: Iterator[bytes], writer: BackgroundWriter | None) -> None:
         self._chunks = chunks
-        self.writer = writer
+        self._writer = writer
         self._rest = memoryview(b"")
 
     def readinto(self, buffer: memoryview) -> int:
@@ -204,13 +200,8 @@ class _ChunkReader:
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
-            if self.writer is not None:
-                try:
-                    self.writer.write(chunk)
-                except OSError as exc:
-                    log.warning("cannot cache the big part any more: %s", exc.strerror)
-                    self.writer.abort()
-                    self.writer = None
+            if self._writer is not None:
+                self._writer.write(chunk)
             self._rest = memoryview(chunk)
         n = min(len(buffer), len(self._rest))
         buffer[:n] = self._rest[:n]

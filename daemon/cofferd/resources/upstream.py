@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 #: Bytes asked of the socket at a time when streaming a big part. A read cut
 #: short loses what it had, so this is also the most a resume fetches again.
-DOWNLOAD_CHUNK = 256 * 1024
+DOWNLOAD_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from cofferd.resources.upstream import ApiClient, RetryPolicy
 from cofferd.settings import Settings
 
 KEY = bytes(range(32))
-BIG = bytes(range(256)) * 4096  # 1 MiB
+BIG = bytes(range(256)) * 4096 * 4  # 4 MiB
 
 
 def token_reply(n: int = 1, expires_in: int = 3600) -> Reply:
@@ -304,7 +304,7 @@ def test_cdn_gets_no_bearer_token_and_resumes_with_range(
     def cdn(seen: Seen) -> Reply:
         rng = seen.headers.get("Range")
         if rng is None:
-            return Reply(200, BIG, cut_after=300_000)
+            return Reply(200, BIG, cut_after=2_500_000)
         start = int(rng.removeprefix("bytes=").removesuffix("-"))
         return Reply(206, BIG[start:])
 
@@ -316,7 +316,7 @@ def test_cdn_gets_no_bearer_token_and_resumes_with_range(
     assert len(cdn_requests) == 2
     assert all("Authorization" not in s.headers for s in cdn_requests)
     resumed_at = int(cdn_requests[1].headers["Range"].removeprefix("bytes=").removesuffix("-"))
-    assert 0 < resumed_at <= 300_000
+    assert 0 < resumed_at <= 2_500_000
     assert len(sleeps.calls) == 1
 
 
