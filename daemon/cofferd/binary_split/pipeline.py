@@ -8,17 +8,29 @@ two cores help), and yields the outputs strictly in order. An output is
 yielded only if its transform returned; the first exception stops the
 pipeline and propagates, so what was yielded before is a prefix of the whole.
 Memory: ``workers + 2`` pairs of segment buffers, whatever the stream's size.
+
+Sources are :data:`Reader` functions: over a file or pipe (``readinto`` into
+the segment buffers), over chunks, and, for a regular file the caller vouches
+for, over an ``mmap`` of it, which hands out zero-copy views instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import mmap
+import os
+import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-Reader = Callable[[memoryview], int]
-"""Fills the view from the source; returns fewer bytes only at end of input."""
+Reader = Callable[[memoryview], memoryview]
+"""Given a scratch buffer of the wanted length, returns a view of the next bytes.
+
+The view is the buffer filled, or a zero-copy view of the source valid as long
+as the source is open; it is shorter than asked only at end of input.
+"""
 
 Transform = Callable[[int, bool, memoryview, memoryview], None]
 """(segment number, is last, input, output) -> None, or raises."""
@@ -28,7 +40,7 @@ def file_reader(src: BinaryIO) -> Reader:
     """A :data:`Reader` over a binary file, pipe or socket file, until EOF."""
     readinto: Callable[[memoryview], int | None] | None = getattr(src, "readinto", None)
 
-    def read(view: memoryview) -> int:
+    def read(view: memoryview) -> memoryview:
         got = 0
         while got < len(view):
             if readinto is not None:
@@ -42,7 +54,7 @@ def file_reader(src: BinaryIO) -> Reader:
             if n == 0:
                 break
             got += n
-        return got
+        return view[:got]
 
     return read
 
@@ -52,7 +64,7 @@ def chunk_reader(chunks: Iterable[bytes]) -> Reader:
     it = iter(chunks)
     rest = memoryview(b"")
 
-    def read(view: memoryview) -> int:
+    def read(view: memoryview) -> memoryview:
         nonlocal rest
         got = 0
         while got < len(view):
@@ -67,9 +79,76 @@ def chunk_reader(chunks: Iterable[bytes]) -> Reader:
             view[got : got + n] = rest[:n]
             rest = rest[n:]
             got += n
-        return got
+        return view[:got]
 
     return read
+
+
+def prefixed(prefix: bytes, inner: Reader) -> Reader:
+    """A :data:`Reader` over ``prefix`` and then ``inner``'s source."""
+    rest = memoryview(prefix)
+
+    def read(view: memoryview) -> memoryview:
+        nonlocal rest
+        if not rest:
+            return inner(view)
+        n = min(len(rest), len(view))
+        view[:n] = rest[:n]
+        rest = rest[n:]
+        if n == len(view):
+            return view
+        more = inner(view[n:])
+        view[n : n + len(more)] = more  # a copy only at the seam (or onto itself)
+        return view[: n + len(more)]
+
+    return read
+
+
+@contextlib.contextmanager
+def mapped_reader(src: BinaryIO, *, keep: int) -> Iterator[Reader | None]:
+    """A zero-copy :data:`Reader` over ``src`` if it is a regular file, else None.
+
+    It covers ``src`` from its current position to its size now. Pages more
+    than ``keep`` bytes behind the read position are dropped from the mapping
+    as it goes (they stay in the page cache), so RSS does not grow with the
+    file. The caller vouches that nobody shrinks the file meanwhile and that
+    its disk reads do not fail: either would kill the process with SIGBUS
+    where ``read`` would have raised.
+    """
+    try:
+        fd = src.fileno()
+        start = src.tell()
+    except (AttributeError, OSError, ValueError):  # no fd, or unseekable
+        yield None
+        return
+    info = os.fstat(fd)
+    size = info.st_size
+    if not stat.S_ISREG(info.st_mode) or size <= start:
+        yield None
+        return
+    mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    whole = memoryview(mapping)
+    pos, dropped = start, 0
+
+    def read(view: memoryview) -> memoryview:
+        nonlocal pos, dropped
+        out = whole[pos : min(pos + len(view), size)]
+        pos += len(out)
+        drop = max(0, pos - keep) // mmap.PAGESIZE * mmap.PAGESIZE
+        if drop > dropped:
+            mapping.madvise(mmap.MADV_DONTNEED, dropped, drop - dropped)
+            dropped = drop
+        return out
+
+    try:
+        yield read
+    finally:
+        src.seek(pos)
+        # Views may outlive us in a propagating traceback: then the mapping
+        # closes when they go.
+        with contextlib.suppress(BufferError):
+            whole.release()
+            mapping.close()
 
 
 def write_all(dst: BinaryIO, view: memoryview) -> None:
@@ -124,24 +203,24 @@ def segments(
 
     try:
         slot = free.popleft()
-        n = read(slot[0][:first_size])
+        data = read(slot[0][:first_size])
         index, cap = 0, first_size
         while True:
-            last = n < cap  # a short read means EOF was reached
+            last = len(data) < cap  # a short read means EOF was reached
             if not last:
                 if not free:
                     yield from oldest()
                 nxt = free.popleft()
-                m = read(nxt[0][:size])
-                last = m == 0
+                ahead = read(nxt[0][:size])
+                last = not ahead
                 if last:
                     free.append(nxt)
-            olen = max(n + delta, 0)
-            future = executor.submit(transform, index, last, slot[0][:n], slot[1][:olen])
+            olen = max(len(data) + delta, 0)
+            future = executor.submit(transform, index, last, data, slot[1][:olen])
             pending.append((future, slot, olen))
             if last:
                 break
-            slot, n, index, cap = nxt, m, index + 1, size
+            slot, data, index, cap = nxt, ahead, index + 1, size
         while pending:
             yield from oldest()
     finally:

@@ -26,6 +26,7 @@ Caller mistakes (a key of the wrong length, a bad segment size) are
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +37,15 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from cofferd.binary_split.pipeline import Reader, chunk_reader, file_reader, segments, write_all
+from cofferd.binary_split.pipeline import (
+    Reader,
+    chunk_reader,
+    file_reader,
+    mapped_reader,
+    prefixed,
+    segments,
+    write_all,
+)
 from cofferd.errors import DecryptionError
 from cofferd.names import check_name
 
@@ -348,9 +357,8 @@ def _decrypt(
     _check_key(key)
     _check_segment_size(segment_size)
     nworkers = _pick_workers(workers)
-    header = bytearray(HEADER_SIZE)
-    got = read(memoryview(header))
-    seg = _Segments(key, *_parse_header(header[:got]), associated_data)
+    header = read(memoryview(bytearray(HEADER_SIZE)))
+    seg = _Segments(key, *_parse_header(header), associated_data)
     yield from segments(
         read,
         first_size=segment_size - HEADER_SIZE,
@@ -421,19 +429,36 @@ def decrypt_file(
     key: bytes,
     associated_data: bytes,
     *,
+    prefix: bytes = b"",
+    map_src: bool = False,
     segment_size: int = SEGMENT_SIZE,
     workers: int | None = None,
 ) -> int:
-    """Decrypt ``src`` until EOF into ``dst``; returns the plaintext bytes written.
+    """Decrypt ``prefix`` then ``src`` until EOF into ``dst``; returns plaintext bytes written.
 
-    Segments are decrypted into reused buffers (``decrypt_into``), on up to
-    ``workers`` threads (default: two where two cores are available), and
-    written in order, each only after its tag verified. On
-    :class:`DecryptionError` ``dst`` holds a verified prefix, which the caller
-    discards.
+    ``prefix`` is ciphertext that comes before ``src``: the small part when
+    ``src`` is the big part's file. Segments are decrypted into reused
+    buffers (``decrypt_into``), on up to ``workers`` threads (default: two
+    where two cores are ours), and written in order, each only after its tag
+    verified. On :class:`DecryptionError` ``dst`` holds a verified prefix,
+    which the caller discards. OSError from either file propagates.
+
+    ``map_src=True`` reads a regular file through ``mmap`` instead of copying
+    it (ignored for anything else), for files the process owns: if the file
+    shrinks while being read, or a disk read fails, the process dies of
+    SIGBUS rather than getting an error.
     """
-    total = 0
-    for view in _decrypt(file_reader(src), key, associated_data, segment_size, workers):
-        write_all(dst, view)
-        total += len(view)
-    return total
+    with contextlib.ExitStack() as stack:
+        read: Reader | None = None
+        if map_src:
+            keep = (_pick_workers(workers) + 3) * segment_size
+            read = stack.enter_context(mapped_reader(src, keep=keep))
+        if read is None:
+            read = file_reader(src)
+        if prefix:
+            read = prefixed(prefix, read)
+        total = 0
+        for view in _decrypt(read, key, associated_data, segment_size, workers):
+            write_all(dst, view)
+            total += len(view)
+        return total

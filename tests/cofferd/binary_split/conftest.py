@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -64,6 +65,31 @@ def _file_route(workers: int) -> Route:
     return route
 
 
+def _mapped_route(workers: int, prefix_len: int) -> Route:
+    """decrypt_file over a real file through mmap, the first bytes given as ``prefix``."""
+
+    def route(ct: bytes, key: bytes, ad: bytes, seg: int) -> Iterator[bytes]:
+        sink: list[bytes] = []
+        with tempfile.TemporaryFile() as f:
+            f.write(ct[prefix_len:])
+            f.seek(0)
+            try:
+                stream.decrypt_file(
+                    f,
+                    _Recorder(sink),
+                    key,
+                    ad,
+                    prefix=ct[:prefix_len],
+                    map_src=True,
+                    segment_size=seg,
+                    workers=workers,
+                )
+            finally:
+                yield from sink
+
+    return route
+
+
 def _incremental(ct: bytes, key: bytes, ad: bytes, seg: int) -> Iterator[bytes]:
     dec = stream.StreamDecryptor(key, ad, segment_size=seg)
     for i in range(0, len(ct), 777):
@@ -77,6 +103,8 @@ ROUTES: dict[str, Route] = {
     "file": _file_route(1),
     "file-2-threads": _file_route(2),
     "incremental": _incremental,
+    "mapped-2-threads": _mapped_route(2, 0),
+    "mapped-with-prefix": _mapped_route(1, 47),
 }
 
 

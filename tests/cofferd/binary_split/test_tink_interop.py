@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from tink import TinkError
@@ -59,7 +60,9 @@ def test_tink_decrypts_what_coffer_encrypts(tink: TinkOracle, key: bytes, size: 
 
 
 @pytest.mark.parametrize("size", SIZES.values(), ids=SIZES.keys())
-def test_coffer_decrypts_what_tink_encrypts(tink: TinkOracle, key: bytes, size: int) -> None:
+def test_coffer_decrypts_what_tink_encrypts(
+    tink: TinkOracle, key: bytes, size: int, tmp_path: Path
+) -> None:
     plain = os.urandom(size)
     ct = tink.encrypt(plain, AD)
     assert len(ct) == stream.ciphertext_size(size)
@@ -67,6 +70,13 @@ def test_coffer_decrypts_what_tink_encrypts(tink: TinkOracle, key: bytes, size: 
     assert stream.decrypt_file(io.BytesIO(ct), out, key, AD) == size
     assert out.getvalue() == plain
     assert b"".join(stream.decrypt_chunks([ct], key, AD, workers=1)) == plain
+    # As load reads a cached big part: small part in memory, the rest mapped.
+    big = tmp_path / "big"
+    big.write_bytes(ct[4096:])
+    out = io.BytesIO()
+    with big.open("rb") as f:
+        assert stream.decrypt_file(f, out, key, AD, prefix=ct[:4096], map_src=True) == size
+    assert out.getvalue() == plain
 
 
 @pytest.mark.parametrize("size", [0, FIRST + 1, FIRST + FULL])
