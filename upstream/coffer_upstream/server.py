@@ -142,9 +142,11 @@ class Handler(BaseHTTPRequestHandler):
     server: UpstreamServer
     protocol_version = "HTTP/1.1"
     server_version = "coffer-upstream"
-    sys_version = ""
     # Small JSON answers go out at once instead of waiting on a delayed ACK.
     disable_nagle_algorithm = True
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def setup(self) -> None:
         super().setup()
@@ -256,6 +258,10 @@ class Handler(BaseHTTPRequestHandler):
         # Its messages quote the raw request line, which may hold a signed URL.
         detail = (message or HTTPStatus(code).phrase).split(" (")[0]
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            # Unparsable lines count as HTTP/0.9, whose answers have no status
+            # line; HTTP/0.9 is not spoken here, so answer as HTTP/1.0.
+            self.request_version = "HTTP/1.0"
         with contextlib.suppress(OSError):
             self._send_json(JsonResponse(code, {"detail": detail}))
         log.info("%s - %d %s", self.client_address[0], code, detail)
