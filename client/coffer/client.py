@@ -32,6 +32,7 @@ from coffer.errors import (
     BadRequest,
     CofferRPCError,
     Conflict,
+    DaemonBusy,
     DaemonTimeout,
     DaemonUnavailable,
     InternalError,
@@ -221,7 +222,7 @@ class Client:
             self.close()
             raise ProtocolError("cofferd sent something that is not a JSON-RPC 2.0 response")
         if "error" in response:
-            error = error_from_wire(response["error"])
+            error = error_from_wire(response["error"], response.get("id"))
             # After these the daemon closes the connection or we lost track of it.
             if response.get("id") is None or isinstance(error, TooLarge | ProtocolError):
                 self.close()
@@ -422,6 +423,7 @@ __all__ = [
     "Client",
     "CofferRPCError",
     "Conflict",
+    "DaemonBusy",
     "DaemonTimeout",
     "DaemonUnavailable",
     "InternalError",

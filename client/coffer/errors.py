@@ -17,6 +17,7 @@ Errors the daemon reports, and failures to reach it, raise one of::
     ├── ProtocolError              -32700 / -32600, or an answer the protocol does not allow
     │   └── MethodNotFound         -32601 the daemon does not know the method
     └── DaemonUnavailable          no daemon: socket missing, refused, permission denied
+        ├── DaemonBusy             503 before reading the request: too many connections
         └── DaemonTimeout          the daemon went silent for ``timeout`` seconds
 
 ``code`` is the JSON-RPC error code (:class:`coffer.protocol.ErrorCode`).
@@ -127,8 +128,13 @@ class MethodNotFound(ProtocolError):
 
 
 class DaemonUnavailable(CofferRPCError):
-    code = None
+    code: int | None = None
     default_message = "Daemon unavailable"
+
+
+class DaemonBusy(DaemonUnavailable):
+    code = ErrorCode.UPSTREAM_UNAVAILABLE
+    default_message = "Busy"
 
 
 class DaemonTimeout(DaemonUnavailable):
@@ -152,8 +158,12 @@ _ERRORS: dict[int, type[CofferRPCError]] = {
 }
 
 
-def error_from_wire(error: object) -> CofferRPCError:
-    """The exception for a JSON-RPC ``error`` member (unknown codes give the base class)."""
+def error_from_wire(error: object, request_id: object = 0) -> CofferRPCError:
+    """The exception for a JSON-RPC ``error`` member (unknown codes give the base class).
+
+    ``request_id`` is the response's ``id``; ``None`` marks an error about no
+    request in particular.
+    """
     if not isinstance(error, dict) or not isinstance(error.get("code"), int):
         return ProtocolError("cofferd sent a malformed error object")
     code: int = error["code"]
@@ -164,6 +174,10 @@ def error_from_wire(error: object) -> CofferRPCError:
     if not isinstance(detail, str) or not detail:
         detail = message or f"cofferd error {code}"
     cls = _ERRORS.get(code, CofferRPCError)
+    if code == ErrorCode.UPSTREAM_UNAVAILABLE and request_id is None:
+        # Sent on accepting, before any request was read: the daemon, not the
+        # upstream, is out of room (it closes the connection after).
+        cls = DaemonBusy
     return cls(detail, code=code, message=message, data=data)
 
 
@@ -188,6 +202,7 @@ __all__ = [
     "BadRequest",
     "CofferRPCError",
     "Conflict",
+    "DaemonBusy",
     "DaemonTimeout",
     "DaemonUnavailable",
     "InternalError",

@@ -8,6 +8,7 @@ test_client_daemon.
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -69,6 +70,18 @@ def test_error_codes_map_to_exception_types(
     assert type(info.value) is cls
     assert (info.value.code, info.value.message, info.value.detail) == (code, "Short", "do this")
     assert str(info.value) == "do this"
+
+
+def test_busy_before_any_request_is_the_daemon_not_the_upstream(tmp_path: Path) -> None:
+    sock = tmp_path / "s"
+    busy = {"code": 503, "message": "Busy", "data": {"detail": "too many connections"}}
+    line = json.dumps({"jsonrpc": "2.0", "id": None, "error": busy}).encode() + b"\n"
+    with (
+        serving(sock, lambda req, fds, conn: line),
+        cc.Client(sock) as c,
+        pytest.raises(cc.DaemonBusy, match="too many connections"),
+    ):
+        c.call("m", {})
 
 
 def test_error_without_detail_falls_back_to_message(tmp_path: Path) -> None:
