@@ -41,27 +41,35 @@ class ImageInfo:
     tags: tuple[str, ...]
 
 
+#: Seconds a quick call (version, list, inspect, remove) may wait on the engine.
+CALL_TIMEOUT = 60.0
+
+
 class DockerEngine:
     """One client of one Docker engine. Not shared between threads."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(self, client: docker.DockerClient, load_timeout: float) -> None:
         self._client = client
+        self._load_timeout = load_timeout
 
     @classmethod
-    def connect(cls, host: str | None, timeout: float) -> DockerEngine:
+    def connect(
+        cls, host: str | None, load_timeout: float, call_timeout: float = CALL_TIMEOUT
+    ) -> DockerEngine:
         """A client of the engine at ``host`` (None: the SDK's default socket).
 
-        ``timeout`` bounds each wait on the engine's socket; an image load of a
-        big archive can keep the engine silent for a long time, so it comes from
-        ``settings.docker_timeout``. Asking the engine its API version here makes
-        an unreachable engine fail now, as :class:`DockerUnavailable`.
+        ``load_timeout`` bounds each wait on the engine's socket during an image
+        load, when importing a big archive can keep the engine silent for long
+        (``settings.docker_timeout``); other calls get ``call_timeout``, so a
+        hung engine shows soon. Asking the engine its API version here makes an
+        unreachable engine fail now, as :class:`DockerUnavailable`.
         """
         where = host or "the default Docker socket"
         try:
-            client = docker.DockerClient(base_url=host, version="auto", timeout=timeout)
+            client = docker.DockerClient(base_url=host, version="auto", timeout=call_timeout)
         except docker.errors.DockerException as exc:
             raise DockerUnavailable(f"the Docker engine at {where} is unreachable") from exc
-        return cls(client)
+        return cls(client, load_timeout)
 
     def close(self) -> None:
         self._client.close()
@@ -113,12 +121,16 @@ class DockerEngine:
                 source_error.append(exc)
                 raise
 
+        # The SDK takes a request's timeout from the client; only the load gets the long one.
+        quick, self._client.api.timeout = self._client.api.timeout, self._load_timeout
         try:
             images = self._call("load the images", lambda: self._client.images.load(body()))
         except Exception:
             if source_error:
                 raise source_error[0] from None
             raise
+        finally:
+            self._client.api.timeout = quick
         if source_error:  # the engine answered before the body ended: still the source's fault
             raise source_error[0]
         return [ImageInfo(id=str(i.id), tags=tuple(i.tags)) for i in images]
@@ -149,4 +161,4 @@ def _printable(value: object) -> str:
     return "".join(c if c.isprintable() else "?" for c in text[:300])
 
 
-__all__ = ["DockerEngine", "ImageInfo"]
+__all__ = ["CALL_TIMEOUT", "DockerEngine", "ImageInfo"]

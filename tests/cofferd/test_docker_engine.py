@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +35,7 @@ def image_tar(dockerd: PrivateDockerd, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture
 def engine(dockerd: PrivateDockerd) -> Iterator[DockerEngine]:
-    with DockerEngine.connect(dockerd.host, timeout=120) as engine:
+    with DockerEngine.connect(dockerd.host, load_timeout=120) as engine:
         yield engine
     dockerd.remove_image(TAG)
 
@@ -106,7 +108,7 @@ _LEAKED_SOCKET = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExce
 @_LEAKED_SOCKET
 def test_an_engine_that_is_not_there_is_unavailable(tmp_path: Path) -> None:
     with pytest.raises(DockerUnavailable, match="unreachable") as info:
-        DockerEngine.connect(f"unix://{tmp_path}/no.sock", timeout=5)
+        DockerEngine.connect(f"unix://{tmp_path}/no.sock", load_timeout=5)
     assert "no.sock" in str(info.value)
     del info
     gc.collect()
@@ -116,7 +118,21 @@ def test_an_engine_that_is_not_there_is_unavailable(tmp_path: Path) -> None:
 def test_an_engine_that_went_away_is_unavailable() -> None:
     # Connected, then the engine stops: calls fail as unavailable, not as a crash.
     with PrivateDockerd() as other:
-        engine = DockerEngine.connect(other.host, timeout=10)
+        engine = DockerEngine.connect(other.host, load_timeout=10)
     with engine, pytest.raises(DockerUnavailable, match="cannot list the images"):
         engine.image_ids()
+    gc.collect()
+
+
+@_LEAKED_SOCKET
+def test_an_engine_that_never_answers_is_unavailable_soon(tmp_path: Path) -> None:
+    # Accepts, never answers: quick calls give up after their own short timeout,
+    # whatever the (long) load timeout.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.bind(str(tmp_path / "hung.sock"))
+        silent.listen()
+        started = time.monotonic()
+        with pytest.raises(DockerUnavailable, match="unreachable"):
+            DockerEngine.connect(f"unix://{tmp_path}/hung.sock", load_timeout=3600, call_timeout=1)
+        assert time.monotonic() - started < 30
     gc.collect()
