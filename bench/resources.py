@@ -27,7 +27,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cofferd.binary_split.split import JoinedReader
 from cofferd.binary_split.stream import decrypt_file, resource_associated_data
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.service import load, upload
@@ -113,7 +112,7 @@ def run(server: Any, base: Path, size: int) -> int:
 
     def raw_decrypt() -> None:
         with blob.open("rb", buffering=0) as big, open(os.devnull, "wb", buffering=0) as out:
-            decrypt_file(JoinedReader(info.small, big), out, info.key, ad)  # type: ignore[arg-type]
+            decrypt_file(big, out, info.key, ad, prefix=info.small)
 
     def do_load() -> None:
         with open(os.devnull, "wb", buffering=0) as out:

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator
 from typing import BinaryIO, cast
 
-from cofferd.binary_split.split import DEFAULT_SMALL_SIZE, JoinedReader, split
+from cofferd.binary_split.split import DEFAULT_SMALL_SIZE, split
 from cofferd.binary_split.stream import (
     ciphertext_size,
     decrypt_file,
@@ -68,7 +68,7 @@ def load(
                     return _result(info, sink, from_cache=False)
         try:
             with io.FileIO(path, "rb") as big:
-                _decrypt(info, JoinedReader(info.small, cast(BinaryIO, _CachedFile(big))), sink)
+                _decrypt(info, _CachedFile(big), sink)
         except FileNotFoundError:
             # Evicted by a newer version between lookup and open: look again.
             if sink.written:
@@ -140,7 +140,7 @@ def _load_from_cdn(
         writer = None
     chunks = client.iter_big(info.big_url, info.big_size)
     try:
-        _decrypt(info, JoinedReader(info.small, cast(BinaryIO, _ChunkReader(chunks, writer))), sink)
+        _decrypt(info, _ChunkReader(chunks, writer), sink)
         if writer is not None:
             writer.commit()
     except DecryptionError as exc:
@@ -153,9 +153,10 @@ def _load_from_cdn(
             writer.abort()
 
 
-def _decrypt(info: ResourceInfo, src: JoinedReader, sink: _Output) -> None:
+def _decrypt(info: ResourceInfo, big: _CachedFile | _ChunkReader, sink: _Output) -> None:
+    # Not map_src: a disk error on a mapped cache file would kill the daemon (SIGBUS).
     ad = resource_associated_data(info.folder, info.name)
-    decrypt_file(cast(BinaryIO, src), cast(BinaryIO, sink), info.key, ad)
+    decrypt_file(cast(BinaryIO, big), cast(BinaryIO, sink), info.key, ad, prefix=info.small)
 
 
 def _result(info: ResourceInfo, sink: _Output, *, from_cache: bool) -> LoadResult:
