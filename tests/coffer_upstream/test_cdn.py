@@ -240,3 +240,15 @@ def test_a_broken_put_stores_nothing(upstream: Upstream, headers: str, body: byt
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert upstream.blob_paths() == []
     assert upstream.temp_paths() == []
+
+
+def test_a_client_hanging_up_mid_download_harms_nothing(upstream: Upstream) -> None:
+    big = os.urandom(32 * 1024 * 1024)
+    upstream.publish("models", "m", big)
+    url = big_url(upstream)
+    with requests.get(url, stream=True, timeout=30) as response:
+        assert len(response.raw.read(1024 * 1024)) == 1024 * 1024
+    # The server goes on serving (and its teardown finds no traceback).
+    assert hashlib.sha256(requests.get(url, timeout=60).content).digest() == (
+        hashlib.sha256(big).digest()
+    )

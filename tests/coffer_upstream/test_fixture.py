@@ -37,3 +37,12 @@ def test_starts_fast(upstream_factory) -> None:  # type: ignore[no-untyped-def]
     upstream_factory()
     # Function scope is only affordable while a server starts this fast.
     assert time.monotonic() - started < 2.0
+
+
+def test_problems_report_tracebacks_and_deaths(upstream: Upstream) -> None:
+    assert upstream.problems() == []
+    with upstream.log_path.open("a") as log:
+        log.write("Traceback (most recent call last):\n")
+    assert upstream.problems() == ["coffer-upstream logged a traceback"]
+    # Clean the log again, or this test's own teardown would fail.
+    upstream.log_path.write_text("")

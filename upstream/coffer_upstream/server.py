@@ -89,9 +89,9 @@ class UpstreamServer(ThreadingHTTPServer):
         for temp in self.data.temp_paths():
             temp.unlink(missing_ok=True)
         self.publisher.sweep(self.signer.now())
-        super().__init__((host, port), Handler)
         self._stop = threading.Event()
         self._janitor = threading.Thread(target=self._sweep_loop, name="janitor", daemon=True)
+        super().__init__((host, port), Handler)
 
     @property
     def url(self) -> str:
