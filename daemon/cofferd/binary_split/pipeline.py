@@ -167,7 +167,7 @@ class _Inline(Executor):
         future: Future[Any] = Future()
         try:
             future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # kept for the consumer, like a pool does
+        except Exception as exc:  # kept for the consumer, as a pool does
             future.set_exception(exc)
         return future
 
@@ -193,7 +193,11 @@ def segments(
         for _ in range(workers + 2)
     )
     pending: deque[tuple[Future[None], Slot, int]] = deque()
-    executor: Executor = ThreadPoolExecutor(workers) if workers > 1 else _Inline()
+    executor: Executor = (
+        ThreadPoolExecutor(workers, thread_name_prefix="coffer-segment")
+        if workers > 1
+        else _Inline()
+    )
 
     def oldest() -> Iterator[memoryview]:
         future, slot, olen = pending.popleft()

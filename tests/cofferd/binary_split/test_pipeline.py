@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cofferd.binary_split import pipeline
+from cofferd.binary_split import pipeline, stream
 
 
 def copy_transform(index: int, last: bool, src: memoryview, dst: memoryview) -> None:
@@ -206,3 +207,33 @@ def test_mapped_reader_declines_what_it_cannot_map(tmp_path: Path) -> None:
         for src in (f, pipe_r, io.BytesIO(b"data")):
             with pipeline.mapped_reader(src, keep=0) as read:  # type: ignore[arg-type]
                 assert read is None
+
+
+def segment_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("coffer-segment")]
+
+
+def test_a_failing_destination_stops_the_workers(tmp_path: Path) -> None:
+    key, plain = stream.new_key(), os.urandom(5 * stream.SEGMENT_SIZE)
+    ct = b"".join(stream.encrypt_chunks([plain], key, b"ad"))
+
+    class BrokenPipe(io.RawIOBase):
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:  # type: ignore[no-untyped-def,override]
+            raise BrokenPipeError("the caller hung up")
+
+    with pytest.raises(BrokenPipeError):
+        stream.decrypt_file(io.BytesIO(ct), BrokenPipe(), key, b"ad", workers=2)  # type: ignore[arg-type]
+    assert segment_threads() == []
+
+
+def test_an_abandoned_stream_stops_the_workers() -> None:
+    key = stream.new_key()
+    chunks = stream.encrypt_chunks([bytes(3 * stream.SEGMENT_SIZE)], key, b"ad", workers=2)
+    next(chunks)
+    next(chunks)
+    assert segment_threads() != []
+    chunks.close()
+    assert segment_threads() == []
