@@ -1,19 +1,239 @@
-"""``coffer archive``: subcommands for sealed Docker image archives (owned by the archive work).
+"""``coffer archive``: seal a ``docker save`` tar into an encrypted image archive, or inspect one.
 
-The hook the CLI calls: :func:`add_parser` gets the CLI's subparsers and adds
-its own. A subcommand sets ``handler=`` with ``set_defaults``; the handler
-takes the parsed ``argparse.Namespace`` and returns an exit code, and may raise
-:class:`coffer.cli.CommandError` (a one-line message and an exit code), a
-:class:`coffer.errors.CofferRPCError` or an :class:`OSError`, which the CLI
-reports. Import heavy modules inside handlers so that ``coffer health`` stays
-fast.
+``coffer archive seal IMAGE_TAR OUT --id ID`` is a publisher's command: it
+talks to the upstream directly (``--upstream`` / ``COFFER_UPSTREAM_URL``,
+``--email`` / ``COFFER_EMAIL``, the password from ``--password-stdin``,
+``COFFER_PASSWORD`` or a prompt), not to a cofferd. Steps, so that no archive
+exists without its key and no key is left registered for nothing:
+
+1. log in (wrong credentials fail before any work);
+2. encrypt the tar with a fresh key, streaming, into a temp file beside OUT,
+   checking on the way that the tar is a ``docker save`` archive; fsync;
+3. register the key (``PUT /v1/archives/{id}/key``); a conflict means the id
+   already has another key: refused, the temp file removed, OUT untouched;
+4. rename the temp file to OUT and fsync the directory.
+
+The key is printed nowhere. ``coffer archive inspect FILE`` shows the id, the
+format version and the sizes. Heavy modules are imported inside the handlers,
+so ``import coffer.client`` stays light.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from coffer.cli import CommandError, ExitCode, ProgressLine, read_password
+
+if TYPE_CHECKING:
+    from cofferd.binary_split.archive import ArchiveInfo
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``archive`` subcommands to the ``coffer`` CLI (none yet)."""
+    """Add ``archive seal`` and ``archive inspect`` to the ``coffer`` CLI."""
+    parser = subparsers.add_parser("archive", help="encrypted Docker image archives")
+    sub = parser.add_subparsers(dest="archive_command", required=True, metavar="ACTION")
+
+    p = sub.add_parser(
+        "seal",
+        help="encrypt a `docker save` tar and register its key upstream (publishers)",
+        description="Encrypt IMAGE_TAR into OUT with a fresh key and register the key "
+        "upstream for --id. OUT is written only when everything succeeded.",
+    )
+    p.add_argument("image_tar", metavar="IMAGE_TAR", help="a tar made by `docker save`")
+    p.add_argument("out", metavar="OUT", help="the archive to write")
+    p.add_argument("--id", required=True, dest="archive_id", help="the archive id")
+    p.add_argument("--upstream", metavar="URL", help="default: $COFFER_UPSTREAM_URL")
+    p.add_argument("--email", help="a publisher account; default: $COFFER_EMAIL")
+    p.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password as one line of standard input "
+        "(else $COFFER_PASSWORD, else a prompt)",
+    )
+    p.set_defaults(handler=cmd_seal)
+
+    p = sub.add_parser("inspect", help="show an archive's id, format version and sizes")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(handler=cmd_inspect)
+
+
+def _setting(value: str | None, env: str, what: str) -> str:
+    found = value or os.environ.get(env, "")
+    if not found:
+        raise CommandError(f"no {what}: give --{what} or set {env}", ExitCode.USAGE)
+    return found
+
+
+def _password(args: argparse.Namespace) -> str:
+    if not args.password_stdin and os.environ.get("COFFER_PASSWORD"):
+        return os.environ["COFFER_PASSWORD"]
+    return read_password(args)
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    from cofferd import errors
+    from cofferd.names import check_name
+
+    try:
+        archive_id = check_name(args.archive_id, "archive id")
+    except errors.BadName as exc:
+        raise CommandError(str(exc), ExitCode.BAD_REQUEST) from exc
+    url = _setting(args.upstream, "COFFER_UPSTREAM_URL", "upstream")
+    args.email = _setting(args.email, "COFFER_EMAIL", "email")
+    out = Path(args.out)
+    if out.is_dir():
+        raise CommandError(f"{out} is a directory", ExitCode.USAGE)
+    password = _password(args)
+    try:
+        result = _seal(Path(args.image_tar), out, archive_id, url, args.email, password)
+    except errors.Conflict as exc:
+        raise CommandError(
+            f"archive id {archive_id} already has a different key upstream; "
+            f"choose another --id ({out} was not written)",
+            ExitCode.CONFLICT,
+        ) from exc
+    except errors.CofferError as exc:
+        raise CommandError(f"{exc} ({out} was not written)", _exit_code(exc)) from exc
+    text = (
+        f"sealed {args.image_tar} into {out}: archive id {archive_id}, "
+        f"{result['size']} bytes; images: {', '.join(result['images']) or '(untagged)'}"
+    )
+    print(json.dumps(result, sort_keys=True) if args.json else text)
+    return 0
+
+
+def _seal(
+    tar: Path, out: Path, archive_id: str, url: str, email: str, password: str
+) -> dict[str, Any]:
+    from cofferd.binary_split import archive, stream
+    from cofferd.errors import BadRequest
+    from cofferd.resources.upstream import ApiClient
+
+    client = ApiClient(url)
+    try:
+        client.login(email, password)
+        key = stream.new_key()
+        with tar.open("rb") as src:
+            total = os.fstat(src.fileno()).st_size
+            reader = archive.ManifestReader()
+            with _atomic_file(out) as dst, _progress(f"sealing {tar.name}") as show:
+                archive.seal(
+                    src,
+                    dst,
+                    archive_id,
+                    key,
+                    on_progress=lambda done: show(done, total) if show else None,
+                    tap=reader.feed,
+                )
+                try:
+                    images = reader.images()
+                except BadRequest as exc:
+                    raise BadRequest(f"{tar} is not a `docker save` archive: {exc}") from exc
+                # Registered only once the archive is whole on disk; renamed only once registered.
+                client.put_archive_key(archive_id, key)
+    finally:
+        client.close()
+    return {
+        "archive_id": archive_id,
+        "file": str(out),
+        "size": out.stat().st_size,
+        "images": [tag for image in images for tag in image.tags or (image.id,)],
+    }
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[Any]:
+    """A temp file beside ``path``, fsynced and renamed over it if the block succeeds."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[ProgressLine | None]:
+    """A progress line on stderr when it is a terminal; nothing in logs and pipes."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    line = ProgressLine(label)
+    try:
+        yield line
+    finally:
+        line.close()
+
+
+def _exit_code(exc: Exception) -> ExitCode:
+    from cofferd import errors
+
+    for kind, code in (
+        (errors.Unauthorized, ExitCode.UNAUTHORIZED),
+        (errors.NotFound, ExitCode.NOT_FOUND),
+        (errors.Conflict, ExitCode.CONFLICT),
+        (errors.BadRequest, ExitCode.BAD_REQUEST),
+        (errors.UpstreamError, ExitCode.UPSTREAM),
+    ):
+        if isinstance(exc, kind):
+            return code
+    return ExitCode.OTHER
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from cofferd.binary_split import archive
+    from cofferd.errors import DecryptionError
+
+    with open(args.file, "rb") as src:
+        try:
+            info = archive.inspect(src, os.fstat(src.fileno()).st_size)
+        except DecryptionError as exc:
+            raise CommandError(f"{args.file}: {exc}") from exc
+    if args.json:
+        print(json.dumps(_as_dict(info), sort_keys=True))
+    else:
+        print(_as_text(info))
+    return 0
+
+
+def _as_dict(info: ArchiveInfo) -> dict[str, Any]:
+    return {
+        "archive_id": info.archive_id,
+        "format_version": info.version,
+        "file_size": info.file_size,
+        "header_size": info.header_size,
+        "stream_size": info.stream_size,
+        "segments": info.segments,
+        "plaintext_size": info.plaintext_size,
+    }
+
+
+def _as_text(info: ArchiveInfo) -> str:
+    return "\n".join(
+        [
+            f"archive id:     {info.archive_id}",
+            f"format version: {info.version}",
+            f"file size:      {info.file_size} bytes",
+            f"header:         {info.header_size} bytes",
+            f"encrypted:      {info.stream_size} bytes in {info.segments} segment(s)",
+            f"image tar:      {info.plaintext_size} bytes",
+        ]
+    )

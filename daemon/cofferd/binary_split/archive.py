@@ -132,11 +132,13 @@ def seal(
     key: bytes,
     *,
     on_progress: Callable[[int], None] | None = None,
+    tap: Callable[[bytes], None] | None = None,
 ) -> int:
     """Write the archive of the tar read from ``src`` to ``dst``; the plaintext size.
 
     ``on_progress`` gets the number of plaintext bytes read so far, once per
-    chunk. OSError from either file propagates.
+    chunk; ``tap`` sees each plaintext chunk (e.g. :meth:`ManifestReader.feed`).
+    OSError from either file propagates.
     """
     header = ArchiveHeader(archive_id)
     dst.write(header.encode())
@@ -146,6 +148,8 @@ def seal(
         nonlocal done
         while chunk := src.read(READ_CHUNK):
             done += len(chunk)
+            if tap is not None:
+                tap(chunk)
             if on_progress is not None:
                 on_progress(done)
             yield chunk
