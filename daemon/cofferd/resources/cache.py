@@ -60,6 +60,10 @@ class BigPartCache:
             size = path.stat().st_size
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            # An unusable cache dir costs a download, not the load.
+            log.warning("cannot use the cache for %s/%s: %s", info.folder, info.name, exc.strerror)
+            return None
         if size != info.big_size:
             # Cannot come from store(); someone else wrote it. Not ours to trust.
             self.evict(path)
@@ -85,15 +89,25 @@ class BigPartCache:
         return CacheWriter(self, info, directory)
 
     def evict(self, path: Path) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             path.unlink()
-            log.info("evicted %s from the cache", path.relative_to(self._root))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.warning("cannot evict %s from the cache: %s", path.name, exc.strerror)
+            return
+        log.info("evicted %s from the cache", path.relative_to(self._root))
 
     def evict_older(self, info: ResourceInfo) -> None:
         """Remove every entry of ``info``'s resource older than its version."""
         directory = self.path_for(info).parent
         keep = self.path_for(info).name
-        for entry in directory.iterdir():
+        try:
+            entries = list(directory.iterdir())
+        except OSError as exc:
+            log.warning("cannot list the cache of %s/%s: %s", info.folder, info.name, exc.strerror)
+            return
+        for entry in entries:
             if entry.name.startswith(".") or entry.name == keep:
                 continue
             version, _, _ = entry.name.partition("-")

@@ -1,0 +1,163 @@
+"""The big-part cache on a real directory: verified stores, eviction, faults."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from cofferd.errors import Cancelled, CorruptData
+from cofferd.resources.cache import BackgroundWriter, BigPartCache
+from cofferd.resources.service import load, upload
+from cofferd.resources.upstream import ApiClient, RetryPolicy
+from cofferd.resources.wire import ResourceInfo
+from fixtures.upstream import Upstream
+
+BODY = b"big part bytes" * 1000
+
+
+def info_for(version: int, body: bytes = BODY, name: str = "m.bin") -> ResourceInfo:
+    return ResourceInfo(
+        folder="models",
+        name=name,
+        version=version,
+        small=b"",
+        key=bytes(32),
+        big_url="http://127.0.0.1:9/cdn/x",
+        big_size=len(body),
+        big_sha256=hashlib.sha256(body).hexdigest(),
+        plaintext_size=0,
+    )
+
+
+def files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def store(cache: BigPartCache, info: ResourceInfo, body: bytes = BODY) -> Path:
+    with cache.writer(info) as writer:
+        writer.write(body[:100])
+        writer.write(memoryview(body)[100:])
+        return writer.commit()
+
+
+def test_store_then_lookup(tmp_path: Path):
+    cache = BigPartCache(tmp_path)
+    info = info_for(1)
+    assert cache.lookup(info) is None
+    path = store(cache, info)
+    assert cache.lookup(info) == path
+    assert path.read_bytes() == BODY
+    assert files(cache.root) == [f"models/m.bin/1-{info.big_sha256}"]
+
+
+@pytest.mark.parametrize("body", [BODY[:-1], BODY + b"x", b"X" + BODY[1:]])
+def test_mismatch_is_corrupt_and_leaves_nothing(tmp_path: Path, body: bytes):
+    cache = BigPartCache(tmp_path)
+    writer = cache.writer(info_for(1))
+    writer.write(body)
+    with pytest.raises(CorruptData):
+        writer.commit()
+    assert files(cache.root) == []
+
+
+def test_abort_removes_the_temporary_file(tmp_path: Path):
+    cache = BigPartCache(tmp_path)
+    writer = cache.writer(info_for(1))
+    writer.write(BODY[:10])
+    assert len(files(cache.root)) == 1
+    writer.abort()
+    writer.abort()
+    assert files(cache.root) == []
+
+
+def test_newer_version_evicts_older_not_newer(tmp_path: Path):
+    cache = BigPartCache(tmp_path)
+    store(cache, info_for(1))
+    store(cache, info_for(3))
+    assert cache.lookup(info_for(1)) is None
+    # A load that raced with an older answer stores version 2 late: 3 stays.
+    store(cache, info_for(2))
+    assert cache.lookup(info_for(3)) is not None
+    store(cache, info_for(1, name="other.bin"))  # another resource is left alone
+    assert cache.lookup(info_for(2)) is not None
+    assert cache.lookup(info_for(1, name="other.bin")) is not None
+
+
+def test_wrong_size_entry_is_evicted_on_lookup(tmp_path: Path):
+    cache = BigPartCache(tmp_path)
+    path = store(cache, info_for(1))
+    os.truncate(path, 10)
+    assert cache.lookup(info_for(1)) is None
+    assert not path.exists()
+
+
+def test_remove_temporary(tmp_path: Path):
+    cache = BigPartCache(tmp_path)
+    assert cache.remove_temporary() == 0
+    store(cache, info_for(1))
+    (cache.root / "models" / "m.bin" / ".tmp-left-by-a-crash").write_bytes(b"x")
+    assert cache.remove_temporary() == 1
+    assert len(files(cache.root)) == 1
+
+
+def test_background_writer_disk_full_stops_caching_only(tmp_path: Path):
+    cache = BigPartCache(tmp_path)
+    writer = cache.writer(info_for(1))
+    # /dev/full fails every write with ENOSPC: a full disk at the first byte.
+    writer._file.close()
+    writer._file = open("/dev/full", "wb", buffering=0)  # noqa: SIM115
+    background = BackgroundWriter(writer)
+    for i in range(0, len(BODY), 1000):
+        background.write(BODY[i : i + 1000])
+    assert background.commit() is None
+    assert files(cache.root) == []
+
+
+def test_background_writer_stores_in_order(tmp_path: Path):
+    cache = BigPartCache(tmp_path)
+    background = BackgroundWriter(cache.writer(info_for(1)), depth=2)
+    for i in range(0, len(BODY), 777):
+        background.write(BODY[i : i + 777])
+    path = background.commit()
+    assert path is not None
+    assert path.read_bytes() == BODY
+    background.abort()  # harmless after commit
+    assert path.exists()
+
+
+@pytest.fixture
+def clients(upstream: Upstream):
+    made = []
+    for account in (upstream.publisher, upstream.reader):
+        client = ApiClient(upstream.url, timeout=10, retry=RetryPolicy(2, 0.05))
+        client.login(account.email, account.password)
+        made.append(client)
+    yield made
+    for client in made:
+        client.close()
+
+
+def test_load_without_a_usable_cache_dir_still_streams(clients, tmp_path: Path):
+    publisher, reader = clients
+    plain = os.urandom(2 << 20)
+    upload(publisher, "models", "m.bin", io.BytesIO(plain))
+    (tmp_path / "big").write_bytes(b"a file where the cache's directory should be")
+    cache = BigPartCache(tmp_path)
+    out = io.BytesIO()
+    assert not load(reader, cache, "models", "m.bin", out).from_cache
+    assert out.getvalue() == plain
+
+
+def test_reader_hanging_up_cancels_and_caches_nothing(clients, tmp_path: Path):
+    publisher, reader = clients
+    upload(publisher, "models", "m.bin", io.BytesIO(os.urandom(3 << 20)))
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    cache = BigPartCache(tmp_path)
+    with open(write_fd, "wb", buffering=0) as out, pytest.raises(Cancelled):
+        load(reader, cache, "models", "m.bin", out)
+    assert files(tmp_path) == []
