@@ -75,6 +75,10 @@ _BY_ERROR: list[tuple[type[CofferRPCError], ExitCode]] = [
 ]
 
 
+#: A subcommand: takes the parsed arguments, returns the exit status.
+Handler = Callable[[argparse.Namespace], int]
+
+
 class CommandError(Exception):
     """A failure to report as ``coffer: <detail>`` with ``exit_code``."""
 
@@ -108,18 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up after this long without progress (default {DEFAULT_TIMEOUT:g})",
     )
+    # --socket and --json read as well after the command; SUPPRESS keeps a
+    # subcommand from resetting what was given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("health", help="is the daemon serving?").set_defaults(handler=cmd_health)
-    sub.add_parser("status", help="login state, cache dir, upstream").set_defaults(
-        handler=cmd_status
-    )
+    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
 
-    p = sub.add_parser("login", help="give the daemon your upstream credentials")
-    _add_credentials(p)
-    p.set_defaults(handler=cmd_login)
+    command("health", cmd_health, "is the daemon serving?")
+    command("status", cmd_status, "login state, model cache dir, upstream")
+    _add_credentials(command("login", cmd_login, "give cofferd your upstream credentials"))
 
-    p = sub.add_parser("load", help="fetch and decrypt a resource")
+    p = command("load", cmd_load, "fetch and decrypt a resource")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--folder", default=DEFAULT_FOLDER, help="default: %(default)s")
     p.add_argument(
@@ -129,22 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT",
         help="file to write (replaced only on success), or - for standard output",
     )
-    p.set_defaults(handler=cmd_load)
 
-    p = sub.add_parser("upload", help="encrypt and publish a file")
+    p = command("upload", cmd_upload, "encrypt and publish a file")
     p.add_argument("file", metavar="FILE", help="the file, or - for standard input")
     p.add_argument("--name", help="resource name (default: FILE's base name)")
     p.add_argument("--folder", default=DEFAULT_FOLDER, help="default: %(default)s")
-    p.set_defaults(handler=cmd_upload)
 
-    p = sub.add_parser("unlock", help="decrypt the device's Docker images into the engine")
+    p = command("unlock", cmd_unlock, "decrypt the device's Docker images into the engine")
     _add_credentials(p)
     p.add_argument("--wait", action="store_true", help="wait until it is ready or failed")
-    p.set_defaults(handler=cmd_unlock)
 
-    sub.add_parser("unlock-status", help="progress of the unlock").set_defaults(
-        handler=cmd_unlock_status
-    )
+    command("unlock-status", cmd_unlock_status, "progress of the unlock")
 
     # The archive subcommands live in their own module; imported here, once
     # this module is complete, so that module may import CommandError from it.

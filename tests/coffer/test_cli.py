@@ -86,8 +86,10 @@ def test_health_and_status(sock: Path) -> None:
     status = json.loads(done.stdout)
     assert status["authenticated"] is False
     assert "model_cache_dir" in status
-    # COFFER_SOCKET stands in for --socket.
+    # COFFER_SOCKET stands in for --socket; both options read after the command too.
     assert coffer("health", env={"COFFER_SOCKET": str(sock)}).returncode == 0
+    done = coffer("status", "--json", "--socket", str(sock))
+    assert json.loads(done.stdout) == status
 
 
 def test_login_reads_the_password_from_stdin(sock: Path, upstream: Upstream) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -161,3 +163,36 @@ def test_daemon_gone_is_daemon_unavailable(daemon: CofferdProcess) -> None:
     with pytest.raises(cc.DaemonUnavailable):
         c.health()
     c.close()
+
+
+def test_the_documented_example_program_works(c: cc.Client, tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "client.md").read_text()
+    program = tmp_path / "fetch_model.py"
+    program.write_text(doc.split("```python\n", 1)[1].split("```", 1)[0])
+    data = os.urandom(100_000)
+    c.upload_bytes("m.bin", "models", data)
+    assert c.socket_path
+    env = {**os.environ, "COFFER_SOCKET": c.socket_path}
+    target = tmp_path / "m.bin"
+    done = subprocess.run(
+        [sys.executable, str(program), "m.bin", str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert target.read_bytes() == data
+    assert "m.bin version 1: 100000 bytes" in done.stdout
+    done = subprocess.run(
+        [sys.executable, str(program), "absent.bin", str(tmp_path / "absent")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("fetch_model: ")
+    assert sorted(os.listdir(tmp_path)) == ["fetch_model.py", "m.bin"]
