@@ -261,7 +261,18 @@ def test_concurrent_uploads_of_one_resource_get_distinct_versions(upstream: Upst
 
 
 # requests removes literal dot segments; the raw ones are in test_bad_input.
-BAD_NAMES = ["%2E", "%2E%2E", ".hidden", "-dash", "a b", "a%00b", "a%0Ab", "%C3%A9", "a" * 129, "a%2Fb"]
+BAD_NAMES = [
+    "%2E",
+    "%2E%2E",
+    ".hidden",
+    "-dash",
+    "a b",
+    "a%00b",
+    "a%0Ab",
+    "%C3%A9",
+    "a" * 129,
+    "a%2Fb",
+]
 
 
 @pytest.mark.parametrize("bad", BAD_NAMES)
