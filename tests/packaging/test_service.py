@@ -1,0 +1,130 @@
+"""The installed .deb under a real systemd (PID 1 in a container): socket
+activation, who may call, stop and restart, the watchdog."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fixtures.dockerd import PrivateDockerd
+from fixtures.systemd import SystemdContainer
+
+pytestmark = [pytest.mark.systemd, pytest.mark.docker, pytest.mark.slow]
+
+MEMBER = "alice"  # in group coffer
+OUTSIDER = "bob"  # not
+DAEMON_UNAVAILABLE = 3  # coffer's exit code
+
+
+@pytest.fixture(scope="module")
+def device(
+    dockerd: PrivateDockerd, systemd_image: str, coffer_deb: Path
+) -> Iterator[SystemdContainer]:
+    """A booted Debian 12 with the .deb installed by dpkg, and two login users."""
+    box = SystemdContainer(dockerd, systemd_image, f"coffer-svc-{os.getpid()}")
+    try:
+        box.boot()
+        box.copy_in(coffer_deb, "/tmp/coffer.deb")
+        box.run("dpkg", "-i", "/tmp/coffer.deb")
+        box.run("useradd", "--create-home", "--groups", "coffer", MEMBER)
+        box.run("useradd", "--create-home", OUTSIDER)
+        yield box
+    finally:
+        box.remove()
+
+
+def test_installed_user_units_and_socket(device: SystemdContainer) -> None:
+    groups = device.run("id", "-nG", "coffer").stdout.split()
+    assert groups == ["coffer", "docker"]
+    shell = device.run("getent", "passwd", "coffer").stdout.strip().split(":")[-1]
+    assert shell == "/usr/sbin/nologin"
+    assert device.run("systemctl", "is-enabled", "cofferd.socket").stdout.strip() == "enabled"
+    device.wait_for("cofferd.socket", ActiveState="active", SubState="listening")
+    # Nothing has called yet: the daemon is not running.
+    assert device.show("cofferd.service", "ActiveState")["ActiveState"] == "inactive"
+    stat = device.run("stat", "-c", "%U:%G %a", "/run/coffer/cofferd.sock", "/run/coffer").stdout
+    assert stat.split("\n")[:2] == ["root:coffer 660", "coffer:coffer 750"]
+    verify = device.run(
+        "systemd-analyze", "verify", "cofferd.service", "cofferd.socket", check=False
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stderr == ""
+
+
+def test_hardening_exposure_is_low(device: SystemdContainer) -> None:
+    out = device.run("systemd-analyze", "security", "--no-pager", "cofferd.service").stdout
+    exposure = re.search(r"Overall exposure level for cofferd.service: ([\d.]+)", out)
+    assert exposure is not None, out
+    print(f"systemd-analyze security cofferd.service: {exposure.group(1)}")
+    assert float(exposure.group(1)) <= 2.0
+
+
+def test_a_group_member_starts_the_daemon_by_calling_it(device: SystemdContainer) -> None:
+    health = device.run("coffer", "health", user=MEMBER)
+    assert "ok" in health.stdout
+    status = device.run("coffer", "--json", "status", user=MEMBER)
+    assert '"authenticated": false' in status.stdout
+    props = device.wait_for("cofferd.service", ActiveState="active", SubState="running")
+    assert props["MainPID"] != "0"
+    # READY=1 got it to running; STATUS= is what systemctl shows.
+    shown = device.run("systemctl", "status", "--no-pager", "cofferd.service").stdout
+    status_text = device.show("cofferd.service", "StatusText")["StatusText"]
+    assert status_text
+    assert f'Status: "{status_text}"' in shown
+    owner = device.run("stat", "-c", "%U", f"/proc/{props['MainPID']}").stdout.strip()
+    assert owner == "coffer"
+
+
+def test_a_caller_outside_the_group_is_refused(device: SystemdContainer) -> None:
+    proc = device.run("coffer", "health", user=OUTSIDER, check=False)
+    assert proc.returncode == DAEMON_UNAVAILABLE
+    assert "permission denied" in proc.stderr.lower()
+    assert proc.stdout == ""
+
+
+def test_stop_then_the_next_call_starts_it_again(device: SystemdContainer) -> None:
+    device.run("coffer", "health", user=MEMBER)
+    device.run("systemctl", "stop", "cofferd.service")
+    device.wait_for("cofferd.service", ActiveState="inactive")
+    device.wait_for("cofferd.socket", ActiveState="active", SubState="listening")
+    assert "Stopped cofferd.service" in device.journal("cofferd.service", lines=5)
+    device.run("coffer", "health", user=MEMBER)
+    device.wait_for("cofferd.service", ActiveState="active", SubState="running")
+
+
+def test_restart_gives_a_new_process(device: SystemdContainer) -> None:
+    device.run("coffer", "health", user=MEMBER)
+    before = device.wait_for("cofferd.service", ActiveState="active")["MainPID"]
+    device.run("systemctl", "restart", "cofferd.service")
+    after = device.wait_for("cofferd.service", ActiveState="active", SubState="running")
+    assert after["MainPID"] not in ("0", before)
+    device.run("coffer", "health", user=MEMBER)
+
+
+def test_a_hung_daemon_is_restarted_by_the_watchdog(device: SystemdContainer) -> None:
+    dropin = "/etc/systemd/system/cofferd.service.d/test-watchdog.conf"
+    device.run("mkdir", "-p", str(Path(dropin).parent))
+    device.run("sh", "-c", f"printf '[Service]\\nWatchdogSec=2s\\n' > {dropin}")
+    try:
+        device.run("systemctl", "daemon-reload")
+        device.run("systemctl", "restart", "cofferd.service")
+        healthy = device.wait_for("cofferd.service", ActiveState="active", SubState="running")
+        restarts = int(healthy["NRestarts"])
+        # A daemon that pings keeps running past several watchdog periods.
+        device.run("sleep", "5")
+        still = device.show("cofferd.service", "MainPID", "NRestarts")
+        assert still == {"MainPID": healthy["MainPID"], "NRestarts": str(restarts)}
+
+        device.run("systemctl", "kill", "--kill-whom=main", "--signal=SIGSTOP", "cofferd.service")
+        device.wait_for(
+            "cofferd.service", timeout=30, NRestarts=str(restarts + 1), SubState="running"
+        )
+        assert "Failed with result 'watchdog'" in device.journal("cofferd.service")
+        device.run("coffer", "health", user=MEMBER)
+    finally:
+        device.run("rm", "-f", dropin)
+        device.run("systemctl", "daemon-reload")
