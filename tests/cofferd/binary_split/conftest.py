@@ -117,7 +117,7 @@ def released_before_failure(route: Route, ct: bytes, key: bytes, ad: bytes, seg:
     return b"".join(out)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def assert_rejected() -> Callable[[bytes, bytes, bytes, bytes, int], None]:
     """Every decrypt route raises DecryptionError and lets out only a prefix."""
 

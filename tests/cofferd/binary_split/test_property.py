@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from tink_oracle import TinkOracle
 
@@ -26,9 +26,7 @@ Rejected = Callable[[bytes, bytes, bytes, bytes, int], None]
 
 KEY = bytes(range(100, 132))
 AD = b"coffer/v1/archive/prop"
-QUICK = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+QUICK = settings(max_examples=300, deadline=None)
 
 
 def encrypt(plain: bytes, seg: int) -> bytes:
