@@ -9,6 +9,7 @@ and watches the socket.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import selectors
@@ -101,7 +102,7 @@ class Drain(Stream):
             self.finish(sel)
             return
         try:
-            self.out.write(self.view[:n])
+            write_all(self.out, self.view[:n])
         except BaseException as exc:
             # Closing our end makes the daemon's next write fail, so it stops and answers.
             self.error = exc
@@ -157,6 +158,15 @@ class Pump(Stream):
         self.done += n
         if self.progress is not None:
             self.progress(self.done, self.total)
+
+
+def write_all(out: BinaryIO, data: memoryview) -> None:
+    """``out.write`` until all of ``data`` is taken (a raw file may take part of it)."""
+    while data:
+        wrote = out.write(data)
+        if wrote is None:  # a non-blocking raw file that is full
+            raise BlockingIOError(errno.EAGAIN, "the output must be a blocking file")
+        data = data[wrote:]
 
 
 def remaining(src: BinaryIO) -> int | None:

@@ -216,3 +216,15 @@ def test_progress_shows_on_a_terminal(logged_in: Path, tmp_path: Path) -> None:
     assert done.returncode == 0
     assert b"models/p.bin: " in shown
     assert b"MiB" in shown
+
+
+def test_unlock_without_an_archive_and_its_status(sock: Path, upstream: Upstream) -> None:
+    account = upstream.reader
+    done = coffer("unlock", "--email", account.email, sock=sock, input=b"pw\n")
+    assert done.returncode == ExitCode.NOT_FOUND
+    assert "not found" in one_line_error(done).lower()
+    done = coffer("--json", "unlock-status", sock=sock)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["state"] == "idle"
+    done = coffer("unlock-status", sock=sock)
+    assert done.stdout.decode().startswith("unlock: idle")

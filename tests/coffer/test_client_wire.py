@@ -253,6 +253,26 @@ def test_load_drains_the_pipe_and_reports_progress(tmp_path: Path) -> None:
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
+def test_load_into_a_raw_file_that_takes_little_at_a_time(tmp_path: Path) -> None:
+    class Sip(io.RawIOBase):
+        def __init__(self) -> None:
+            self.got = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            self.got += bytes(b[:1000])
+            return min(len(b), 1000)
+
+    sock = tmp_path / "s"
+    payload = os.urandom(100_000)
+    out = Sip()
+    with serving(sock, _write_fd(payload)), cc.Client(sock) as c:
+        c.load("m", "models", out)  # type: ignore[arg-type]
+    assert bytes(out.got) == payload
+
+
 def test_load_short_of_the_reported_size_is_an_error(tmp_path: Path) -> None:
     sock = tmp_path / "s"
     with (
