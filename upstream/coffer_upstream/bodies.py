@@ -10,11 +10,13 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import Message
 from io import BufferedIOBase
 from typing import Any
 
-from coffer_upstream.errors import HttpError, bad_request
+from coffer_upstream.errors import ClientGone, HttpError, bad_request
 
 _MAX_CHUNK_LINE = 1024
 _MAX_TRAILERS = 64
@@ -63,14 +65,17 @@ class Body:
         if self.chunked and self._left == 0 and not self._next_chunk():
             return 0
         want = min(len(buf), self._left)
-        got = self._rfile.readinto(buf[:want])
+        with _socket_errors():
+            got = self._rfile.readinto(buf[:want])
         if not got:
             raise bad_request("the request body ended early")
         self._left -= got
         self.received += got
         if self._left == 0:
             if self.chunked:
-                if self._rfile.read(2) != b"\r\n":
+                with _socket_errors():
+                    end = self._rfile.read(2)
+                if end != b"\r\n":
                     raise bad_request("malformed chunked body")
             else:
                 self.done = True
@@ -91,7 +96,8 @@ class Body:
 
     def _next_chunk(self) -> bool:
         """Read a chunk header; False (and done) at the last chunk."""
-        line = self._rfile.readline(_MAX_CHUNK_LINE + 1)
+        with _socket_errors():
+            line = self._rfile.readline(_MAX_CHUNK_LINE + 1)
         if not line.endswith(b"\r\n"):
             raise bad_request("malformed chunked body")
         size_text = line[:-2].split(b";", 1)[0].strip().decode("latin-1")
@@ -101,13 +107,23 @@ class Body:
         if self._left > 0:
             return True
         for _ in range(_MAX_TRAILERS):
-            trailer = self._rfile.readline(_MAX_CHUNK_LINE + 1)
+            with _socket_errors():
+                trailer = self._rfile.readline(_MAX_CHUNK_LINE + 1)
             if trailer in (b"\r\n", b"\n"):
                 self.done = True
                 return False
             if not trailer.endswith(b"\n"):
                 break
         raise bad_request("malformed chunked body")
+
+
+@contextmanager
+def _socket_errors() -> Iterator[None]:
+    # A reset or a timeout on the connection: the client is gone, nobody to answer.
+    try:
+        yield
+    except OSError as exc:
+        raise ClientGone from exc
 
 
 def parse_json_object(raw: bytes, empty_is_object: bool = False) -> dict[str, Any]:

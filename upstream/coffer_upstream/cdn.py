@@ -63,6 +63,8 @@ class Cdn:
             f = self._data.blob_path(blob_id).open("rb")
         except FileNotFoundError as exc:
             raise not_found("no such blob") from exc
+        except OSError as exc:
+            raise HttpError(503, "the blob cannot be read") from exc
         try:
             size = os.fstat(f.fileno()).st_size
             span = parse_range(request.headers.get("Range"), size)

@@ -24,7 +24,7 @@ from coffer_upstream.api import Api
 from coffer_upstream.cdn import Cdn
 from coffer_upstream.config import ServerConfig
 from coffer_upstream.datadir import DataDir
-from coffer_upstream.errors import HttpError, not_found
+from coffer_upstream.errors import ClientGone, HttpError, bad_request, not_found
 from coffer_upstream.ratelimit import LoginLimiter
 from coffer_upstream.request import Request
 from coffer_upstream.responses import FileResponse, JsonResponse, Response
@@ -162,29 +162,15 @@ class Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         request: Request | None = None
         try:
-            url = urlsplit(self.path)
-            request = Request(
-                method=self.command,
-                path=url.path,
-                params={},
-                query=dict(parse_qsl(url.query, max_num_fields=16)),
-                headers=self.headers,
-                rfile=self.rfile,
-                max_json_bytes=self.server.config.max_json_bytes,
-            )
-            segments = [unquote(s, errors="strict") for s in url.path.split("/")[1:]]
+            request, segments = self._parse_target()
             endpoint, request.params = self.server.router.match(self.command, segments)
             response = endpoint(request, **request.params)
         except HttpError as exc:
             response = JsonResponse(exc.status, {"detail": exc.detail}, exc.headers)
-        except (ValueError, UnicodeError):
-            # Undecodable escapes in the path, too many query fields.
-            response = JsonResponse(400, {"detail": "malformed request target"})
         except sqlite3.Error as exc:
             log.warning("storage error: %s", exc)
             response = JsonResponse(503, {"detail": "storage busy, retry"}, {"Retry-After": "1"})
-        except OSError:
-            # The client went away or went silent while we read its body.
+        except ClientGone:
             self.close_connection = True
             self._log(request, 0, 0, started)
             return
@@ -195,6 +181,26 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         sent = self._send(response)
         self._log(request, response.status, sent, started)
+
+    def _parse_target(self) -> tuple[Request, list[str]]:
+        """The request without its params yet, and the percent-decoded path segments."""
+        try:
+            url = urlsplit(self.path)
+            query = dict(parse_qsl(url.query, max_num_fields=16))
+            segments = [unquote(s, errors="strict") for s in url.path.split("/")[1:]]
+        except ValueError as exc:
+            # Undecodable escapes, too many query fields, a bad port in an absolute URL.
+            raise bad_request("malformed request target") from exc
+        request = Request(
+            method=self.command,
+            path=url.path,
+            params={},
+            query=query,
+            headers=self.headers,
+            rfile=self.rfile,
+            max_json_bytes=self.server.config.max_json_bytes,
+        )
+        return request, segments
 
     def _finish_body(self, request: Request) -> bool:
         """Read what is left of the request body; False if the connection cannot be reused."""
@@ -210,7 +216,7 @@ class Handler(BaseHTTPRequestHandler):
                 drained += n
                 if drained > _DRAIN_LIMIT:
                     return False
-        except (HttpError, OSError):
+        except (HttpError, ClientGone):
             return False
         return True
 

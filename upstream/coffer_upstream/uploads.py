@@ -12,6 +12,7 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -61,8 +62,10 @@ class Publisher:
                 # Checked again: the upload may have expired or been committed meanwhile.
                 self._check_open(self._store.upload_of_blob(blob_id), now)
                 target = self._data.blob_path(blob_id)
-                os.replace(temp, target)
-                self._store.record_put(blob_id, size, digest, _fingerprint(target))
+                with _disk_errors():
+                    os.replace(temp, target)
+                    fingerprint = _fingerprint(target)
+                self._store.record_put(blob_id, size, digest, fingerprint)
         finally:
             temp.unlink(missing_ok=True)
         return size, digest
@@ -124,9 +127,9 @@ class Publisher:
             assert upload.put_size is not None
             return upload.put_size, upload.put_sha256
         # Changed on disk since its PUT: what counts is what is there now.
-        with path.open("rb") as f:
+        with _disk_errors(), path.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
-        return path.stat().st_size, digest
+            return os.fstat(f.fileno()).st_size, digest
 
 
 def _write(temp: Path, body: Body) -> tuple[int, str]:
@@ -158,8 +161,9 @@ def _disk_errors() -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        log.warning("cannot store a big part: %s", exc.strerror)
-        raise HttpError(507, "cannot store the big part") from exc
+        log.warning("big part storage failed: %s", exc.strerror)
+        status = 507 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else 503
+        raise HttpError(status, "the big part storage failed") from exc
 
 
 def _fingerprint(path: Path) -> str:
