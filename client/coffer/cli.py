@@ -299,17 +299,23 @@ def _load_to_file(
 ) -> Any:
     """Load into a temp file beside ``path`` and rename it over ``path`` only on success.
 
-    The file is readable by its owner only: it holds a protected file's plaintext.
+    The file is readable by its owner only: it holds a protected file's
+    plaintext. A symlink is followed (the link stays); a device or FIFO such
+    as /dev/null is written into directly, since nothing may replace it.
     """
-    if path.is_dir():
+    real = Path(os.path.realpath(path))
+    if real.is_dir():
         raise CommandError(f"{path} is a directory", ExitCode.USAGE)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    if real.exists() and not real.is_file():
+        with real.open("wb") as out:
+            return c.load(args.name, args.folder, out, progress)
+    fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
             r = c.load(args.name, args.folder, out, progress)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, real)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -140,6 +141,31 @@ def test_upload_from_stdin_then_load_to_stdout(logged_in: Path) -> None:
     done = coffer("upload", "-", sock=logged_in, input=data)
     assert done.returncode == ExitCode.USAGE
     assert "--name" in one_line_error(done)
+
+
+def test_load_follows_a_symlink_and_writes_into_a_fifo(logged_in: Path, tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    done = coffer("upload", "-", "--name", "d.bin", sock=logged_in, input=data)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "real.bin").write_bytes(b"old")
+    (tmp_path / "link.bin").symlink_to("real.bin")
+    done = coffer("load", "d.bin", "-o", str(tmp_path / "link.bin"), sock=logged_in)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "link.bin").is_symlink()
+    assert (tmp_path / "real.bin").read_bytes() == data
+    # Nothing can be renamed over a FIFO (or /dev/null): it is written into.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with subprocess.Popen(
+        [COFFER, "--socket", str(logged_in), "load", "d.bin", "-o", str(fifo)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        with fifo.open("rb") as reader:
+            assert reader.read() == data
+        assert proc.wait(60) == 0
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(os.listdir(tmp_path)) == ["fifo", "link.bin", "real.bin"]
 
 
 def test_failed_load_leaves_no_file(logged_in: Path, tmp_path: Path) -> None:
