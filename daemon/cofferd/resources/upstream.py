@@ -251,9 +251,11 @@ class ApiClient:
                     yield chunk
             except (requests.RequestException, _ServerError, _ShortRead) as exc:
                 if failures >= self._retry.retries:
+                    # from None: requests' message quotes the presigned URL, a
+                    # credential, and tracebacks end up in logs.
                     raise UpstreamUnavailable(
                         f"cannot fetch the big part: {_describe(exc)}"
-                    ) from exc
+                    ) from None
                 self._sleep(self._retry.delay(failures))
                 failures += 1
             else:
@@ -302,7 +304,8 @@ class ApiClient:
             if source_error:
                 raise source_error[0] from None
             if isinstance(exc, requests.RequestException):
-                raise UpstreamUnavailable(f"cannot store the big part: {_describe(exc)}") from exc
+                # from None: requests' message quotes the presigned URL.
+                raise UpstreamUnavailable(f"cannot store the big part: {_describe(exc)}") from None
             raise
         if source_error:
             raise source_error[0]

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import socket
 import threading
+import traceback
 
 import pytest
 from scripted_http import Reply, ScriptedServer, Seen, sequence
@@ -375,3 +376,21 @@ def test_one_client_per_process_even_on_a_racy_first_use():
     assert len(got) == 16
     assert all(c is got[0] for c in got)
     reset_api_client()
+
+
+def test_cdn_failure_tracebacks_do_not_quote_the_presigned_url(sleeps: Sleeps):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = ApiClient("http://127.0.0.1:9", retry=RetryPolicy(1, 0.01), sleep=sleeps)
+    url = f"http://127.0.0.1:{port}/cdn/b?expires=9&sig=SIGNATURE-SECRET"
+    failures = []
+    for call in (
+        lambda: b"".join(client.iter_big(url, 10)),
+        lambda: client.put_big(url, iter([b"x"])),
+    ):
+        with pytest.raises(UpstreamUnavailable) as info:
+            call()
+        failures.append("".join(traceback.format_exception(info.value)))
+    assert all("SIGNATURE-SECRET" not in text for text in failures)
+    client.close()
