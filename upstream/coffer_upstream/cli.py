@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args)
         return _user_add(args)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, sqlite3.Error) as exc:
         print(f"coffer-upstream: {exc}", file=sys.stderr)
         return 1
 
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the resource API and the CDN")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    serve.add_argument("--port", type=port_number, default=8080, help="0 picks a free port")
     serve.add_argument("--data-dir", type=Path, required=True)
     serve.add_argument("--public-url", help="base of the CDN URLs (default http://HOST:PORT)")
     serve.add_argument("--token-ttl", type=int, default=900, metavar="S")
@@ -66,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--role", choices=ROLES, required=True)
     add.add_argument("--data-dir", type=Path, required=True)
     return parser
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(text)
+    return port
 
 
 def _serve(args: argparse.Namespace) -> int:
