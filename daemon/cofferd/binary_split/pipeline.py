@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
+_DROP_BATCH = 8 << 20  # dropping pages costs a TLB flush: do it in batches
+
 Reader = Callable[[memoryview], memoryview]
 """Given a scratch buffer of the wanted length, returns a view of the next bytes.
 
@@ -110,8 +112,8 @@ def mapped_reader(src: BinaryIO, *, keep: int) -> Iterator[Reader | None]:
 
     It covers ``src`` from its current position to its size now. Pages more
     than ``keep`` bytes behind the read position are dropped from the mapping
-    as it goes (they stay in the page cache), so RSS does not grow with the
-    file. The caller vouches that nobody shrinks the file meanwhile and that
+    as it goes, a few MiB at a time (they stay in the page cache), so RSS
+    does not grow with the file. The caller vouches that nobody shrinks the file meanwhile and that
     its disk reads do not fail: either would kill the process with SIGBUS
     where ``read`` would have raised.
     """
@@ -135,7 +137,7 @@ def mapped_reader(src: BinaryIO, *, keep: int) -> Iterator[Reader | None]:
         out = whole[pos : min(pos + len(view), size)]
         pos += len(out)
         drop = max(0, pos - keep) // mmap.PAGESIZE * mmap.PAGESIZE
-        if drop > dropped:
+        if drop - dropped >= _DROP_BATCH:
             mapping.madvise(mmap.MADV_DONTNEED, dropped, drop - dropped)
             dropped = drop
         return out
