@@ -173,7 +173,7 @@ def test_an_expired_url_is_403(upstream: Upstream) -> None:
 
 
 def test_url_ttl_sets_the_expiry(upstream_factory: Callable[..., Upstream]) -> None:
-    upstream = upstream_factory(url_ttl=1)
+    upstream = upstream_factory(url_ttl=2)
     upstream.publish("models", "m", b"one")
     url = big_url(upstream)
     assert requests.get(url, timeout=30).status_code == 200

@@ -212,12 +212,13 @@ def test_unknown_upload_or_one_of_another_resource_is_404(upstream: Upstream) ->
 def test_an_expired_upload_is_404_and_its_files_go(
     upstream_factory: Callable[..., Upstream],
 ) -> None:
-    upstream = upstream_factory(upload_ttl=1)
+    # Lifetimes count from the start of the second: 2 s are more than 1 s and at most 2.
+    upstream = upstream_factory(upload_ttl=2)
     publishing = Publishing(upstream)
     upload = publishing.begin()
-    publishing.put(upload, b"big")
+    assert publishing.put(upload, b"big").status_code == 201
     assert len(upstream.blob_paths()) == 1
-    time.sleep(1.1)
+    time.sleep(2.1)
     assert publishing.commit(upload, **fields_for(b"big")).status_code == 404
     assert publishing.put(upload, b"big").status_code == 403  # its URL expired with it
     deadline = time.monotonic() + 10
@@ -229,12 +230,12 @@ def test_an_expired_upload_is_404_and_its_files_go(
 
 
 def test_expired_uploads_are_swept_on_start(upstream_factory: Callable[..., Upstream]) -> None:
-    upstream = upstream_factory(upload_ttl=1)
+    upstream = upstream_factory(upload_ttl=2)
     publishing = Publishing(upstream)
-    publishing.put(publishing.begin(), b"big")
+    assert publishing.put(publishing.begin(), b"big").status_code == 201
     upstream.stop()
     (upstream.data_dir / "tmp" / f"{'a' * 32}.0123.part").write_bytes(b"debris")
-    time.sleep(1.1)
+    time.sleep(2.1)
     upstream.start()
     assert upstream.blob_paths() == []
     assert upstream.temp_paths() == []
