@@ -99,7 +99,8 @@ def plaintext_size(ciphertext_size: int, *, segment_size: int = SEGMENT_SIZE) ->
     """The plaintext size a ciphertext of ``ciphertext_size`` bytes would decrypt to.
 
     ``ValueError`` if no ciphertext has that size (its last segment would be
-    shorter than a tag).
+    shorter than a tag). A size whose last segment is an empty one after a
+    full one counts: no encryptor writes that, but Tink's readers accept it.
     """
     _check_segment_size(segment_size)
     body = ciphertext_size - HEADER_SIZE

@@ -234,3 +234,35 @@ def test_other_caller_mistakes() -> None:
         list(stream.encrypt_chunks([b""], key, b"ad", workers=0))
     with pytest.raises(ValueError, match="salt"):
         stream.StreamEncryptor._from_parts(key, b"ad", b"s" * 31, b"p" * 7)
+
+
+def test_plaintext_size_inverts_ciphertext_size() -> None:
+    seg = 64
+    for n in range(1000):
+        assert (
+            stream.plaintext_size(stream.ciphertext_size(n, segment_size=seg), segment_size=seg)
+            == n
+        )
+    # No encryptor writes an empty last segment after a full one, but readers
+    # (Tink's and ours) take it: such a size is valid too.
+    assert stream.plaintext_size(
+        HEADER_SIZE + (seg - HEADER_SIZE) + TAG_SIZE, segment_size=seg
+    ) == (seg - HEADER_SIZE - TAG_SIZE)
+
+
+def test_an_empty_last_segment_after_a_full_one_decrypts_as_in_tink(tink_oracle) -> None:  # type: ignore[no-untyped-def]
+    """No encryptor writes this shape, but Tink's readers take it, and so do we."""
+    seg, key, salt, prefix = 64, stream.new_key(), os.urandom(32), os.urandom(7)
+    plain = os.urandom(seg - HEADER_SIZE - TAG_SIZE)
+    cipher = stream._Segments(key, salt, prefix, b"ad")
+    ct = (
+        bytes([HEADER_SIZE])
+        + salt
+        + prefix
+        + cipher.encrypt(0, False, memoryview(plain))
+        + cipher.encrypt(1, True, memoryview(b""))
+    )
+    assert tink_oracle(key, seg).decrypt(ct, b"ad") == plain
+    assert b"".join(stream.decrypt_chunks([ct], key, b"ad", segment_size=seg)) == plain
+    dec = stream.StreamDecryptor(key, b"ad", segment_size=seg)
+    assert dec.update(ct) + dec.finish() == plain
