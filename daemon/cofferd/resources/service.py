@@ -140,6 +140,9 @@ def _load_from_cdn(
         writer = None
     chunks = client.iter_big(info.big_url, info.big_size)
     try:
+        # Plaintext may reach ``out`` before the sha256 is checked at the end:
+        # each segment is authenticated under the key from the API, which the
+        # CDN cannot forge. The sha256 keeps a bad big part out of the cache.
         _decrypt(info, _ChunkReader(chunks, writer), sink)
         if writer is not None:
             writer.commit()

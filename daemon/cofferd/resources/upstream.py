@@ -243,13 +243,16 @@ class ApiClient:
         Integrity is the caller's to check (sha256, authentication).
         """
         failures = 0
-        while True:
+        # Never ask for a range starting at the end: the CDN answers 416.
+        while offset < size:
             try:
                 for chunk in self._big_from(url, offset, size):
                     offset += len(chunk)
                     failures = 0
                     yield chunk
             except (requests.RequestException, _ServerError, _ShortRead) as exc:
+                if offset == size:
+                    return  # the connection failed after the last byte
                 if failures >= self._retry.retries:
                     # from None: requests' message quotes the presigned URL, a
                     # credential, and tracebacks end up in logs.

@@ -394,3 +394,9 @@ def test_cdn_failure_tracebacks_do_not_quote_the_presigned_url(sleeps: Sleeps):
         failures.append("".join(traceback.format_exception(info.value)))
     assert all("SIGNATURE-SECRET" not in text for text in failures)
     client.close()
+
+
+def test_empty_big_part_needs_no_request(scripted: ScriptedServer, client: ApiClient):
+    before = len(scripted.seen)
+    assert list(client.iter_big(f"{scripted.url}/cdn/b", 0)) == []
+    assert len(scripted.seen) == before
