@@ -104,7 +104,7 @@ def main() -> None:
     size = args.size_mib * MIB
     tink_size = min(args.tink_mib, args.size_mib) * MIB
     key = stream.new_key()
-    parallel = stream._default_workers()
+    parallel = stream.default_workers()
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         plain, cipher = Path(tmp, "plain"), Path(tmp, "cipher")

@@ -1,19 +1,11 @@
 """Tink's AES256_GCM_HKDF streaming AEAD wire format, on cryptography's AESGCM.
 
-The layout (see ``docs/format.md``)::
-
-    header   = 0x28 || salt (32) || nonce prefix (7)                  40 bytes
-    key_seg  = HKDF-SHA256(ikm=key, salt=salt, info=associated data, 32 bytes)
-    segment  = AES-256-GCM(key_seg, nonce, plaintext, no AD) = ciphertext || tag (16)
-    nonce    = nonce prefix || segment number (4 bytes, big-endian) || last (1 byte)
-
-A ciphertext is the header followed by segments of ``segment_size`` bytes, the
-first one ``HEADER_SIZE`` shorter so that header and first segment fill one
-segment; the last segment may be shorter and is the only one flagged last.
-An empty plaintext is one empty, last segment. Any Tink implementation given
-the key (as an ``AesGcmHkdfStreamingKey`` with HKDF-SHA256, 32-byte derived
-keys and this segment size) and the associated data decrypts what this module
-encrypts, and the other way round.
+The layout and the per-segment crypto live in
+:mod:`cofferd.binary_split.segment` (and ``docs/format.md``); this module
+streams whole ciphertexts over chunks, file objects and pipes. Any Tink
+implementation given the key (as an ``AesGcmHkdfStreamingKey`` with
+HKDF-SHA256, 32-byte derived keys and this segment size) and the associated
+data decrypts what this module encrypts, and the other way round.
 
 Contract: plaintext is handed out only after its segment's tag verified, in
 order; any integrity failure (truncation, extension, reordering, a flipped bit,
@@ -28,14 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from cofferd.binary_split.pipeline import (
     Reader,
@@ -46,21 +32,47 @@ from cofferd.binary_split.pipeline import (
     segments,
     write_all,
 )
+from cofferd.binary_split.segment import (
+    HEADER_SIZE,
+    KEY_SIZE,
+    MAX_SEGMENT_SIZE,
+    MIN_SEGMENT_SIZE,
+    NONCE_PREFIX_SIZE,
+    SEGMENT_SIZE,
+    TAG_SIZE,
+    SegmentCipher,
+    check_key,
+    check_segment_size,
+    ciphertext_size,
+    header_bytes,
+    new_header,
+    parse_header,
+    plaintext_size,
+)
 from cofferd.errors import DecryptionError
 from cofferd.names import check_name
 
-KEY_SIZE = 32
-SEGMENT_SIZE = 1 << 20
-NONCE_PREFIX_SIZE = 7
-HEADER_SIZE = 1 + KEY_SIZE + NONCE_PREFIX_SIZE
-TAG_SIZE = 16
-MIN_SEGMENT_SIZE = HEADER_SIZE + TAG_SIZE + 1
-"""Tink's lower bound: the first segment must hold at least one plaintext byte."""
-MAX_SEGMENT_SIZE = (1 << 31) - 1
-"""Tink keeps the segment size in an int32."""
-
-_MAX_SEGMENTS = 1 << 32  # the segment number is 4 bytes in the nonce
-_LAST = struct.Struct(">IB")
+__all__ = [
+    "HEADER_SIZE",
+    "KEY_SIZE",
+    "MAX_SEGMENT_SIZE",
+    "MIN_SEGMENT_SIZE",
+    "NONCE_PREFIX_SIZE",
+    "SEGMENT_SIZE",
+    "TAG_SIZE",
+    "StreamDecryptor",
+    "StreamEncryptor",
+    "archive_associated_data",
+    "ciphertext_size",
+    "decrypt_chunks",
+    "decrypt_file",
+    "default_workers",
+    "encrypt_chunks",
+    "encrypt_file",
+    "new_key",
+    "plaintext_size",
+    "resource_associated_data",
+]
 
 
 def new_key() -> bytes:
@@ -84,104 +96,6 @@ def archive_associated_data(archive_id: str) -> bytes:
     return f"coffer/v1/archive/{check_name(archive_id, 'archive id')}".encode()
 
 
-def ciphertext_size(plaintext_size: int, *, segment_size: int = SEGMENT_SIZE) -> int:
-    """The exact ciphertext size of a plaintext of ``plaintext_size`` bytes."""
-    _check_segment_size(segment_size)
-    if plaintext_size < 0:
-        raise ValueError("plaintext_size must be >= 0")
-    first = segment_size - HEADER_SIZE - TAG_SIZE
-    rest = max(0, plaintext_size - first)
-    count = 1 + -(-rest // (segment_size - TAG_SIZE))
-    return HEADER_SIZE + plaintext_size + count * TAG_SIZE
-
-
-def plaintext_size(ciphertext_size: int, *, segment_size: int = SEGMENT_SIZE) -> int:
-    """The plaintext size a ciphertext of ``ciphertext_size`` bytes would decrypt to.
-
-    ``ValueError`` if no ciphertext has that size (its last segment would be
-    shorter than a tag). A size whose last segment is an empty one after a
-    full one counts: no encryptor writes that, but Tink's readers accept it.
-    """
-    _check_segment_size(segment_size)
-    body = ciphertext_size - HEADER_SIZE
-    first = segment_size - HEADER_SIZE
-    count = 1 + -(-max(0, body - first) // segment_size)
-    last = body - (first + (count - 2) * segment_size if count > 1 else 0)
-    if body < TAG_SIZE or last < TAG_SIZE:
-        raise ValueError(f"no ciphertext is {ciphertext_size} bytes long")
-    return body - count * TAG_SIZE
-
-
-class _Segments:
-    """The per-stream AES-GCM key and nonce prefix, and one segment's crypto."""
-
-    __slots__ = ("_aead", "_prefix")
-
-    def __init__(self, key: bytes, salt: bytes, nonce_prefix: bytes, associated_data: bytes):
-        if not isinstance(associated_data, bytes):
-            raise TypeError("associated_data must be bytes")
-        hkdf = HKDF(hashes.SHA256(), KEY_SIZE, salt=salt, info=associated_data)
-        self._aead = AESGCM(hkdf.derive(key))
-        self._prefix = nonce_prefix
-
-    def _nonce(self, index: int, last: bool) -> bytes:
-        return self._prefix + _LAST.pack(index, last)
-
-    def encrypt(self, index: int, last: bool, data: memoryview) -> bytes:
-        if index >= _MAX_SEGMENTS:
-            raise ValueError("plaintext too long for the segment counter")
-        return self._aead.encrypt(self._nonce(index, last), data, None)
-
-    def encrypt_into(self, index: int, last: bool, data: memoryview, out: memoryview) -> None:
-        if index >= _MAX_SEGMENTS:
-            raise ValueError("plaintext too long for the segment counter")
-        self._aead.encrypt_into(self._nonce(index, last), data, None, out)
-
-    def decrypt(self, index: int, last: bool, data: memoryview) -> bytes:
-        if index >= _MAX_SEGMENTS or len(data) < TAG_SIZE:
-            raise DecryptionError
-        try:
-            return self._aead.decrypt(self._nonce(index, last), data, None)
-        except InvalidTag:
-            # from None: the error stays opaque, whichever check failed.
-            raise DecryptionError from None
-
-    def decrypt_into(self, index: int, last: bool, data: memoryview, out: memoryview) -> None:
-        # OpenSSL writes plaintext into ``out`` before it checks the tag: ``out``
-        # is private to the pipeline, which hands it out only if this returns.
-        if index >= _MAX_SEGMENTS or len(data) < TAG_SIZE:
-            raise DecryptionError
-        try:
-            self._aead.decrypt_into(self._nonce(index, last), data, None, out)
-        except InvalidTag:
-            raise DecryptionError from None
-
-
-def _check_key(key: bytes) -> None:
-    if not isinstance(key, bytes):
-        raise TypeError("key must be bytes")
-    if len(key) != KEY_SIZE:
-        raise ValueError(f"key must be {KEY_SIZE} bytes")
-
-
-def _check_segment_size(segment_size: int) -> None:
-    if not isinstance(segment_size, int):
-        raise TypeError("segment_size must be an int")
-    if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
-        raise ValueError(f"segment_size must be in [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]")
-
-
-def _parse_header(header: bytes | bytearray | memoryview) -> tuple[bytes, bytes]:
-    """Salt and nonce prefix; a short header or a lying length byte fails."""
-    if len(header) != HEADER_SIZE or header[0] != HEADER_SIZE:
-        raise DecryptionError
-    return bytes(header[1 : 1 + KEY_SIZE]), bytes(header[1 + KEY_SIZE :])
-
-
-def _new_header() -> tuple[bytes, bytes]:
-    return os.urandom(KEY_SIZE), os.urandom(NONCE_PREFIX_SIZE)
-
-
 class StreamEncryptor:
     """Incremental encryption: ``update`` as data comes, then ``finish`` once.
 
@@ -190,7 +104,7 @@ class StreamEncryptor:
     """
 
     def __init__(self, key: bytes, associated_data: bytes, *, segment_size: int = SEGMENT_SIZE):
-        self._setup(key, associated_data, *_new_header(), segment_size)
+        self._setup(key, associated_data, *new_header(), segment_size)
 
     @classmethod
     def _from_parts(
@@ -208,12 +122,12 @@ class StreamEncryptor:
         return self
 
     def _setup(self, key: bytes, ad: bytes, salt: bytes, prefix: bytes, segment_size: int) -> None:
-        _check_key(key)
-        _check_segment_size(segment_size)
+        check_key(key)
+        check_segment_size(segment_size)
         if len(salt) != KEY_SIZE or len(prefix) != NONCE_PREFIX_SIZE:
             raise ValueError("salt must be 32 bytes and nonce prefix 7 bytes")
-        self._segments = _Segments(key, salt, prefix, ad)
-        self._pending = bytes([HEADER_SIZE]) + salt + prefix  # handed out first
+        self._segments = SegmentCipher(key, salt, prefix, ad)
+        self._pending = header_bytes(salt, prefix)  # handed out first
         self._buffer = bytearray()
         self._capacity = segment_size - HEADER_SIZE - TAG_SIZE
         self._full = segment_size - TAG_SIZE
@@ -260,13 +174,13 @@ class StreamDecryptor:
     """
 
     def __init__(self, key: bytes, associated_data: bytes, *, segment_size: int = SEGMENT_SIZE):
-        _check_key(key)
-        _check_segment_size(segment_size)
+        check_key(key)
+        check_segment_size(segment_size)
         if not isinstance(associated_data, bytes):
             raise TypeError("associated_data must be bytes")
         self._key = key
         self._ad = associated_data
-        self._segments: _Segments | None = None
+        self._segments: SegmentCipher | None = None
         self._buffer = bytearray()
         self._capacity = segment_size - HEADER_SIZE
         self._full = segment_size
@@ -299,8 +213,8 @@ class StreamDecryptor:
         if self._segments is None:
             if len(self._buffer) < HEADER_SIZE:
                 return out
-            salt, prefix = _parse_header(self._buffer[:HEADER_SIZE])
-            self._segments = _Segments(self._key, salt, prefix, self._ad)
+            salt, prefix = parse_header(self._buffer[:HEADER_SIZE])
+            self._segments = SegmentCipher(self._key, salt, prefix, self._ad)
             del self._buffer[:HEADER_SIZE]
         while len(self._buffer) > self._capacity:
             # Released on the way out, even on failure: the buffer shrinks next.
@@ -321,14 +235,14 @@ class StreamDecryptor:
         return [last]
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     """Two threads where two cores are ours: AESGCM releases the GIL."""
     return min(2, len(os.sched_getaffinity(0)))
 
 
 def _pick_workers(workers: int | None) -> int:
     if workers is None:
-        return _default_workers()
+        return default_workers()
     if not isinstance(workers, int) or workers < 1:
         raise ValueError("workers must be an int >= 1")
     return workers
@@ -337,11 +251,11 @@ def _pick_workers(workers: int | None) -> int:
 def _encrypt(
     read: Reader, key: bytes, associated_data: bytes, segment_size: int, workers: int | None
 ) -> Iterator[memoryview]:
-    _check_key(key)
-    _check_segment_size(segment_size)
-    salt, prefix = _new_header()
-    seg = _Segments(key, salt, prefix, associated_data)
-    yield memoryview(bytes([HEADER_SIZE]) + salt + prefix)
+    check_key(key)
+    check_segment_size(segment_size)
+    salt, prefix = new_header()
+    seg = SegmentCipher(key, salt, prefix, associated_data)
+    yield memoryview(header_bytes(salt, prefix))
     yield from segments(
         read,
         first_size=segment_size - HEADER_SIZE - TAG_SIZE,
@@ -355,11 +269,11 @@ def _encrypt(
 def _decrypt(
     read: Reader, key: bytes, associated_data: bytes, segment_size: int, workers: int | None
 ) -> Iterator[memoryview]:
-    _check_key(key)
-    _check_segment_size(segment_size)
+    check_key(key)
+    check_segment_size(segment_size)
     nworkers = _pick_workers(workers)
     header = read(memoryview(bytearray(HEADER_SIZE)))
-    seg = _Segments(key, *_parse_header(header), associated_data)
+    seg = SegmentCipher(key, *parse_header(header), associated_data)
     yield from segments(
         read,
         first_size=segment_size - HEADER_SIZE,

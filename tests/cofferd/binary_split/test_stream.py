@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cofferd.binary_split import stream
+from cofferd.binary_split import segment, stream
 from cofferd.binary_split.stream import HEADER_SIZE, KEY_SIZE, SEGMENT_SIZE, TAG_SIZE
 from cofferd.errors import BadName, DecryptionError
 
@@ -254,7 +254,7 @@ def test_an_empty_last_segment_after_a_full_one_decrypts_as_in_tink(tink_oracle)
     """No encryptor writes this shape, but Tink's readers take it, and so do we."""
     seg, key, salt, prefix = 64, stream.new_key(), os.urandom(32), os.urandom(7)
     plain = os.urandom(seg - HEADER_SIZE - TAG_SIZE)
-    cipher = stream._Segments(key, salt, prefix, b"ad")
+    cipher = segment.SegmentCipher(key, salt, prefix, b"ad")
     ct = (
         bytes([HEADER_SIZE])
         + salt
