@@ -109,7 +109,7 @@ class Api:
         user = self._authorize(request, PUBLISHERS)
         _names(folder=folder, name=name)
         request.json(empty_is_object=True)  # no fields yet; unknown ones are ignored
-        upload = self._publisher.begin(folder, name, user, self._signer.now())
+        upload = self._publisher.begin(folder, name, user)
         ttl = self._config.upload_ttl
         return JsonResponse(
             201,
@@ -137,7 +137,7 @@ class Api:
             big_sha256=field_sha256(body, "big_sha256"),
             plaintext_size=field_int(body, "plaintext_size"),
         )
-        number = self._publisher.commit(upload_id, folder, name, fields, user, self._signer.now())
+        number = self._publisher.commit(upload_id, folder, name, fields, user)
         return JsonResponse(200, {"folder": folder, "name": name, "version": number})
 
     def put_archive_key(self, request: Request, archive_id: str) -> JsonResponse:

@@ -87,5 +87,5 @@ class Cdn:
         body = request.body()
         if not body.present:
             raise HttpError(411, "a PUT needs a Content-Length or a chunked body")
-        size, digest = self._publisher.receive(blob_id, body, self._signer.now())
+        size, digest = self._publisher.receive(blob_id, body)
         return JsonResponse(201, {"size": size, "sha256": digest})

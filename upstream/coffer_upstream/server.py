@@ -80,7 +80,7 @@ class UpstreamServer(ThreadingHTTPServer):
         self.data.ensure()
         self.signer = Signer(self.data.load_secret())
         self.store = Store(self.data.db_path)
-        self.publisher = Publisher(self.store, self.data, config.upload_ttl)
+        self.publisher = Publisher(self.store, self.data, config.upload_ttl, self.signer.now)
         limiter = LoginLimiter(config.login_max_failures, config.login_window)
         self.api = Api(config, self.store, self.signer, limiter, self.publisher, self.base_url)
         self.cdn = Cdn(self.data, self.signer, self.publisher)
@@ -88,7 +88,7 @@ class UpstreamServer(ThreadingHTTPServer):
         # No PUT is in flight before the server starts: any temp file is debris.
         for temp in self.data.temp_paths():
             temp.unlink(missing_ok=True)
-        self.publisher.sweep(self.signer.now())
+        self.publisher.sweep()
         self._stop = threading.Event()
         self._janitor = threading.Thread(target=self._sweep_loop, name="janitor", daemon=True)
         super().__init__((host, port), Handler)
@@ -121,7 +121,7 @@ class UpstreamServer(ThreadingHTTPServer):
         interval = min(60.0, max(0.2, self.config.upload_ttl / 4))
         while not self._stop.wait(interval):
             try:
-                self.publisher.sweep(self.signer.now())
+                self.publisher.sweep()
             except (OSError, sqlite3.Error) as exc:
                 log.warning("sweep failed: %s", exc)
 

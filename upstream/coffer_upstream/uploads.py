@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,18 +32,21 @@ _CHUNK = 1024 * 1024
 
 
 class Publisher:
-    def __init__(self, store: Store, data: DataDir, upload_ttl: int) -> None:
+    def __init__(
+        self, store: Store, data: DataDir, upload_ttl: int, clock: Callable[[], int]
+    ) -> None:
         self._store = store
         self._data = data
         self._ttl = upload_ttl
+        self._clock = clock
 
-    def begin(self, folder: str, name: str, user: str, now: int) -> Upload:
+    def begin(self, folder: str, name: str, user: str) -> Upload:
         upload = Upload(
             upload_id=secrets.token_hex(16),
             folder=folder,
             name=name,
             blob_id=new_blob_id(),
-            expires_at=now + self._ttl,
+            expires_at=self._clock() + self._ttl,
             put_size=None,
             put_sha256=None,
             put_fingerprint=None,
@@ -52,15 +55,15 @@ class Publisher:
         self._store.add_upload(upload, user)
         return upload
 
-    def receive(self, blob_id: str, body: Body, now: int) -> tuple[int, str]:
+    def receive(self, blob_id: str, body: Body) -> tuple[int, str]:
         """Store the PUT body as the upload's big part; return its size and sha256."""
-        self._check_open(self._store.upload_of_blob(blob_id), now)
+        self._check_open(self._store.upload_of_blob(blob_id))
         temp = self._data.temp_path(blob_id)
         try:
             size, digest = _write(temp, body)
             with self._store.atomic():
                 # Checked again: the upload may have expired or been committed meanwhile.
-                self._check_open(self._store.upload_of_blob(blob_id), now)
+                self._check_open(self._store.upload_of_blob(blob_id))
                 target = self._data.blob_path(blob_id)
                 with _disk_errors():
                     os.replace(temp, target)
@@ -70,11 +73,10 @@ class Publisher:
             temp.unlink(missing_ok=True)
         return size, digest
 
-    def commit(
-        self, upload_id: str, folder: str, name: str, fields: Version, user: str, now: int
-    ) -> int:
+    def commit(self, upload_id: str, folder: str, name: str, fields: Version, user: str) -> int:
         """Make the upload the resource's next version; return its number."""
         with self._store.atomic():
+            now = self._clock()
             upload = self._store.upload(upload_id)
             if (
                 upload is None
@@ -95,11 +97,11 @@ class Publisher:
                 raise conflict("big part sha256 does not match the commit")
             return self._store.add_version(upload, fields, user)
 
-    def sweep(self, now: int) -> int:
+    def sweep(self) -> int:
         """Forget expired uploads; remove the blobs of those never committed."""
         count = 0
         with self._store.atomic():
-            for upload in self._store.expired_uploads(now):
+            for upload in self._store.expired_uploads(self._clock()):
                 if upload.committed_version is None:
                     self._data.remove_blob(upload.blob_id)
                     count += 1
@@ -111,8 +113,9 @@ class Publisher:
             log.info("removed %d expired upload(s)", count)
         return count
 
-    def _check_open(self, upload: Upload | None, now: int) -> None:
-        if upload is None or (upload.committed_version is None and upload.expires_at <= now):
+    def _check_open(self, upload: Upload | None) -> None:
+        expired = upload is not None and upload.expires_at <= self._clock()
+        if upload is None or (upload.committed_version is None and expired):
             raise not_found("unknown or expired upload")
         if upload.committed_version is not None:
             raise conflict("the big part of a committed upload cannot change")
