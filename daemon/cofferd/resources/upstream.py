@@ -32,20 +32,22 @@ from typing import Any
 
 import requests
 import requests.adapters
-import urllib3.exceptions
 
 from cofferd.errors import (
     BadRequest,
-    Conflict,
     CorruptData,
-    NotFound,
-    TooLarge,
     Unauthorized,
-    UpstreamProtocolError,
     UpstreamUnavailable,
 )
 from cofferd.names import check_name
 from cofferd.resources import wire
+from cofferd.resources.translate import (
+    check_cdn_status,
+    describe,
+    json_body,
+    never_sent,
+    raise_for_status,
+)
 from cofferd.resources.wire import Committed, ResourceInfo, StoredBlob, UploadTicket
 
 log = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ class ApiClient:
             wait = resp.headers.get("Retry-After", "")
             after = f"; retry after {wait} s" if wait.isdigit() else ""
             raise Unauthorized(f"too many failed logins{after}")
-        token = wire.parse_token(_json(resp, "login"))
+        token = wire.parse_token(json_body(resp, "login"))
         # Renew a little early so a token does not expire in flight.
         margin = min(30.0, token.expires_in / 10)
         self._token = token.access_token
@@ -229,8 +231,8 @@ class ApiClient:
                 log.info("the upstream refused the token; logging in again")
                 self._drop_token(token)
                 continue
-            _raise_for_status(resp, what)
-            return resp.status_code, _json(resp, what)
+            raise_for_status(resp, what)
+            return resp.status_code, json_body(resp, what)
         raise AssertionError("unreachable")
 
     # -- the CDN ----------------------------------------------------------
@@ -257,7 +259,7 @@ class ApiClient:
                     # from None: requests' message quotes the presigned URL, a
                     # credential, and tracebacks end up in logs.
                     raise UpstreamUnavailable(
-                        f"cannot fetch the big part: {_describe(exc)}"
+                        f"cannot fetch the big part: {describe(exc)}"
                     ) from None
                 self._sleep(self._retry.delay(failures))
                 failures += 1
@@ -272,7 +274,7 @@ class ApiClient:
         ) as resp:
             if resp.status_code >= 500:
                 raise _ServerError(resp.status_code)
-            _check_cdn_status(resp, partial=offset > 0)
+            check_cdn_status(resp, partial=offset > 0)
             for chunk in resp.iter_content(DOWNLOAD_CHUNK):
                 offset += len(chunk)
                 if offset > size:
@@ -308,12 +310,12 @@ class ApiClient:
                 raise source_error[0] from None
             if isinstance(exc, requests.RequestException):
                 # from None: requests' message quotes the presigned URL.
-                raise UpstreamUnavailable(f"cannot store the big part: {_describe(exc)}") from None
+                raise UpstreamUnavailable(f"cannot store the big part: {describe(exc)}") from None
             raise
         if source_error:
             raise source_error[0]
-        _check_cdn_status(resp, partial=False, expected=(200, 201))
-        return wire.parse_stored_blob(_json(resp, "big part upload"))
+        check_cdn_status(resp, partial=False, expected=(200, 201))
+        return wire.parse_stored_blob(json_body(resp, "big part upload"))
 
     # -- transport ----------------------------------------------------------
 
@@ -330,12 +332,17 @@ class ApiClient:
                     **kwargs,
                 )
             except requests.RequestException as exc:
-                if (idempotent or _never_sent(exc)) and attempt < self._retry.retries:
-                    log.debug("upstream %s %s failed (%s); retrying", method, path, _describe(exc))
+                if (idempotent or never_sent(exc)) and attempt < self._retry.retries:
+                    log.debug(
+                        "upstream %s %s failed (%s); retrying",
+                        method,
+                        path,
+                        describe(exc),
+                    )
                     self._sleep(self._retry.delay(attempt))
                     attempt += 1
                     continue
-                raise UpstreamUnavailable(f"upstream unreachable: {_describe(exc)}") from exc
+                raise UpstreamUnavailable(f"upstream unreachable: {describe(exc)}") from exc
             if resp.status_code >= 500 and idempotent and attempt < self._retry.retries:
                 log.debug("upstream %s %s answered %d; retrying", method, path, resp.status_code)
                 resp.close()
@@ -353,81 +360,3 @@ class _ServerError(Exception):
 class _ShortRead(Exception):
     def __init__(self) -> None:
         super().__init__("the connection ended before the whole big part arrived")
-
-
-def _never_sent(exc: requests.RequestException) -> bool:
-    """Whether the request failed while connecting, so it cannot have reached the server."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    # urllib3's NewConnectionError (refused, unreachable) is a ConnectTimeoutError.
-    return isinstance(reason, urllib3.exceptions.ConnectTimeoutError)
-
-
-def _describe(exc: BaseException) -> str:
-    # requests' own messages quote the URL, which for the CDN is a capability.
-    if isinstance(exc, requests.ConnectTimeout):
-        return "timed out connecting"
-    if isinstance(exc, requests.Timeout):
-        return "timed out waiting for an answer"
-    if isinstance(exc, requests.ConnectionError) and _never_sent(exc):
-        return "cannot connect"
-    if isinstance(exc, requests.RequestException):
-        return "the connection failed"
-    return str(exc)
-
-
-def _json(resp: requests.Response, what: str) -> Any:
-    try:
-        return resp.json()
-    except ValueError as exc:
-        raise UpstreamProtocolError(f"{what}: the upstream's answer is not JSON") from exc
-
-
-def _detail(resp: requests.Response) -> str:
-    try:
-        detail = resp.json().get("detail")
-    except (ValueError, AttributeError):
-        return f"HTTP {resp.status_code}"
-    if not isinstance(detail, str):
-        return f"HTTP {resp.status_code}"
-    # The upstream's words go into our logs and errors: printable and short only.
-    return "".join(c if c.isprintable() else "?" for c in detail[:200])
-
-
-def _raise_for_status(resp: requests.Response, what: str) -> None:
-    status = resp.status_code
-    if 200 <= status < 300:
-        return
-    detail = _detail(resp)
-    if status == 400:
-        raise BadRequest(f"{what}: the upstream refused the request: {detail}")
-    if status == 401:
-        raise Unauthorized(f"{what}: the upstream refused the credentials")
-    if status == 403:
-        raise Unauthorized(f"{what}: this account may not do that")
-    if status == 404:
-        raise NotFound(f"{what}: not found")
-    if status == 409:
-        raise Conflict(f"{what}: {detail}")
-    if status == 413:
-        raise TooLarge(f"{what}: too large for the upstream")
-    if status == 429 or status >= 500:
-        raise UpstreamUnavailable(f"{what}: the upstream answered HTTP {status}")
-    raise UpstreamProtocolError(f"{what}: unexpected HTTP {status}")
-
-
-def _check_cdn_status(
-    resp: requests.Response, *, partial: bool, expected: tuple[int, ...] = ()
-) -> None:
-    status = resp.status_code
-    wanted = expected or ((206,) if partial else (200,))
-    if status in wanted:
-        return
-    if status in (401, 403):
-        raise UpstreamProtocolError(f"the CDN refused the presigned URL (HTTP {status})")
-    if status == 404:
-        raise UpstreamProtocolError("the CDN has no such big part")
-    if status >= 500:
-        raise UpstreamUnavailable(f"the CDN answered HTTP {status}")
-    raise UpstreamProtocolError(f"the CDN answered HTTP {status}")
