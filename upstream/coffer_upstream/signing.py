@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from coffer_upstream.errors import HttpError, forbidden, unauthorized
+from coffer_upstream.errors import forbidden, unauthorized
 
 _MAX_TOKEN_CHARS = 4096
 
@@ -115,6 +115,3 @@ def _unb64url(text: str) -> bytes:
     if not text.isascii():
         raise ValueError("not ASCII")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-__all__ = ["Claims", "HttpError", "Signer"]
