@@ -139,6 +139,7 @@ class ApiClient:
             wait = resp.headers.get("Retry-After", "")
             after = f"; retry after {wait} s" if wait.isdigit() else ""
             raise Unauthorized(f"too many failed logins{after}")
+        raise_for_status(resp, "login")
         token = wire.parse_token(json_body(resp, "login"))
         # Renew a little early so a token does not expire in flight.
         margin = min(30.0, token.expires_in / 10)

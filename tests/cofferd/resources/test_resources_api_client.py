@@ -13,6 +13,7 @@ from scripted_http import Reply, ScriptedServer, Seen, sequence
 
 from cofferd.errors import (
     BadName,
+    BadRequest,
     Conflict,
     CorruptData,
     NotFound,
@@ -105,6 +106,19 @@ def test_login_rate_limited_says_when(scripted: ScriptedServer, sleeps: Sleeps):
     with pytest.raises(Unauthorized, match="retry after 17 s"):
         c.login("a@example.com", "pw")
     assert sleeps.calls == []  # a refusal is not retried
+
+
+def test_login_bad_request_and_server_errors(scripted: ScriptedServer, sleeps: Sleeps):
+    scripted.routes["POST /v1/login"] = sequence(
+        Reply(400, {"detail": "email must be a string"}), Reply(503, {"detail": "busy"})
+    )
+    c = make_client(scripted, sleeps)
+    with pytest.raises(BadRequest, match="email must be a string"):
+        c.login("", "pw")
+    with pytest.raises(UpstreamUnavailable, match="HTTP 503"):
+        c.login("a@example.com", "pw")
+    assert sleeps.calls == []  # a login is a POST: not repeated after it was sent
+    c.close()
 
 
 def test_bearer_token_sent_to_api(scripted: ScriptedServer, client: ApiClient):
