@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 import requests
 
-from fixtures.upstream import Upstream
+from fixtures.upstream import Upstream, UpstreamError
 
 
 def test_upstream_serves_and_its_users_log_in(upstream: Upstream) -> None:
@@ -37,3 +40,20 @@ def test_problems_report_tracebacks_and_deaths(upstream: Upstream) -> None:
     assert upstream.problems() == ["coffer-upstream logged a traceback"]
     # Clean the log again, or this test's own teardown would fail.
     upstream.log_path.write_text("")
+
+
+def test_start_waits_for_its_port_to_be_free_again(upstream: Upstream) -> None:
+    upstream.stop()
+    squatter = socket.create_server(("127.0.0.1", upstream.port))
+    timer = threading.Timer(0.5, squatter.close)
+    timer.start()
+    try:
+        upstream.start()
+    finally:
+        timer.join()
+    assert upstream.login(upstream.reader)
+
+
+def test_a_server_that_cannot_start_says_why(upstream_factory) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UpstreamError, match="must be positive"):
+        upstream_factory(token_ttl=0)
