@@ -269,7 +269,10 @@ class ApiClient:
 
     def _big_from(self, url: str, offset: int, size: int) -> Iterator[bytes]:
         # One GET from ``offset``; the caller resumes after a failure.
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        # identity: byte offsets for Range and big_size count stored bytes.
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
         with self._session.get(
             url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=False
         ) as resp:

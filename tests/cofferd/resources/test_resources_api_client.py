@@ -330,6 +330,7 @@ def test_cdn_gets_no_bearer_token_and_resumes_with_range(
     cdn_requests = [s for s in scripted.seen if s.path.startswith("/cdn/")]
     assert len(cdn_requests) == 2
     assert all("Authorization" not in s.headers for s in cdn_requests)
+    assert all(s.headers["Accept-Encoding"] == "identity" for s in cdn_requests)
     resumed_at = int(cdn_requests[1].headers["Range"].removeprefix("bytes=").removesuffix("-"))
     assert 0 < resumed_at <= 2_500_000
     assert len(sleeps.calls) == 1
