@@ -349,8 +349,12 @@ class ApiClient:
                 raise UpstreamUnavailable(f"upstream unreachable: {describe(exc)}") from exc
             if resp.status_code >= 500 and idempotent and attempt < self._retry.retries:
                 log.debug("upstream %s %s answered %d; retrying", method, path, resp.status_code)
+                wait = self._retry.delay(attempt)
+                after = resp.headers.get("Retry-After", "")
+                if after.isdigit():  # the server's hint, within our bound
+                    wait = max(wait, min(float(after), self._retry.max_delay))
                 resp.close()
-                self._sleep(self._retry.delay(attempt))
+                self._sleep(wait)
                 attempt += 1
                 continue
             return resp

@@ -204,6 +204,13 @@ def test_get_retried_on_5xx_with_backoff(scripted: ScriptedServer, client: ApiCl
     assert sleeps.calls == [0.1, 0.2]
 
 
+def test_retry_after_heeded_within_the_bound(scripted: ScriptedServer, client: ApiClient, sleeps):
+    busy = Reply(503, {"detail": "busy"}, headers={"Retry-After": "60"})
+    scripted.routes["GET /v1/resources/"] = sequence(busy, Reply(200, resource_body(scripted)))
+    client.get_resource("models", "m.bin")
+    assert sleeps.calls == [0.3]  # 60 s asked, max_delay 0.3 s allowed
+
+
 def test_get_gives_up_after_bounded_retries(scripted: ScriptedServer, client: ApiClient, sleeps):
     scripted.routes["GET /v1/resources/"] = lambda _: Reply(500, {"detail": "boom"})
     with pytest.raises(UpstreamUnavailable, match="HTTP 500"):
