@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from email.message import Message
 
 import pytest
@@ -71,32 +72,51 @@ def test_url_signatures_bind_method_blob_and_expiry() -> None:
 # The login limiter
 
 
-def test_limiter_counts_failures_in_a_sliding_window() -> None:
+def test_limiter_counts_attempts_in_a_sliding_window() -> None:
     clock = Clock()
     limiter = LoginLimiter(5, 60.0, clock)
     for _ in range(4):
-        limiter.failed("A@b.c")
+        assert limiter.attempt("A@b.c") is None
         clock.now += 1
-    assert limiter.retry_after("a@b.c") is None
-    limiter.failed("a@B.c")
-    # The oldest failure was 4 s ago: it ages out in 56 s.
-    assert limiter.retry_after("a@b.c") == 56
-    assert limiter.retry_after("other@b.c") is None
-    clock.now += 56
-    assert limiter.retry_after("a@b.c") is None
+    assert limiter.attempt("a@B.c") is None
+    # Five failures, the oldest 4 s ago: it ages out in 56 s.
+    assert limiter.attempt("a@b.c") == 56
+    assert limiter.attempt("other@b.c") is None
+    clock.now += 55.5
+    assert limiter.attempt("a@b.c") == 1
+    clock.now += 0.5
+    assert limiter.attempt("a@b.c") is None
 
 
 def test_limiter_success_clears_and_memory_is_bounded() -> None:
     clock = Clock()
     limiter = LoginLimiter(2, 60.0, clock)
-    limiter.failed("a@b.c")
-    limiter.failed("a@b.c")
+    limiter.attempt("a@b.c")
+    limiter.attempt("a@b.c")
+    assert limiter.attempt("a@b.c") is not None
     limiter.succeeded("a@b.c")
-    assert limiter.retry_after("a@b.c") is None
+    assert limiter.attempt("a@b.c") is None
     for i in range(3000):
-        limiter.failed(f"user{i}@b.c")
+        limiter.attempt(f"user{i}@b.c")
         clock.now += 0.1
     assert len(limiter._failures) < 2000
+
+
+def test_limiter_stops_a_burst_of_parallel_guesses() -> None:
+    limiter = LoginLimiter(5, 60.0, Clock())
+    barrier = threading.Barrier(20)
+    answers: list[int | None] = []
+
+    def guess() -> None:
+        barrier.wait()
+        answers.append(limiter.attempt("a@b.c"))
+
+    threads = [threading.Thread(target=guess) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers.count(None) == 5
 
 
 # Passwords

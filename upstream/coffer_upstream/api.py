@@ -63,7 +63,7 @@ class Api:
         body = request.json()
         email = field_str(body, "email", _MAX_EMAIL)
         password = field_str(body, "password", _MAX_PASSWORD)
-        wait = self._limiter.retry_after(email)
+        wait = self._limiter.attempt(email)
         if wait is not None:
             raise HttpError(429, "too many failed logins, retry later", {"Retry-After": str(wait)})
         user = self._store.user(email)
@@ -71,7 +71,6 @@ class Api:
         # password matches: both failures cost the same time and read the same.
         matches = verify_password(password, user.password_hash if user else DUMMY_HASH)
         if user is None or not matches:
-            self._limiter.failed(email)
             raise unauthorized("invalid email or password")
         self._limiter.succeeded(email)
         request.user = user.email

@@ -27,28 +27,25 @@ class LoginLimiter:
         self._lock = threading.Lock()
         self._failures: dict[str, deque[float]] = {}
 
-    def retry_after(self, email: str) -> int | None:
-        """Seconds until ``email`` may try again, or None if it may try now."""
-        now = self._clock()
-        with self._lock:
-            recent = self._recent(email.casefold(), now)
-            if recent is None or len(recent) < self._max:
-                return None
-            return max(1, math.ceil(recent[0] + self._window - now))
+    def attempt(self, email: str) -> int | None:
+        """Seconds to wait if ``email`` is limited; else count this attempt and return None.
 
-    def failed(self, email: str) -> None:
+        The attempt counts as a failure until :meth:`succeeded` clears the
+        count: so a burst of parallel guesses is limited as soon as it
+        starts, not after the first ones have been checked.
+        """
         now = self._clock()
         with self._lock:
             key = email.casefold()
             recent = self._recent(key, now)
+            if recent is not None and len(recent) >= self._max:
+                return max(1, math.ceil(recent[0] + self._window - now))
             if recent is None:
                 if len(self._failures) >= _SWEEP_ABOVE:
                     self._sweep(now)
                 recent = self._failures[key] = deque()
             recent.append(now)
-            # Only the newest max failures matter for the answer.
-            while len(recent) > self._max:
-                recent.popleft()
+            return None
 
     def succeeded(self, email: str) -> None:
         with self._lock:
