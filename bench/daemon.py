@@ -1,0 +1,277 @@
+"""Benchmark of cofferd over its socket, each figure beside its peer from the same run.
+
+(a) ``load`` of a resource (1 GiB by default), warm cache, through an fd into
+    a pipe this process drains, beside the raw streaming decrypt of the same
+    bytes in this process (to /dev/null);
+(b) calls per second and p99 latency of ``health`` with 32 concurrent clients
+    for 10 s, beside a bare newline-JSON echo server in Python on a Unix socket
+    (thread per connection, json.loads + json.dumps per line), driven by the
+    same clients;
+(c) cofferd's peak RSS during (a) (high-water mark reset just before) and its
+    RSS while idle.
+
+Targets (issue 4): load >= 0.85x raw decrypt; health >= 0.5x the echo server's
+calls/s with p99 <= 5 ms; peak RSS <= 100 MiB. It starts its own reference
+upstream and cofferd.
+
+Usage: .venv/bin/python bench/daemon.py [--size-mib N] [--seconds S]
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import multiprocessing
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cofferd.binary_split.split import JoinedReader
+from cofferd.binary_split.stream import decrypt_file, resource_associated_data
+from cofferd.resources.upstream import ApiClient
+
+# The test suite's fixtures, reused. Imported after cofferd: tests/ holds a
+# folder named cofferd that would otherwise shadow the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+upstream_fixture = importlib.import_module("fixtures.upstream")
+daemon_fixture = importlib.import_module("fixtures.daemon")
+
+MiB = 1 << 20
+CLIENT_PROCESSES = 2
+CLIENTS = 32
+HEALTH = b'{"jsonrpc":"2.0","method":"health","id":1}\n'
+
+
+# -- the echo server peer ---------------------------------------------------
+
+
+def echo_server(path: str) -> None:
+    """A bare newline-JSON server: what any Python line server costs at least."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(128)
+
+    def serve(conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while chunk := conn.recv(65536):
+                buf += chunk
+                while b"\n" in buf:
+                    line, _, buf = buf.partition(b"\n")
+                    request = json.loads(line)
+                    reply = {"jsonrpc": "2.0", "result": {"status": "ok"}, "id": request["id"]}
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+# -- the clients (forked while this process has no other thread) ----------
+
+
+def client_process(path: str, threads: int, seconds: float, out: Any) -> None:
+    """``threads`` connections calling ``health`` back to back; latencies to ``out``."""
+    start = threading.Barrier(threads)
+    latencies: list[list[float]] = [[] for _ in range(threads)]
+
+    def run(mine: list[float]) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(path)
+            start.wait()
+            deadline = time.perf_counter() + seconds
+            while (t0 := time.perf_counter()) < deadline:
+                sock.sendall(HEALTH)
+                buf = b""
+                while not buf.endswith(b"\n"):
+                    buf += sock.recv(4096)
+                assert json.loads(buf)["result"]["status"] == "ok"
+                mine.append(time.perf_counter() - t0)
+
+    workers = [threading.Thread(target=run, args=(mine,)) for mine in latencies]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    out.put([x for mine in latencies for x in mine])
+
+
+def drive(path: str, seconds: float) -> tuple[float, float]:
+    """(calls per second, p99 latency in ms) of ``health`` with CLIENTS connections."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    per = CLIENTS // CLIENT_PROCESSES
+    procs = [
+        ctx.Process(target=client_process, args=(path, per, seconds, queue))
+        for _ in range(CLIENT_PROCESSES)
+    ]
+    for p in procs:
+        p.start()
+    latencies = sorted(x for _ in procs for x in queue.get(timeout=seconds + 120))
+    for p in procs:
+        p.join()
+    return len(latencies) / seconds, latencies[int(len(latencies) * 0.99)] * 1000
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+def rss_mib(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def timed(label: str, size: int, work: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    work()
+    rate = size / MiB / (time.perf_counter() - start)
+    print(f"{label:<34} {rate:8.1f} MiB/s", flush=True)
+    return rate
+
+
+def connect(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(600)
+    sock.connect(str(path))
+    return sock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="resource size (MiB)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the RPC runs")
+    args = parser.parse_args(argv)
+    base = Path(tempfile.mkdtemp(prefix="cfb-"))
+    try:
+        data_dir = base / "upstream"
+        add_user = upstream_fixture.add_user
+        publisher = add_user(data_dir, "publisher@example.com", secrets.token_hex(8), "publisher")
+        reader = add_user(data_dir, "reader@example.com", secrets.token_hex(8), "reader")
+        with upstream_fixture.Upstream(data_dir, reader, publisher) as server:
+            return run(server, base, args.size_mib * MiB, args.seconds)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def run(server: Any, base: Path, size: int, seconds: float) -> int:
+    (base / "d").mkdir()
+    env = daemon_fixture.daemon_env(base / "d", server.url)
+    sock_path = base / "d" / "cofferd.sock"
+    stderr = (base / "d" / "stderr.log").open("wb")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "cofferd", "--socket", str(sock_path)], env=env, stderr=stderr
+    )
+    echo_path = str(base / "echo.sock")
+    echo = multiprocessing.get_context("fork").Process(target=echo_server, args=(echo_path,))
+    echo.start()
+    try:
+        daemon_fixture.wait_for_health(sock_path, daemon, base / "d" / "stderr.log")
+        while not os.path.exists(echo_path):
+            if not echo.is_alive():
+                raise RuntimeError("the echo server did not start")
+            time.sleep(0.01)
+        return measure_all(server, daemon.pid, sock_path, echo_path, size, seconds)
+    finally:
+        echo.terminate()
+        echo.join()
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        stderr.close()
+
+
+def measure_all(
+    server: Any, pid: int, sock_path: Path, echo_path: str, size: int, seconds: float
+) -> int:
+    account = server.publisher
+    block = os.urandom(8 * MiB)
+    with connect(sock_path) as sock:
+        login = {"email": account.email, "password": account.password}
+        assert daemon_fixture.rpc(sock, "login", login)["result"]
+        chunks = (block[: min(8 * MiB, size - i)] for i in range(0, size, 8 * MiB))
+        up = daemon_fixture.upload_via_pipe(sock, {"filename": "bench.bin", "size": size}, chunks)
+        assert up["result"]["size"] == size, up
+        data_len = drain_load(sock)  # warms the cache
+        assert data_len == size
+    print(f"resource of {size // MiB} MiB uploaded through cofferd, cache warm", flush=True)
+    idle_rss = rss_mib(pid, "VmRSS")
+
+    # (a) load through a pipe, beside the raw decrypt of the same bytes.
+    client = ApiClient(server.url, timeout=60)
+    client.login(account.email, account.password)
+    info = client.get_resource("models", "bench.bin")
+    client.close()
+    [blob] = server.blob_paths()
+    ad = resource_associated_data("models", "bench.bin")
+
+    def raw_decrypt() -> None:
+        with blob.open("rb", buffering=0) as big, open(os.devnull, "wb", buffering=0) as out:
+            decrypt_file(JoinedReader(info.small, big), out, info.key, ad)  # type: ignore[arg-type]
+
+    decrypt_rate = timed("raw streaming decrypt (in process)", size, raw_decrypt)
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset cofferd's VmHWM
+    with connect(sock_path) as sock:
+        load_rate = timed("load via cofferd into a pipe", size, lambda: drain_load(sock))
+    peak_rss = rss_mib(pid, "VmHWM")
+    print(f"cofferd RSS: idle {idle_rss:.1f} MiB, peak during load {peak_rss:.1f} MiB")
+
+    # (b) health under 32 clients, beside the echo server.
+    echo_rate, echo_p99 = drive(echo_path, seconds)
+    print(f"echo server: {echo_rate:9.0f} calls/s  p99 {echo_p99:6.2f} ms", flush=True)
+    rpc_rate, rpc_p99 = drive(str(sock_path), seconds)
+    print(f"cofferd health: {rpc_rate:6.0f} calls/s  p99 {rpc_p99:6.2f} ms", flush=True)
+
+    result = {
+        "size_mib": size // MiB,
+        "load_mib_s": round(load_rate, 1),
+        "decrypt_mib_s": round(decrypt_rate, 1),
+        "load_vs_decrypt": round(load_rate / decrypt_rate, 3),
+        "rpc_per_s": round(rpc_rate),
+        "echo_per_s": round(echo_rate),
+        "rpc_vs_echo": round(rpc_rate / echo_rate, 3),
+        "rpc_p99_ms": round(rpc_p99, 2),
+        "echo_p99_ms": round(echo_p99, 2),
+        "peak_rss_mib": round(peak_rss, 1),
+        "idle_rss_mib": round(idle_rss, 1),
+        "targets_met": {
+            "load_vs_decrypt>=0.85": load_rate / decrypt_rate >= 0.85,
+            "rpc_vs_echo>=0.5": rpc_rate / echo_rate >= 0.5,
+            "rpc_p99_ms<=5": rpc_p99 <= 5,
+            "peak_rss_mib<=100": peak_rss <= 100,
+        },
+    }
+    print(json.dumps(result))
+    return 0
+
+
+def drain_load(sock: socket.socket) -> int:
+    """``load`` into a pipe, drained with big reads; the byte count (checked with the result)."""
+    r, w = os.pipe()
+    request = {"jsonrpc": "2.0", "method": "load", "params": {"filename": "bench.bin"}, "id": 9}
+    socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [w])
+    os.close(w)
+    total = 0
+    buf = bytearray(MiB)
+    with open(r, "rb", buffering=0) as pipe:
+        while n := pipe.readinto(buf):
+            total += n
+    response = daemon_fixture.read_response(sock)
+    assert response["result"]["size"] == total, response
+    return total
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
