@@ -11,7 +11,7 @@ from cofferd import __version__
 
 pytestmark = pytest.mark.slow
 
-#: What lintian still says, each for a reason given in docs/operations.md.
+#: What lintian still says, each for a reason given in packaging/README.md.
 KNOWN_LINTIAN = {
     "initial-upload-closes-no-bugs",  # not uploaded to Debian: no ITP bug to close
     "no-manual-page",  # `coffer --help` and docs/operations.md are the manual
