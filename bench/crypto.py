@@ -29,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -56,27 +57,39 @@ def _reset_peak() -> bool:
     return True
 
 
-def measure_once(fn: Callable[[], int]) -> tuple[float, float]:
-    """(MiB/s, peak RSS growth in MiB) of one run."""
+class Figures(NamedTuple):
+    mib_s: float  # wall clock
+    rss_growth_mib: float  # peak RSS over the RSS before the run
+    cpu_s_per_gib: float  # CPU time of all threads: what two idle cores would share
+
+
+def measure_once(fn: Callable[[], int]) -> Figures:
     rss_before = _status_kib("VmRSS")
     _reset_peak()
+    cpu = time.process_time()
     start = time.perf_counter()
     nbytes = fn()
     elapsed = time.perf_counter() - start
-    return nbytes / MIB / elapsed, (_status_kib("VmHWM") - rss_before) / 1024
+    cpu = time.process_time() - cpu
+    growth = (_status_kib("VmHWM") - rss_before) / 1024
+    return Figures(nbytes / MIB / elapsed, growth, cpu / (nbytes / (1 << 30)))
 
 
-def measure(phases: dict[str, Callable[[], int]], rounds: int) -> dict[str, tuple[float, float]]:
-    """Best speed and worst RSS growth per phase, the phases taking turns.
+def measure(phases: dict[str, Callable[[], int]], rounds: int) -> dict[str, Figures]:
+    """Best speed and CPU time, worst RSS growth per phase, the phases taking turns.
 
     Taking turns, round after round, spreads the noise of a shared machine
     over all phases instead of letting one burst land on one of them.
     """
-    best = {name: (0.0, 0.0) for name in phases}
+    best = {name: Figures(0.0, 0.0, float("inf")) for name in phases}
     for _ in range(rounds):
         for name, fn in phases.items():
-            speed, growth = measure_once(fn)
-            best[name] = (max(best[name][0], speed), max(best[name][1], growth))
+            new, old = measure_once(fn), best[name]
+            best[name] = Figures(
+                max(old.mib_s, new.mib_s),
+                max(old.rss_growth_mib, new.rss_growth_mib),
+                min(old.cpu_s_per_gib, new.cpu_s_per_gib),
+            )
     return best
 
 
@@ -185,10 +198,10 @@ def main() -> None:
             args.repeat,
         )
 
-    speed = {name: mib_s for name, (mib_s, _) in results.items()}
+    speed = {name: figures.mib_s for name, figures in results.items()}
     aesgcm, tink = speed["aesgcm"], speed["tink"]
     best_decrypt = max(speed[k] for k in ("decrypt_1", "decrypt_n", "mapped_1", "mapped_n"))
-    rss = max(g for name, (_, g) in results.items() if name not in ("aesgcm", "tink"))
+    rss = max(f.rss_growth_mib for name, f in results.items() if name not in ("aesgcm", "tink"))
     print(f"data: {args.size_mib} MiB (tink {tink_size // MIB} MiB), best of {args.repeat} rounds")
     for name, label in [
         ("aesgcm", "raw AESGCM.decrypt, 1 MiB buffers"),
@@ -201,9 +214,9 @@ def main() -> None:
         ("encrypt_n", f"coffer encrypt_file, {parallel} threads"),
         ("chunks", f"coffer decrypt_chunks, {parallel} threads"),
     ]:
-        mib_s, growth = results[name]
-        rss_note = f"  peak RSS +{growth:.1f} MiB" if name not in ("aesgcm", "tink") else ""
-        print(f"{label:<38}: {mib_s:8.0f} MiB/s{rss_note}")
+        f = results[name]
+        rss_note = f"  peak RSS +{f.rss_growth_mib:4.1f} MiB" if name != "aesgcm" else ""
+        print(f"{label:<38}: {f.mib_s:6.0f} MiB/s  {f.cpu_s_per_gib:5.2f} CPU s/GiB{rss_note}")
     print(
         f"decrypt_file vs raw AESGCM: {speed['decrypt_1'] / aesgcm:.2f}x on 1 thread, "
         f"{speed['decrypt_n'] / aesgcm:.2f}x on {parallel}; mmap: "
@@ -232,6 +245,8 @@ def main() -> None:
         "decrypt_1core_vs_aesgcm": round(speed["decrypt_1"] / aesgcm, 2),
         "decrypt_mmap_1core_vs_aesgcm": round(speed["mapped_1"] / aesgcm, 2),
         "decrypt_vs_tink": round(speed["decrypt_n"] / tink, 1),
+        "decrypt_cpu_s_per_gib": round(results["decrypt_1"].cpu_s_per_gib, 3),
+        "decrypt_2threads_cpu_s_per_gib": round(results["decrypt_n"].cpu_s_per_gib, 3),
         "rss_growth_mib": round(rss, 1),
     }
     print(json.dumps(summary))
