@@ -63,8 +63,25 @@ def cache(tmp_path: Path) -> BigPartCache:
     return BigPartCache(tmp_path / "cache")
 
 
-def cdn_gets(upstream: Upstream) -> int:
-    return len(re.findall(r" GET /cdn/\S+ 20[06] ", upstream.log()))
+def logged(upstream: Upstream, pattern: str, at_least: int) -> int:
+    """Requests matching ``pattern`` in the upstream's log, once ``at_least`` are there.
+
+    The server logs a request after its last byte went out, so a client can
+    be done before the line is written: wait for it (5 s at most), then a
+    little longer so that one too many shows too.
+    """
+    deadline = time.monotonic() + 5
+    while True:
+        count = len(re.findall(pattern, upstream.log()))
+        if count >= at_least or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    time.sleep(0.1)
+    return len(re.findall(pattern, upstream.log()))
+
+
+def cdn_gets(upstream: Upstream, at_least: int) -> int:
+    return logged(upstream, r" GET /cdn/\S+ 20[06] ", at_least)
 
 
 def cache_files(cache: BigPartCache) -> list[Path]:
@@ -148,12 +165,12 @@ def test_warm_cache_does_not_touch_the_cdn(publisher, reader, cache, upstream):
     plain = data(2 * MiB)
     upload(publisher, "models", "m.bin", io.BytesIO(plain))
     assert load_bytes(reader, cache) == (plain, False)
-    assert cdn_gets(upstream) == 1
+    assert cdn_gets(upstream, 1) == 1
     # The CDN could not serve it any more: only the cache can.
     for blob in upstream.blob_paths():
         blob.unlink()
     assert load_bytes(reader, cache) == (plain, True)
-    assert cdn_gets(upstream) == 1
+    assert cdn_gets(upstream, 1) == 1
 
 
 @pytest.mark.parametrize("email_known", [True, False])
@@ -223,7 +240,7 @@ def test_token_expiring_mid_session_logs_in_again(upstream_factory, cache):
     frozen = client_for(upstream, "reader", clock=lambda: 0.0)
     time.sleep(1.2)
     assert load_bytes(frozen, cache) == (plain, True)
-    assert upstream.log().count("POST /v1/login 200") == 5
+    assert logged(upstream, "POST /v1/login 200", 5) == 5
     for c in (publisher, reader, frozen):
         c.close()
 
@@ -250,7 +267,7 @@ def test_twenty_concurrent_loads(publisher, reader, cache, upstream):
     assert errors == []
     assert len(results) == 20
     assert all(r == plain for r in results)
-    assert cdn_gets(upstream) == 1  # one download; the others waited and read the cache
+    assert cdn_gets(upstream, 1) == 1  # one download; the others waited and read the cache
     assert len(cache_files(cache)) == 1
 
 
@@ -291,7 +308,7 @@ def test_tampered_cache_file_before_output_is_fetched_again(publisher, reader, c
     [entry] = cache_files(cache)
     flip_byte(entry, 100)
     assert load_bytes(reader, cache) == (plain, False)
-    assert cdn_gets(upstream) == 2
+    assert cdn_gets(upstream, 2) == 2
     assert load_bytes(reader, cache) == (plain, True)
 
 
