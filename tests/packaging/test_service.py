@@ -128,3 +128,45 @@ def test_a_hung_daemon_is_restarted_by_the_watchdog(device: SystemdContainer) ->
     finally:
         device.run("rm", "-f", dropin)
         device.run("systemctl", "daemon-reload")
+
+
+def test_the_hardened_daemon_reaches_an_upstream_over_tcp(device: SystemdContainer) -> None:
+    # No network in the container but loopback: a stand-in upstream there
+    # (it answers 501 to everything) shows cofferd's request got through the
+    # sandbox (RestrictAddressFamilies=, SocketBindDeny=, the syscall filter).
+    dropin = "/etc/systemd/system/cofferd.service.d/test-upstream.conf"
+    device.run(
+        "systemd-run",
+        "--unit=stand-in-upstream",
+        "python3",
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        "8099",
+    )
+    device.run("mkdir", "-p", str(Path(dropin).parent))
+    device.run(
+        "sh",
+        "-c",
+        f"printf '[Service]\\nEnvironment=COFFER_UPSTREAM_URL=http://127.0.0.1:8099\\n' > {dropin}",
+    )
+    try:
+        device.run("systemctl", "daemon-reload")
+        device.run("systemctl", "restart", "cofferd.service")
+        login = device.run(
+            "sh",
+            "-c",
+            "echo not-a-secret | coffer login --email a@example.org",
+            user=MEMBER,
+            check=False,
+        )
+        assert login.returncode != 0  # the stand-in is no upstream
+        assert "not-a-secret" not in login.stdout + login.stderr
+        assert "POST /v1/login" in device.journal("stand-in-upstream.service")
+        assert "not-a-secret" not in device.journal("cofferd.service", lines=200)
+    finally:
+        device.run("systemctl", "stop", "stand-in-upstream.service", check=False)
+        device.run("rm", "-f", dropin)
+        device.run("systemctl", "daemon-reload")
+        device.run("systemctl", "restart", "cofferd.service")
