@@ -39,7 +39,7 @@ class PeerCred:
         return f"uid={self.uid} gid={self.gid} pid={self.pid}"
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One request being served: the context jsonrpcserver passes as first argument.
 
@@ -52,7 +52,8 @@ class Call:
     app: Any
     peer: PeerCred
     fds: list[int] = field(default_factory=list)
-    #: Set when the daemon stops or the peer hung up: long work checks it between chunks.
+    #: Set when the daemon stops or the peer hung up: long work checks it between
+    #: chunks. One per connection (a call is one of its requests), made once.
     cancel: threading.Event = field(default_factory=threading.Event)
     #: The connection, to notice a peer that hung up; None outside a socket (tests).
     conn: socket.socket | None = None

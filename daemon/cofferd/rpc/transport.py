@@ -40,7 +40,7 @@ call_log = logging.getLogger("cofferd.call")
 SOCKET_MODE = 0o660
 #: Connections served at once; one more is told so and closed.
 MAX_CONNECTIONS = 128
-_RECV_BYTES = 256 * 1024
+_RECV_BYTES = 64 * 1024
 #: Room for a few more fds than allowed, so an excess is seen and refused, not lost.
 _ANCILLARY = socket.CMSG_SPACE(8 * array.array("i").itemsize)
 #: Seconds cancelled calls get to answer before their sockets are shut.
@@ -128,6 +128,7 @@ class _Conn:
     thread: threading.Thread | None = None
     call: Call | None = None
     pending: dict[int, list[int]] = field(default_factory=dict)
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 class Server:
@@ -199,8 +200,7 @@ class Server:
         if busy:
             log.warning("cancelling %d call(s) still running after %.1fs", len(busy), grace)
             for conn in busy:
-                if conn.call is not None:
-                    conn.call.cancel.set()
+                conn.cancel.set()
             busy = self._join(busy, self._clock() + _CANCEL_WAIT)
         for conn in busy:
             _shut(conn.sock)
@@ -263,16 +263,19 @@ class Server:
     def _read_loop(self, conn: _Conn) -> None:
         buf = bytearray()
         lines_done = 0  # index of the line ``buf`` starts with
+        # One receive buffer per connection: a fresh one per read costs more
+        # than a small request's whole dispatch.
+        chunk = memoryview(bytearray(_RECV_BYTES))
         while True:
             try:
-                data, ancdata, flags, _ = conn.sock.recvmsg(_RECV_BYTES, _ANCILLARY)
+                n, ancdata, flags, _ = conn.sock.recvmsg_into([chunk], _ANCILLARY)
             except OSError:
                 return
             fds = _fds_of(ancdata, flags)
-            if not data:
+            if not n:
                 _close_all(fds)
                 return
-            buf += data
+            buf += chunk[:n]
             if fds:
                 # The kernel ends a read right after the data an fd came with, so
                 # the fds belong to the line holding the last byte read.
@@ -306,7 +309,7 @@ class Server:
             detail = "cofferd is shutting down; try again once it is back"
             _send_quietly(conn.sock, error_response(ErrorCode.SHUTTING_DOWN, "Cancelled", detail))
             return False
-        call = Call(self._app, conn.peer, fds, conn=conn.sock)
+        call = Call(self._app, conn.peer, fds, conn.cancel, conn.sock)
         conn.call = call
         started = self._clock()
         try:
