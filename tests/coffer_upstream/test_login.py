@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -132,3 +133,19 @@ def test_secrets_stay_out_of_the_log(upstream: Upstream) -> None:
     assert "POST /v1/login" in log
     for secret in (token, upstream.publisher.password, "a wrong guess", "sig="):
         assert secret not in log
+
+
+def test_many_devices_may_log_in_to_one_account_at_once(upstream: Upstream) -> None:
+    statuses: list[int] = []
+
+    def one() -> None:
+        statuses.append(
+            login(upstream, upstream.reader.email, upstream.reader.password).status_code
+        )
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 8

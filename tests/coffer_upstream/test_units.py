@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from email.message import Message
 
 import pytest
@@ -72,44 +73,62 @@ def test_url_signatures_bind_method_blob_and_expiry() -> None:
 # The login limiter
 
 
-def test_limiter_counts_attempts_in_a_sliding_window() -> None:
+def attempt(limiter: LoginLimiter, email: str, succeed: bool = False) -> int | None:
+    with limiter.check(email) as current:
+        current.succeeded = succeed
+        return current.retry_after
+
+
+def test_limiter_counts_failures_in_a_sliding_window() -> None:
     clock = Clock()
     limiter = LoginLimiter(5, 60.0, clock)
     for _ in range(4):
-        assert limiter.attempt("A@b.c") is None
+        assert attempt(limiter, "A@b.c") is None
         clock.now += 1
-    assert limiter.attempt("a@B.c") is None
+    assert attempt(limiter, "a@B.c") is None
     # Five failures, the oldest 4 s ago: it ages out in 56 s.
-    assert limiter.attempt("a@b.c") == 56
-    assert limiter.attempt("other@b.c") is None
+    assert attempt(limiter, "a@b.c") == 56
+    assert attempt(limiter, "other@b.c") is None
     clock.now += 55.5
-    assert limiter.attempt("a@b.c") == 1
+    assert attempt(limiter, "a@b.c", succeed=True) == 1
     clock.now += 0.5
-    assert limiter.attempt("a@b.c") is None
+    assert attempt(limiter, "a@b.c", succeed=True) is None
+
+
+def test_an_exception_counts_as_a_failure() -> None:
+    limiter = LoginLimiter(1, 60.0, Clock())
+    with pytest.raises(KeyError), limiter.check("a@b.c"):
+        raise KeyError("refused")
+    assert attempt(limiter, "a@b.c") == 60
 
 
 def test_limiter_success_clears_and_memory_is_bounded() -> None:
     clock = Clock()
     limiter = LoginLimiter(2, 60.0, clock)
-    limiter.attempt("a@b.c")
-    limiter.attempt("a@b.c")
-    assert limiter.attempt("a@b.c") is not None
-    limiter.succeeded("a@b.c")
-    assert limiter.attempt("a@b.c") is None
+    attempt(limiter, "a@b.c")
+    attempt(limiter, "a@b.c")
+    assert attempt(limiter, "a@b.c", succeed=True) is not None
+    clock.now += 60
+    assert attempt(limiter, "a@b.c") is None
+    assert attempt(limiter, "a@b.c", succeed=True) is None
+    assert attempt(limiter, "a@b.c") is None  # the success cleared both failures
     for i in range(3000):
-        limiter.attempt(f"user{i}@b.c")
+        attempt(limiter, f"user{i}@b.c")
         clock.now += 0.1
     assert len(limiter._failures) < 2000
+    assert limiter._checking == {}
 
 
-def test_limiter_stops_a_burst_of_parallel_guesses() -> None:
+def test_limiter_checks_one_email_at_a_time() -> None:
     limiter = LoginLimiter(5, 60.0, Clock())
     barrier = threading.Barrier(20)
     answers: list[int | None] = []
 
     def guess() -> None:
         barrier.wait()
-        answers.append(limiter.attempt("a@b.c"))
+        with limiter.check("a@b.c") as current:
+            answers.append(current.retry_after)
+            time.sleep(0.001)  # the password check
 
     threads = [threading.Thread(target=guess) for _ in range(20)]
     for t in threads:

@@ -63,16 +63,20 @@ class Api:
         body = request.json()
         email = field_str(body, "email", _MAX_EMAIL)
         password = field_str(body, "password", _MAX_PASSWORD)
-        wait = self._limiter.attempt(email)
-        if wait is not None:
-            raise HttpError(429, "too many failed logins, retry later", {"Retry-After": str(wait)})
-        user = self._store.user(email)
-        # The hash is checked even for an unknown email, against a dummy no
-        # password matches: both failures cost the same time and read the same.
-        matches = verify_password(password, user.password_hash if user else DUMMY_HASH)
-        if user is None or not matches:
-            raise unauthorized("invalid email or password")
-        self._limiter.succeeded(email)
+        with self._limiter.check(email) as attempt:
+            if attempt.retry_after is not None:
+                raise HttpError(
+                    429,
+                    "too many failed logins, retry later",
+                    {"Retry-After": str(attempt.retry_after)},
+                )
+            user = self._store.user(email)
+            # The hash is checked even for an unknown email, against a dummy no
+            # password matches: both failures cost the same time and read the same.
+            matches = verify_password(password, user.password_hash if user else DUMMY_HASH)
+            if user is None or not matches:
+                raise unauthorized("invalid email or password")
+            attempt.succeeded = True
         request.user = user.email
         ttl = self._config.token_ttl
         token = self._signer.issue_token(user.email, user.role, ttl)
