@@ -18,6 +18,9 @@ pytestmark = [pytest.mark.systemd, pytest.mark.docker, pytest.mark.slow]
 MEMBER = "alice"  # in group coffer
 OUTSIDER = "bob"  # not
 DAEMON_UNAVAILABLE = 3  # coffer's exit code
+EMAIL = "publisher@example.org"
+PASSWORD = "correct-horse-battery"  # a test account's, in a throwaway container
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -130,21 +133,32 @@ def test_a_hung_daemon_is_restarted_by_the_watchdog(device: SystemdContainer) ->
         device.run("systemctl", "daemon-reload")
 
 
-def test_the_hardened_daemon_reaches_an_upstream_over_tcp(device: SystemdContainer) -> None:
-    # No network in the container but loopback: a stand-in upstream there
-    # (it answers 501 to everything) shows cofferd's request got through the
-    # sandbox (RestrictAddressFamilies=, SocketBindDeny=, the syscall filter).
-    dropin = "/etc/systemd/system/cofferd.service.d/test-upstream.conf"
+def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
+    device: SystemdContainer,
+) -> None:
+    # The reference upstream runs in the container on loopback (the container
+    # has no other network), from the source tree, on the package's Python.
+    # A login, an upload and a load through the packaged daemon show that its
+    # sandbox lets it reach TCP, write its cache dir, and use the caller's fds
+    # for files in a home it cannot see (ProtectHome=).
+    device.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
+    upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
+    device.run(
+        "sh",
+        "-c",
+        f"echo {PASSWORD} | {' '.join(upstream)} user add {EMAIL} --role publisher "
+        "--data-dir /srv/upstream-data",
+    )
     device.run(
         "systemd-run",
-        "--unit=stand-in-upstream",
-        "python3",
-        "-m",
-        "http.server",
-        "--bind",
-        "127.0.0.1",
-        "8099",
+        "--unit=reference-upstream",
+        *upstream,
+        "serve",
+        "--host=127.0.0.1",
+        "--port=8099",
+        "--data-dir=/srv/upstream-data",
     )
+    dropin = "/etc/systemd/system/cofferd.service.d/test-upstream.conf"
     device.run("mkdir", "-p", str(Path(dropin).parent))
     device.run(
         "sh",
@@ -154,19 +168,23 @@ def test_the_hardened_daemon_reaches_an_upstream_over_tcp(device: SystemdContain
     try:
         device.run("systemctl", "daemon-reload")
         device.run("systemctl", "restart", "cofferd.service")
-        login = device.run(
+        device.wait_for("reference-upstream.service", ActiveState="active")
+        device.run("sh", "-c", f"echo {PASSWORD} | coffer login --email {EMAIL}", user=MEMBER)
+        device.run(
             "sh",
             "-c",
-            "echo not-a-secret | coffer login --email a@example.org",
+            "head -c 3000000 /dev/urandom > ~/model.bin && coffer upload ~/model.bin",
             user=MEMBER,
-            check=False,
         )
-        assert login.returncode != 0  # the stand-in is no upstream
-        assert "not-a-secret" not in login.stdout + login.stderr
-        assert "POST /v1/login" in device.journal("stand-in-upstream.service")
-        assert "not-a-secret" not in device.journal("cofferd.service", lines=200)
+        device.run("sh", "-c", "coffer load model.bin -o ~/copy.bin", user=MEMBER)
+        device.run("sh", "-c", "cmp ~/model.bin ~/copy.bin", user=MEMBER)
+        cached = device.run("find", "/var/cache/coffer", "-type", "f", "-size", "+1000k").stdout
+        assert cached.strip()
+        owners = device.run("stat", "-c", "%U %a", *cached.split()).stdout.splitlines()
+        assert all(line.startswith("coffer ") for line in owners)
+        assert PASSWORD not in device.journal("cofferd.service", lines=300)
     finally:
-        device.run("systemctl", "stop", "stand-in-upstream.service", check=False)
+        device.run("systemctl", "stop", "reference-upstream.service", check=False)
         device.run("rm", "-f", dropin)
         device.run("systemctl", "daemon-reload")
         device.run("systemctl", "restart", "cofferd.service")
