@@ -66,7 +66,6 @@ def _wrap(name: str, func: Method) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def method(call: Call, *args: Any, **kwargs: Any) -> Any:
-        call.method = name
         try:
             return Success(func(call, *args, **kwargs))
         except Exception as exc:
@@ -137,6 +136,8 @@ class Dispatcher:
             check_envelope(request)
         except ValueError:
             return error_response(ErrorCode.INVALID_REQUEST, "Invalid request", ENVELOPE_RULE)
+        if request["method"] in self._methods:
+            call.method = request["method"]  # for the log line, known names only
         _, result = dispatch_request(self._methods, call, create_request(request))
         if "id" not in request:
             return None

@@ -28,6 +28,15 @@ if TYPE_CHECKING:
     from cofferd.app import App
 
 
+#: The inline cap whatever the settings say: base64 of this many bytes, with the
+#: JSON around it, still fits in one line of ``coffer.protocol.MAX_LINE_BYTES``.
+INLINE_LIMIT = 6_000_000
+
+
+def _inline_cap(app: App) -> int:
+    return min(app.settings.inline_max_bytes, INLINE_LIMIT)
+
+
 def _app(call: Call) -> App:
     return cast("App", call.app)
 
@@ -71,7 +80,7 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
     app = _app(call)
     with app.notifier.working(f"loading {folder_}/{name}"):
         if fd is None:
-            buffer = CappedBuffer(app.settings.inline_max_bytes)
+            buffer = CappedBuffer(_inline_cap(app))
             result = service.load(app.api_client(), app.cache, folder_, name, buffer)
             data = base64.b64encode(buffer.getbuffer()).decode("ascii")
             return {**_loaded(result), "data": data}
@@ -107,7 +116,7 @@ def upload(
             src.close()
             raise BadRequest("give the content as an fd or as data, not both")
     else:
-        src = io.BytesIO(_inline(data, size, app.settings.inline_max_bytes))
+        src = io.BytesIO(_inline(data, size, _inline_cap(app)))
     with app.notifier.working(f"uploading {folder_}/{name}"), src:
         result = service.upload(app.api_client(), folder_, name, cast(BinaryIO, src))
     return _uploaded(result)

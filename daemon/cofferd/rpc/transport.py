@@ -318,7 +318,7 @@ class Server:
             call.close_fds()
             conn.call = None
         if response is None:
-            return True
+            return not self._stopping.is_set()
         error = response.get("error")
         outcome = "ok" if error is None else f"error {error['code']}"
         call_log.info(
@@ -328,7 +328,8 @@ class Server:
             conn.peer,
             (self._clock() - started) * 1000,
         )
-        return _send_quietly(conn.sock, response)
+        # Once stopping, a connection ends with its call rather than idle on.
+        return _send_quietly(conn.sock, response) and not self._stopping.is_set()
 
 
 def _fds_of(ancdata: list[tuple[int, int, bytes]], flags: int) -> list[int]:

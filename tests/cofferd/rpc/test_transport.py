@@ -37,6 +37,12 @@ def wait(call: Call, /) -> dict[str, Any]:
     return {}
 
 
+def nap(call: Call, /) -> dict[str, Any]:
+    entered.set()
+    time.sleep(0.3)
+    return {"slept": True}
+
+
 def missing(call: Call, /) -> dict[str, Any]:
     raise NotFound("no such thing")
 
@@ -57,7 +63,7 @@ def sock_dir() -> Iterator[Path]:
 def start(sock_dir: Path, **options: Any) -> tuple[Server, threading.Thread, Path]:
     entered.clear()
     path = sock_dir / "s.sock"
-    methods = {"echo": echo, "wait": wait, "missing": missing, "broken": broken}
+    methods = {"echo": echo, "wait": wait, "nap": nap, "missing": missing, "broken": broken}
     server = Server(bind_unix(path), Dispatcher(methods), app=None, unlink_path=path, **options)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -154,3 +160,16 @@ def test_bind_refuses_what_it_cannot_tell_is_stale(sock_dir: Path) -> None:
         live.close()
     stale = bind_unix(sock_dir / "live.sock")  # closed but not removed: stale, replaced
     stale.close()
+
+
+def test_calls_that_finish_in_the_grace_end_their_connection(sock_dir: Path) -> None:
+    server, thread, path = start(sock_dir)
+    with connect(path) as sock:
+        sock.sendall(json.dumps({"jsonrpc": "2.0", "method": "nap", "id": 1}).encode() + b"\n")
+        assert entered.wait(10)
+        started = time.monotonic()
+        stop(server, thread, grace=10)
+        # Not the whole grace: the connection closed as soon as its call answered.
+        assert time.monotonic() - started < 3
+        assert read_response(sock)["result"] == {"slept": True}
+        assert sock.recv(1) == b""
