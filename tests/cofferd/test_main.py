@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -210,3 +211,43 @@ def test_idle_connections_do_not_hold_up_the_stop(
         assert daemon.stop(signal.SIGTERM) == 0
         assert time.monotonic() - started < 5
         assert sock.recv(1) == b""
+
+
+CLIENT = """
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+try:
+    s.sendall(b'{"jsonrpc": "2.0", "method": "health", "id": 1}\\n')
+except BrokenPipeError:  # refused: cofferd answered and closed before our request
+    pass
+print(s.makefile().readline())
+"""
+
+
+def test_peers_outside_the_user_and_group_are_refused(
+    cofferd: Callable[..., CofferdProcess],
+) -> None:
+    daemon = cofferd(upstream_url=NO_UPSTREAM)
+    # Loosen the file mode, as a careless admin might: the per-connection check still holds.
+    for path in (daemon.base.parent, daemon.base):
+        path.chmod(0o755)
+    daemon.socket_path.chmod(0o666)
+    nobody = 65534
+    answers = {}
+    for label, group in (("stranger", nobody), ("member", daemon.socket_path.stat().st_gid)):
+        done = subprocess.run(
+            ["/usr/bin/python3", "-c", CLIENT, str(daemon.socket_path)],  # stdlib only
+            user=nobody,
+            group=group,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        answers[label] = json.loads(done.stdout)
+    assert answers["stranger"]["error"]["code"] == ErrorCode.UNAUTHORIZED
+    assert answers["member"]["result"]["status"] == "ok"
+    assert "refusing a connection from uid=65534" in daemon.stderr_text()

@@ -19,6 +19,9 @@ from typing import Any
 from cofferd.errors import BadRequest, Cancelled
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# Linux >= 4.13; the socket module does not name it.
+_SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+_MAX_GROUPS = 1024
 
 
 @dataclass(frozen=True)
@@ -28,12 +31,19 @@ class PeerCred:
     pid: int
     uid: int
     gid: int
+    #: Supplementary groups at connect time (SO_PEERGROUPS); empty if unknown.
+    groups: frozenset[int] = frozenset()
 
     @classmethod
     def of(cls, sock: socket.socket) -> PeerCred:
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         pid, uid, gid = _UCRED.unpack(raw)
-        return cls(pid=pid, uid=uid, gid=gid)
+        try:
+            raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERGROUPS, 4 * _MAX_GROUPS)
+        except OSError:  # an older kernel, or absurdly many groups: the primary gid remains
+            raw = b""
+        groups = struct.unpack(f"{len(raw) // 4}I", raw[: len(raw) // 4 * 4])
+        return cls(pid=pid, uid=uid, gid=gid, groups=frozenset(groups))
 
     def __str__(self) -> str:
         return f"uid={self.uid} gid={self.gid} pid={self.pid}"

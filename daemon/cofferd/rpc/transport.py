@@ -121,6 +121,34 @@ def systemd_socket(environ: Mapping[str, str], pid: int) -> socket.socket | None
     return sock
 
 
+@dataclass(frozen=True)
+class PeerPolicy:
+    """Who may call, checked again per connection on top of the socket file's mode.
+
+    The socket's owner and group may open it (0660); the kernel checks that at
+    connect. The check here holds even when the file's mode was loosened, or
+    a connected socket was handed to another process: root, cofferd's own
+    user, and members of the socket file's group, nobody else.
+    """
+
+    uids: frozenset[int]
+    gid: int | None
+
+    @classmethod
+    def for_socket(cls, listener: socket.socket) -> PeerPolicy:
+        gid: int | None = None
+        name = listener.getsockname()
+        if isinstance(name, str) and name:
+            with contextlib.suppress(OSError):  # unknown group: the file mode still rules
+                gid = os.stat(name).st_gid
+        return cls(uids=frozenset({0, os.geteuid()}), gid=gid)
+
+    def allows(self, peer: PeerCred) -> bool:
+        if peer.uid in self.uids or self.gid is None:
+            return True
+        return peer.gid == self.gid or self.gid in peer.groups
+
+
 @dataclass(eq=False)
 class _Conn:
     sock: socket.socket
@@ -156,6 +184,7 @@ class Server:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_w.setblocking(False)
         self._serial = 0
+        self._policy = PeerPolicy.for_socket(listener)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -228,6 +257,12 @@ class Server:
         try:
             peer = PeerCred.of(sock)
         except OSError:
+            sock.close()
+            return
+        if not self._policy.allows(peer):
+            log.warning("refusing a connection from %s: not cofferd's user or group", peer)
+            detail = "only root, cofferd's user and the socket's group may call cofferd"
+            _send_quietly(sock, error_response(ErrorCode.UNAUTHORIZED, "Unauthorized", detail))
             sock.close()
             return
         conn = _Conn(sock, peer)
