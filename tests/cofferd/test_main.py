@@ -251,3 +251,16 @@ def test_peers_outside_the_user_and_group_are_refused(
     assert answers["stranger"]["error"]["code"] == ErrorCode.UNAUTHORIZED
     assert answers["member"]["result"]["status"] == "ok"
     assert "refusing a connection from uid=65534" in daemon.stderr_text()
+
+
+def test_journald_gets_priorities_and_no_timestamps(
+    cofferd: Callable[..., CofferdProcess],
+) -> None:
+    daemon = cofferd(upstream_url=NO_UPSTREAM, env={"JOURNAL_STREAM": "8:12345"})
+    assert daemon.call("nope")["error"]["code"] == ErrorCode.METHOD_NOT_FOUND
+    daemon.stop()
+    lines = daemon.stderr_text().splitlines()
+    assert lines
+    assert all(line[:3] in ("<6>", "<4>", "<3>") for line in lines), lines
+    assert any(line.startswith("<6>cofferd.call: - error -32601 uid=") for line in lines)
+    assert any(line.startswith("<6>cofferd.call: health ok uid=") for line in lines)
