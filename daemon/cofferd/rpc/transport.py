@@ -185,6 +185,7 @@ class Server:
         self._wake_w.setblocking(False)
         self._serial = 0
         self._policy = PeerPolicy.for_socket(listener)
+        self._inode = _inode(unlink_path)
 
     # -- life cycle ---------------------------------------------------------
 
@@ -217,7 +218,8 @@ class Server:
         """Close the listener, let calls finish within ``grace`` s, cut the rest."""
         self._stopping.set()
         self._listener.close()
-        if self._unlink_path is not None:
+        # Only the file this server made: a successor may already have replaced it.
+        if self._unlink_path is not None and _inode(self._unlink_path) == self._inode:
             self._unlink_path.unlink(missing_ok=True)
         with self._lock:
             conns = list(self._conns)
@@ -381,6 +383,15 @@ def _fds_of(ancdata: list[tuple[int, int, bytes]], flags: int) -> list[int]:
         # placeholder makes the request carry too many, which it is refused for.
         fds.extend([-1] * (MAX_FDS + 1))
     return fds
+
+
+def _inode(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
 
 
 def _close_all(fds: list[int]) -> None:
