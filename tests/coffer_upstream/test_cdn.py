@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -252,3 +253,21 @@ def test_a_client_hanging_up_mid_download_harms_nothing(upstream: Upstream) -> N
     assert hashlib.sha256(requests.get(url, timeout=60).content).digest() == (
         hashlib.sha256(big).digest()
     )
+
+
+def test_a_client_that_stops_reading_is_dropped(
+    upstream_factory: Callable[..., Upstream],
+) -> None:
+    upstream = upstream_factory(idle_timeout=1.0)
+    upstream.publish("models", "m", bytes(64 * 1024 * 1024))
+    target = big_url(upstream).split("/", 3)[3]
+    with socket.create_connection(("127.0.0.1", upstream.port)) as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(f"GET /{target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        deadline = time.monotonic() + 20
+        while "GET /cdn/" not in upstream.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Logged once the server gave up, short of the whole blob.
+        line = next(x for x in upstream.log().splitlines() if "GET /cdn/" in x)
+        assert int(line.split()[-2]) < 64 * 1024 * 1024
+    assert requests.get(f"{upstream.url}/health", timeout=10).ok

