@@ -299,3 +299,22 @@ def test_names_at_the_edges_of_the_rule_are_fine(upstream: Upstream) -> None:
     for folder, name in [("a", "Z"), ("0", "a.b_c-d"), ("x" * 128, "9..")]:
         assert upstream.publish(folder, name, b"ok") == 1
         assert get(upstream, folder, name).status_code == 200
+
+
+def test_a_put_still_running_when_its_upload_expires_leaves_nothing(
+    upstream_factory: Callable[..., Upstream],
+) -> None:
+    upstream = upstream_factory(upload_ttl=2)
+    publishing = Publishing(upstream)
+    upload = publishing.begin()
+
+    def slow_body():  # type: ignore[no-untyped-def]
+        yield b"first half"
+        time.sleep(2.5)
+        yield b"second half"
+
+    response = requests.put(upload["big_url"], data=slow_body(), timeout=30)
+    assert response.status_code == 404
+    assert upstream.blob_paths() == []
+    assert upstream.temp_paths() == []
+    assert publishing.commit(upload, **fields_for(b"first halfsecond half")).status_code == 404
