@@ -24,6 +24,7 @@ from cofferd import __version__
 from cofferd.app import build_app, build_dispatcher
 from cofferd.notify import Notifier
 from cofferd.resources.provider import reset_api_client
+from cofferd.rpc.calllog import CallLog
 from cofferd.rpc.transport import ListenError, Server, bind_unix, systemd_socket
 from cofferd.settings import Settings, SettingsError
 
@@ -116,7 +117,10 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
         env.pop(name, None)
 
     app = build_app(settings, notifier)
-    server = Server(listener, build_dispatcher(app), app, unlink_path=unlink)
+    calls = None
+    if logging.getLogger("cofferd.call").isEnabledFor(logging.INFO):
+        calls = CallLog(sys.stderr.fileno(), journal=bool(env.get("JOURNAL_STREAM"))).start()
+    server = Server(listener, build_dispatcher(app), app, unlink_path=unlink, call_log=calls)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # Only flags and a wake-up byte here: the work happens in the main flow.
@@ -138,6 +142,8 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
     finally:
         notifier.close()
         reset_api_client()
+        if calls is not None:
+            calls.stop()
     log.info("stopped")
     return 0
 

@@ -31,11 +31,11 @@ from typing import Any
 
 from coffer.protocol import MAX_FDS, MAX_LINE_BYTES, ErrorCode
 from cofferd.errors import CofferError
+from cofferd.rpc.calllog import CallLog
 from cofferd.rpc.context import Call, PeerCred
 from cofferd.rpc.dispatch import Dispatcher, error_response
 
 log = logging.getLogger("cofferd.rpc")
-call_log = logging.getLogger("cofferd.call")
 
 SOCKET_MODE = 0o660
 #: Connections served at once; one more is told so and closed.
@@ -170,6 +170,7 @@ class Server:
         *,
         unlink_path: Path | None = None,
         max_connections: int = MAX_CONNECTIONS,
+        call_log: CallLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._listener = listener
@@ -178,6 +179,7 @@ class Server:
         self._unlink_path = unlink_path
         self._max = max_connections
         self._clock = clock
+        self._call_log = call_log
         self._lock = threading.Lock()
         self._conns: set[_Conn] = set()
         self._stopping = threading.Event()
@@ -336,7 +338,8 @@ class Server:
 
     def _too_large(self, conn: _Conn) -> None:
         detail = f"a request line may have at most {MAX_LINE_BYTES} bytes; closing the connection"
-        call_log.info("- too_large %s", conn.peer)
+        if self._call_log is not None:
+            self._call_log.record("-", f"error {int(ErrorCode.TOO_LARGE)}", conn.peer, 0.0)
         _send_quietly(conn.sock, error_response(ErrorCode.TOO_LARGE, "Too large", detail))
 
     def _answer(self, conn: _Conn, line: bytes, fds: list[int]) -> bool:
@@ -356,15 +359,10 @@ class Server:
             conn.call = None
         if response is None:
             return not self._stopping.is_set()
-        error = response.get("error")
-        outcome = "ok" if error is None else f"error {error['code']}"
-        call_log.info(
-            "%s %s %s %.1fms",
-            call.method or "-",
-            outcome,
-            conn.peer,
-            (self._clock() - started) * 1000,
-        )
+        if self._call_log is not None:
+            error = response.get("error")
+            outcome = "ok" if error is None else f"error {error['code']}"
+            self._call_log.record(call.method or "-", outcome, conn.peer, self._clock() - started)
         # Once stopping, a connection ends with its call rather than idle on.
         return _send_quietly(conn.sock, response) and not self._stopping.is_set()
 

@@ -1,0 +1,96 @@
+"""The call log: one line per call (method, outcome, peer, duration), off the serving threads.
+
+Every call is logged, and a ``health`` call is about as cheap as a log record:
+going through :mod:`logging` from each of up to a hundred connection threads
+halved the daemon's calls per second (record creation, caller lookup, the
+handler lock around a write). Like a web server's access log, this one takes
+a fast path: a serving thread only enqueues a tuple; one writer thread
+formats what has piled up and writes it with a single ``write``, in the same
+form as cofferd's other log lines (journald priority prefix and no timestamp
+under systemd, a timestamp otherwise). It never sees params.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+_Entry = tuple[float, str, str, object, float]
+_STOP = (0.0, "", "", None, 0.0)
+
+
+class CallLog:
+    """Collects call lines and writes them to ``fd`` from one thread."""
+
+    def __init__(
+        self,
+        fd: int,
+        *,
+        journal: bool,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._fd = fd
+        self._journal = journal
+        self._wall = wall_clock
+        self._queue: queue.SimpleQueue[_Entry] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def start(self) -> CallLog:
+        self._thread = threading.Thread(target=self._run, name="call-log", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Write out what is queued and end the writer."""
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    def record(self, method: str, outcome: str, peer: object, seconds: float) -> None:
+        self._queue.put((self._wall(), method, outcome, peer, seconds))
+
+    def _run(self) -> None:
+        while True:
+            entries = [self._queue.get()]
+            while True:  # take whatever piled up meanwhile: one write for all of it
+                try:
+                    entries.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(e is _STOP for e in entries)
+            text = "".join(self._line(e) for e in entries if e is not _STOP)
+            if text:
+                self._write(text.encode("utf-8", "replace"))
+            if stop:
+                return
+
+    def _line(self, entry: _Entry) -> str:
+        at, method, outcome, peer, seconds = entry
+        body = f"cofferd.call: {method} {outcome} {peer} {seconds * 1000:.1f}ms\n"
+        if self._journal:
+            return "<6>" + body
+        return f"{self._timestamp(at)} INFO {body}"
+
+    def _timestamp(self, at: float) -> str:
+        # The form of logging's default asctime: "2026-01-31 12:00:00,123".
+        second = int(at)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp},{int((at - second) * 1000):03d}"
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except InterruptedError:
+                continue
+            except OSError:  # stderr is gone: nothing left to tell
+                return
