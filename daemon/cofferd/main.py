@@ -12,11 +12,9 @@ import argparse
 import dataclasses
 import logging
 import os
-import queue
 import signal
 import sys
 from collections.abc import MutableMapping
-from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 from types import FrameType
 
@@ -49,28 +47,19 @@ class JournalFormatter(logging.Formatter):
         return f"<{prio}>{text}"
 
 
-def setup_logging(level: str, environ: MutableMapping[str, str]) -> QueueListener:
-    """Log to stderr through one writer thread; the caller stops the returned listener.
-
-    Every call is logged, by up to a hundred connection threads: writing from
-    each of them would serialise them on the handler's lock around a write
-    syscall (measured: half the daemon's calls per second). They only enqueue;
-    one thread formats and writes, in order.
-    """
+def setup_logging(level: str, environ: MutableMapping[str, str]) -> None:
+    """Log to stderr, in journald's form under systemd. Call lines go their own way
+    (:mod:`cofferd.rpc.calllog`)."""
     handler = logging.StreamHandler(sys.stderr)
     if environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     root = logging.getLogger()
-    root.handlers[:] = [QueueHandler(records)]
+    root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Request URLs may carry presigned signatures: keep the HTTP stack quiet.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    listener = QueueListener(records, handler)
-    listener.start()
-    return listener
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -90,14 +79,11 @@ def main(argv: list[str] | None = None, environ: MutableMapping[str, str] | None
         settings = Settings.load(args.config, env)
         if args.socket is not None:
             settings = dataclasses.replace(settings, socket_path=args.socket)
-        writer = setup_logging(settings.log_level, env)
+        setup_logging(settings.log_level, env)
     except (SettingsError, ValueError) as exc:
         print(f"cofferd: {exc}", file=sys.stderr)
         return 2
-    try:
-        return serve(settings, env)
-    finally:
-        writer.stop()  # writes out what is queued
+    return serve(settings, env)
 
 
 def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
