@@ -18,7 +18,9 @@ Modules:
 - ``bodies``: reading request bodies (JSON, Content-Length, chunked) and fields.
 - ``api``: the ``/v1`` endpoints.
 - ``cdn``: the ``/cdn`` endpoints (GET with Range via sendfile, PUT to a temp file).
-- ``server``: the HTTP handler, routing and the janitor.
+- ``routing``: the endpoints by path pattern and method.
+- ``responses``, ``request``: what endpoints get and return.
+- ``server``: the HTTP server, its request handler and the janitor.
 - ``cli``: ``coffer-upstream serve`` and ``coffer-upstream user add``.
 """
 

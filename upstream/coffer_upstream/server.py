@@ -1,4 +1,4 @@
-"""The HTTP server: routing, the request handler, and the janitor.
+"""The HTTP server, its request handler, and the janitor.
 
 ``http.server``'s threading server speaks HTTP/1.1 with keep-alive, a thread
 per connection. Every answer carries a Content-Length, so a connection stays
@@ -17,7 +17,6 @@ import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, BinaryIO
@@ -27,47 +26,20 @@ from coffer_upstream.api import Api
 from coffer_upstream.cdn import Cdn
 from coffer_upstream.config import ServerConfig
 from coffer_upstream.datadir import DataDir
-from coffer_upstream.errors import ClientGone, HttpError, bad_request, not_found
+from coffer_upstream.errors import ClientGone, HttpError, bad_request
 from coffer_upstream.ratelimit import LoginLimiter
 from coffer_upstream.request import Request
 from coffer_upstream.responses import FileResponse, JsonResponse, Response
+from coffer_upstream.routing import routes
 from coffer_upstream.signing import Signer
 from coffer_upstream.store import Store
 from coffer_upstream.uploads import Publisher
 
 log = logging.getLogger("coffer_upstream")
 
-Endpoint = Callable[..., Response]
 #: The body left unread after an answer is read and dropped up to this size,
 #: to keep the connection; past it the connection is closed instead.
 _DRAIN_LIMIT = 1024 * 1024
-
-
-class Router:
-    """Path patterns (``{param}`` segments) to endpoints by method."""
-
-    def __init__(self) -> None:
-        self._routes: list[tuple[tuple[str, ...], dict[str, Endpoint]]] = []
-
-    def add(self, pattern: str, **methods: Endpoint) -> None:
-        self._routes.append((tuple(pattern.strip("/").split("/")), methods))
-
-    def match(self, method: str, segments: list[str]) -> tuple[Endpoint, dict[str, str]]:
-        for pattern, methods in self._routes:
-            if len(pattern) != len(segments):
-                continue
-            params: dict[str, str] = {}
-            for part, segment in zip(pattern, segments, strict=True):
-                if part.startswith("{"):
-                    params[part[1:-1]] = segment
-                elif part != segment:
-                    break
-            else:
-                if method not in methods:
-                    allowed = ", ".join(sorted(methods))
-                    raise HttpError(405, "method not allowed", {"Allow": allowed})
-                return methods[method], params
-        raise not_found("no such endpoint")
 
 
 class UpstreamServer(ThreadingHTTPServer):
@@ -87,7 +59,7 @@ class UpstreamServer(ThreadingHTTPServer):
         limiter = LoginLimiter(config.login_max_failures, config.login_window)
         self.api = Api(config, self.store, self.signer, limiter, self.publisher, self.base_url)
         self.cdn = Cdn(self.data, self.signer, self.publisher)
-        self.router = _routes(self.api, self.cdn)
+        self.router = routes(self.api, self.cdn)
         # No PUT is in flight before the server starts: any temp file is debris.
         for temp in self.data.temp_paths():
             temp.unlink(missing_ok=True)
@@ -127,18 +99,6 @@ class UpstreamServer(ThreadingHTTPServer):
                 self.publisher.sweep()
             except (OSError, sqlite3.Error) as exc:
                 log.warning("sweep failed: %s", exc)
-
-
-def _routes(api: Api, cdn: Cdn) -> Router:
-    router = Router()
-    router.add("/health", GET=api.health)
-    router.add("/v1/login", POST=api.login)
-    router.add("/v1/resources/{folder}/{name}", GET=api.get_resource)
-    router.add("/v1/resources/{folder}/{name}/uploads", POST=api.begin_upload)
-    router.add("/v1/resources/{folder}/{name}/uploads/{upload_id}/commit", POST=api.commit_upload)
-    router.add("/v1/archives/{archive_id}/key", GET=api.get_archive_key, PUT=api.put_archive_key)
-    router.add("/cdn/{blob_id}", GET=cdn.get, HEAD=cdn.get, PUT=cdn.put)
-    return router
 
 
 class Handler(BaseHTTPRequestHandler):
