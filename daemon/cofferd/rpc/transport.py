@@ -43,6 +43,8 @@ MAX_CONNECTIONS = 128
 _RECV_BYTES = 64 * 1024
 #: Room for a few more fds than allowed, so an excess is seen and refused, not lost.
 _ANCILLARY = socket.CMSG_SPACE(8 * array.array("i").itemsize)
+# json.dumps builds a new encoder per call when given options; one serves all.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 #: Seconds cancelled calls get to answer before their sockets are shut.
 _CANCEL_WAIT = 2.0
 
@@ -401,7 +403,7 @@ def _close_all(fds: list[int]) -> None:
 
 def _send_quietly(sock: socket.socket, response: dict[str, Any]) -> bool:
     """Send one response line; a peer that hung up is not an error worth a log line."""
-    payload = json.dumps(response, separators=(",", ":")).encode() + b"\n"
+    payload = _ENCODER.encode(response).encode() + b"\n"
     try:
         sock.sendall(payload)
     except OSError:
