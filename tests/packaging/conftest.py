@@ -1,4 +1,9 @@
-"""The .deb, built once per session by packaging/build-deb (as `make deb` does)."""
+"""The .deb, built once per session by packaging/build-deb (as `make deb` does).
+
+``COFFER_TEST_DEB=/path/to/coffer_<version>_<arch>.deb`` tests that package
+instead of building one (e.g. a release candidate); the upgrade test still
+builds its higher version from the tree.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ def build_deb(out_dir: Path, revision: int) -> Path:
 
 @pytest.fixture(scope="session")
 def coffer_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    given = os.environ.get("COFFER_TEST_DEB")
+    if given:
+        return Path(given)
     return build_deb(tmp_path_factory.mktemp("deb"), revision=1)
 
 

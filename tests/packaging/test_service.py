@@ -1,5 +1,6 @@
 """The installed .deb under a real systemd (PID 1 in a container): socket
-activation, who may call, stop and restart, the watchdog."""
+activation, who may call, stop and restart, the watchdog, and the daemon's
+real work (login, upload, load, unlock into a Docker engine) in its sandbox."""
 
 from __future__ import annotations
 
@@ -24,17 +25,36 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
+def device_engine() -> Iterator[PrivateDockerd]:
+    """The device's own Docker engine, its socket mounted as /run/docker.sock."""
+    with PrivateDockerd() as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
 def device(
-    dockerd: PrivateDockerd, systemd_image: str, coffer_deb: Path
+    dockerd: PrivateDockerd,
+    device_engine: PrivateDockerd,
+    systemd_image: str,
+    coffer_deb: Path,
 ) -> Iterator[SystemdContainer]:
     """A booted Debian 12 with the .deb installed by dpkg, and two login users."""
-    box = SystemdContainer(dockerd, systemd_image, f"coffer-svc-{os.getpid()}")
+    box = SystemdContainer(
+        dockerd,
+        systemd_image,
+        f"coffer-svc-{os.getpid()}",
+        run_args=["-v", f"{device_engine.socket}:/run/docker.sock"],
+    )
     try:
         box.boot()
         box.copy_in(coffer_deb, "/tmp/coffer.deb")
         box.run("dpkg", "-i", "/tmp/coffer.deb")
         box.run("useradd", "--create-home", "--groups", "coffer", MEMBER)
         box.run("useradd", "--create-home", OUTSIDER)
+        # As on a device: the engine's socket belongs to group docker (the
+        # package made that group; its gid is the container's).
+        docker_gid = int(box.run("getent", "group", "docker").stdout.split(":")[2])
+        os.chown(device_engine.socket, 0, docker_gid)
         yield box
     finally:
         box.remove()
@@ -134,13 +154,14 @@ def test_a_hung_daemon_is_restarted_by_the_watchdog(device: SystemdContainer) ->
 
 
 def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
-    device: SystemdContainer,
+    device: SystemdContainer, device_engine: PrivateDockerd, tmp_path: Path
 ) -> None:
     # The reference upstream runs in the container on loopback (the container
     # has no other network), from the source tree, on the package's Python.
     # A login, an upload and a load through the packaged daemon show that its
     # sandbox lets it reach TCP, write its cache dir, and use the caller's fds
-    # for files in a home it cannot see (ProtectHome=).
+    # for files in a home it cannot see (ProtectHome=); an unlock, that it
+    # reaches the Docker engine's socket as a member of group docker.
     device.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
     upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
     device.run(
@@ -182,6 +203,35 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         assert cached.strip()
         owners = device.run("stat", "-c", "%U %a", *cached.split()).stdout.splitlines()
         assert all(line.startswith("coffer ") for line in owners)
+
+        # The device's images: sealed by the publisher, unlocked by the member.
+        device_engine.build_image("device/app:1", {"app/hello.txt": b"hello"})
+        device_engine.save(["device/app:1"], tmp_path / "images.tar")
+        device_engine.remove_image("device/app:1")
+        device.copy_in(tmp_path / "images.tar", "/tmp/images.tar")
+        device.run(
+            "sh",
+            "-c",
+            f"echo {PASSWORD} | coffer archive seal /tmp/images.tar /tmp/images.coffer "
+            f"--id device-1 --upstream http://127.0.0.1:8099 --email {EMAIL} --password-stdin",
+        )
+        device.run(
+            "install",
+            "-o",
+            "coffer",
+            "-g",
+            "coffer",
+            "-m",
+            "0640",
+            "/tmp/images.coffer",
+            "/var/lib/coffer/images.coffer",
+        )
+        unlock = device.run(
+            "sh", "-c", f"echo {PASSWORD} | coffer unlock --email {EMAIL} --wait", user=MEMBER
+        )
+        assert "ready" in unlock.stdout
+        tags = [t for image in device_engine.client().images.list() for t in image.tags]
+        assert tags == ["device/app:1"]
         assert PASSWORD not in device.journal("cofferd.service", lines=300)
     finally:
         device.run("systemctl", "stop", "reference-upstream.service", check=False)
