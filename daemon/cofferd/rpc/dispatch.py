@@ -128,8 +128,9 @@ class Dispatcher:
     def handle(self, line: bytes, call: Call) -> dict[str, Any] | None:
         """The response object for one request line, or None for a notification."""
         try:
-            request = json.loads(line)  # UTF-8 bytes as they are
-        except (ValueError, RecursionError) as exc:
+            # Decoded first: json.loads would sniff the encoding of bytes each time.
+            request = json.loads(line.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             code = ErrorCode.PARSE_ERROR
             return error_response(code, "Parse error", _detail(code, exc))
         try:

@@ -43,6 +43,8 @@ MAX_CONNECTIONS = 128
 _RECV_BYTES = 64 * 1024
 #: Room for a few more fds than allowed, so an excess is seen and refused, not lost.
 _ANCILLARY = socket.CMSG_SPACE(8 * array.array("i").itemsize)
+# A plain int: testing the IntFlag member costs more than the rest of the check.
+_CTRUNC = int(socket.MSG_CTRUNC)
 # json.dumps builds a new encoder per call when given options; one serves all.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 #: Seconds cancelled calls get to answer before their sockets are shut.
@@ -370,6 +372,8 @@ class Server:
 
 
 def _fds_of(ancdata: list[tuple[int, int, bytes]], flags: int) -> list[int]:
+    if not ancdata and not flags & _CTRUNC:
+        return []
     fds: list[int] = []
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -378,7 +382,7 @@ def _fds_of(ancdata: list[tuple[int, int, bytes]], flags: int) -> list[int]:
             fds.extend(arr)
     for fd in fds:
         os.set_inheritable(fd, False)
-    if flags & socket.MSG_CTRUNC:
+    if flags & _CTRUNC:
         # More fds came than there was room for (the kernel closed the rest): a
         # placeholder makes the request carry too many, which it is refused for.
         fds.extend([-1] * (MAX_FDS + 1))
