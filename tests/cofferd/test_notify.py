@@ -60,8 +60,9 @@ def test_ready_status_watchdog_stopping_in_order(
     assert len(stopping) == 1
     assert "STATUS=stopping" in stopping[0]
     assert "READY=1" not in "".join(after)
-    # No ping after the stop was announced.
-    assert "WATCHDOG=1" not in after[after.index(stopping[0]) :]
+    # Pings may go on while in-flight calls finish (a long grace must not trip
+    # the watchdog); anything else after STOPPING would be a second life.
+    assert all(m == "WATCHDOG=1" for m in after[after.index(stopping[0]) + 1 :])
 
 
 def test_watchdog_only_when_asked_and_meant_for_us() -> None:
