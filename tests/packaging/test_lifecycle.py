@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.dockerd import PrivateDockerd
 from fixtures.systemd import SystemdContainer
 
 pytestmark = [pytest.mark.systemd, pytest.mark.docker, pytest.mark.slow]
@@ -62,3 +63,30 @@ def test_upgrade_keeps_config_then_remove_keeps_data_and_purge_removes_it(
     assert box.run("getent", "passwd", "coffer", check=False).returncode == 0
     leftovers = box.run("dpkg-query", "-W", "coffer", check=False)
     assert leftovers.returncode != 0
+
+
+def test_installs_into_an_image_being_built_without_systemd_running(
+    dockerd: PrivateDockerd, systemd_image: str, coffer_deb: Path
+) -> None:
+    # As when a device image is prepared: dpkg in the root, no systemd as PID 1.
+    # The user and the enablement are made offline; nothing is started.
+    script = (
+        f"dpkg -i /debs/{coffer_deb.name} && id -nG coffer && "
+        "readlink /etc/systemd/system/sockets.target.wants/cofferd.socket && "
+        "cofferd --version && test ! -e /run/coffer/cofferd.sock"
+    )
+    proc = dockerd.docker(
+        "run",
+        "--rm",
+        "--network=none",
+        "-v",
+        f"{coffer_deb.parent}:/debs:ro",
+        systemd_image,
+        "sh",
+        "-c",
+        script,
+    )
+    lines = proc.stdout.decode().splitlines()
+    assert "coffer docker" in lines
+    assert "/lib/systemd/system/cofferd.socket" in lines
+    assert lines[-1].startswith("cofferd ")
