@@ -49,6 +49,7 @@ class Notifier:
         self._work: dict[int, str] = {}
         self._next = 0
         self._stop = threading.Event()
+        self._phase = "serving"
         self._pinger: threading.Thread | None = None
 
     @classmethod
@@ -78,6 +79,7 @@ class Notifier:
             self._pinger.start()
 
     def stopping(self, why: str = "stopping") -> None:
+        self._phase = "stopping"  # later status lines must not read "serving"
         self.notify(f"STOPPING=1\nSTATUS={why}")
 
     def close(self) -> None:
@@ -114,11 +116,11 @@ class Notifier:
             work = list(self._work.values())
             parts = list(self._parts.values())
         if not work:
-            head = "serving, idle"
+            head = f"{self._phase}, idle"
         elif len(work) == 1:
-            head = f"serving, {work[0]}"
+            head = f"{self._phase}, {work[0]}"
         else:
-            head = f"serving, {len(work)} transfers: " + ", ".join(work[:3])
+            head = f"{self._phase}, {len(work)} transfers: " + ", ".join(work[:3])
         return "; ".join([head, *parts])
 
     def _push(self) -> None:
