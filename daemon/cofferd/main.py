@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from types import FrameType
@@ -122,9 +123,12 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
         busy = server.in_flight()
         log.info("stopping: %d call(s) in flight", busy)
         notifier.stopping(f"stopping, {busy} call(s) in flight")
+        # One grace for everything, so the stop stays bounded (systemd's
+        # TimeoutStopSec must cover shutdown_grace plus a few seconds).
+        deadline = time.monotonic() + settings.shutdown_grace
         if app.unlock is not None:  # cancel a running unlock: the engine drops the cut load
             app.unlock.close(settings.shutdown_grace)
-        server.shutdown(settings.shutdown_grace)
+        server.shutdown(max(0.0, deadline - time.monotonic()))
     finally:
         notifier.close()
         reset_api_client()
