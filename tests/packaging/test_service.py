@@ -110,22 +110,22 @@ def test_a_caller_outside_the_group_is_refused(device: SystemdContainer) -> None
 
 
 def test_stop_then_the_next_call_starts_it_again(device: SystemdContainer) -> None:
-    device.run("coffer", "health", user=MEMBER)
+    device.run("coffer", "health")
     device.run("systemctl", "stop", "cofferd.service")
     device.wait_for("cofferd.service", ActiveState="inactive")
     device.wait_for("cofferd.socket", ActiveState="active", SubState="listening")
     assert "Stopped cofferd.service" in device.journal("cofferd.service", lines=5)
-    device.run("coffer", "health", user=MEMBER)
+    device.run("coffer", "health")
     device.wait_for("cofferd.service", ActiveState="active", SubState="running")
 
 
 def test_restart_gives_a_new_process(device: SystemdContainer) -> None:
-    device.run("coffer", "health", user=MEMBER)
+    device.run("coffer", "health")
     before = device.wait_for("cofferd.service", ActiveState="active")["MainPID"]
     device.run("systemctl", "restart", "cofferd.service")
     after = device.wait_for("cofferd.service", ActiveState="active", SubState="running")
     assert after["MainPID"] not in ("0", before)
-    device.run("coffer", "health", user=MEMBER)
+    device.run("coffer", "health")
 
 
 def test_a_hung_daemon_is_restarted_by_the_watchdog(device: SystemdContainer) -> None:
@@ -147,7 +147,7 @@ def test_a_hung_daemon_is_restarted_by_the_watchdog(device: SystemdContainer) ->
             "cofferd.service", timeout=30, NRestarts=str(restarts + 1), SubState="running"
         )
         assert "Failed with result 'watchdog'" in device.journal("cofferd.service")
-        device.run("coffer", "health", user=MEMBER)
+        device.run("coffer", "health")
     finally:
         device.run("rm", "-f", dropin)
         device.run("systemctl", "daemon-reload")
