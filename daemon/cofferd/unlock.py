@@ -275,8 +275,14 @@ class UnlockWorkflow:
             )
 
     def _restore(self) -> None:
-        """After a restart: ``ready`` if the archive's images are already in the engine."""
-        with self._restore_lock:
+        """After a restart: ``ready`` if the archive's images are already in the engine.
+
+        One caller asks the engine; callers meanwhile get the state as it is
+        (``idle``) rather than wait on a slow engine.
+        """
+        if not self._restore_lock.acquire(blocking=False):
+            return
+        try:
             with self._lock:
                 if not self._restore_pending or self._now.state is not UnlockState.IDLE:
                     return
@@ -287,6 +293,8 @@ class UnlockWorkflow:
                 self._restore_pending = False
                 if tags and self._now.state is UnlockState.IDLE:
                     self._set_locked(_Progress(UnlockState.READY, images=tags))
+        finally:
+            self._restore_lock.release()
 
     def _images_in_engine(self) -> tuple[str, ...] | None:
         """The remembered tags if all are present, () if not, None if unknown yet."""
@@ -394,7 +402,7 @@ def _status_line(now: _Progress) -> str:
         pct = 100 * now.bytes_done // now.bytes_total
         return f"unlock decrypting {now.bytes_done >> 20}/{now.bytes_total >> 20} MiB ({pct}%)"
     if now.state is UnlockState.ERROR:
-        return "unlock failed"
+        return f"unlock failed: {(now.error or '')[:120]}"
     return f"unlock {now.state.value}"
 
 

@@ -131,7 +131,7 @@ def states_told(sent: list[str]) -> list[str]:
         for part in line.split("; "):
             if part.startswith("unlock "):
                 word = part.split()[1]
-                state = "error" if word == "failed" else word
+                state = "error" if word.startswith("failed") else word
                 if not seen or seen[-1] != state:
                     seen.append(state)
     return seen
