@@ -101,10 +101,52 @@ def test_unlock_to_ready_then_ready_again_after_a_restart(
     dockerd: PrivateDockerd,
     image: Image,
 ) -> None:
-    daemon = cofferd(env={"DOCKER_HOST": dockerd.host})
-    archive_path = install_archive(daemon, image, upstream)
-    assert result(daemon.call("unlock_status"))["state"] == "idle"
+    notify_dir = Path(tempfile.mkdtemp(prefix="cfn-"))
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_dir / "notify"))
+    try:
+        daemon = cofferd(
+            env={"DOCKER_HOST": dockerd.host}, notify_socket=str(notify_dir / "notify")
+        )
+        archive_path = install_archive(daemon, image, upstream)
+        assert result(daemon.call("unlock_status"))["state"] == "idle"
+        unlock_to_ready(daemon, upstream, dockerd, image, archive_path)
+        told = drain_status(notify)
+    finally:
+        notify.close()
+        shutil.rmtree(notify_dir, ignore_errors=True)
+    # systemd's STATUS= followed the unlock, progress included.
+    progress = [t for t in told if "unlock decrypting" in t]
+    assert progress
+    assert told.index(progress[0]) < told.index(next(t for t in told if "unlock ready" in t))
+    assert all(upstream.reader.password not in t for t in told)
 
+    assert daemon.stop() == 0
+    same_paths = {k: daemon.env[k] for k in ("COFFER_STATE_DIR", "COFFER_ARCHIVE_PATH")}
+    again = cofferd(env={"DOCKER_HOST": dockerd.host, **same_paths})
+    assert result(again.call("unlock_status"))["state"] == "ready"
+    assert result(again.call("unlock_status"))["images"] == [TAG]
+
+
+def drain_status(sock: socket.socket) -> list[str]:
+    """The STATUS= texts received so far, in order."""
+    sock.setblocking(False)
+    told = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            for line in sock.recv(65536).decode().splitlines():
+                if line.startswith("STATUS="):
+                    told.append(line.removeprefix("STATUS="))
+    return told
+
+
+def unlock_to_ready(
+    daemon: CofferdProcess,
+    upstream: Upstream,
+    dockerd: PrivateDockerd,
+    image: Image,
+    archive_path: Path,
+) -> None:
     params = {"email": upstream.reader.email, "password": upstream.reader.password}
     assert result(daemon.call("unlock", params)) == {"state": "authenticating"}
     status = wait_for(daemon, ("ready", "error"))
@@ -121,12 +163,6 @@ def test_unlock_to_ready_then_ready_again_after_a_restart(
     assert result(daemon.call("status"))["unlock"] == {"state": "ready"}
     assert plaintext_files(daemon.base, image.marker) == []
     assert upstream.reader.password not in daemon.stderr_text()
-
-    assert daemon.stop() == 0
-    same_paths = {k: daemon.env[k] for k in ("COFFER_STATE_DIR", "COFFER_ARCHIVE_PATH")}
-    again = cofferd(env={"DOCKER_HOST": dockerd.host, **same_paths})
-    assert result(again.call("unlock_status"))["state"] == "ready"
-    assert result(again.call("unlock_status"))["images"] == [TAG]
 
 
 def test_wrong_password(
