@@ -24,7 +24,8 @@ from cofferd.app import build_app, build_dispatcher
 from cofferd.notify import Notifier
 from cofferd.resources.provider import reset_api_client
 from cofferd.rpc.calllog import CallLog
-from cofferd.rpc.transport import ListenError, Server, bind_unix, systemd_socket
+from cofferd.rpc.listen import ListenError, bind_unix, systemd_socket
+from cofferd.rpc.transport import Server
 from cofferd.settings import Settings, SettingsError
 
 log = logging.getLogger("cofferd")

@@ -31,9 +31,12 @@ def publisher(cofferd: Callable[..., CofferdProcess], upstream: Upstream) -> Cof
 
 
 def settle_fds(daemon: CofferdProcess, expected: int, timeout: float = 10.0) -> int:
-    """The daemon's open fd count once it is back to ``expected`` (or the timeout)."""
+    """The daemon's open fd count once it is back to ``expected`` or below (or the timeout).
+
+    Below is fine: the HTTP client may drop an idle keep-alive connection meanwhile.
+    """
     deadline = time.monotonic() + timeout
-    while (count := daemon.open_fds()) != expected and time.monotonic() < deadline:
+    while (count := daemon.open_fds()) > expected and time.monotonic() < deadline:
         time.sleep(0.05)
     return count
 
@@ -69,7 +72,7 @@ def test_hang_up_mid_load(publisher: CofferdProcess) -> None:
         assert content.startswith(first)
         os.close(r)
         sock.close()
-    assert settle_fds(publisher, baseline) == baseline
+    assert settle_fds(publisher, baseline) <= baseline
     assert publisher.call("health")["result"]["status"] == "ok"
     assert "Traceback" not in publisher.stderr_text()
 
@@ -100,7 +103,7 @@ def test_hang_up_mid_upload_publishes_nothing(
     with open(w, "wb") as pipe:
         pipe.write(b"y" * MIB)
 
-    assert settle_fds(publisher, baseline) == baseline
+    assert settle_fds(publisher, baseline) <= baseline
     with publisher.connect() as sock:
         for name in ("cut.bin", "gone.bin"):
             assert rpc(sock, "load", {"filename": name})["error"]["code"] == ErrorCode.NOT_FOUND

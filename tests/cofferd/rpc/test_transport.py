@@ -18,7 +18,8 @@ from coffer.protocol import ErrorCode
 from cofferd.errors import NotFound
 from cofferd.rpc.context import Call
 from cofferd.rpc.dispatch import Dispatcher
-from cofferd.rpc.transport import ListenError, Server, bind_unix
+from cofferd.rpc.listen import ListenError, bind_unix
+from cofferd.rpc.transport import Server
 from fixtures.daemon import read_response, rpc
 
 entered = threading.Event()
