@@ -66,7 +66,7 @@ def test_upgrade_keeps_config_then_remove_keeps_data_and_purge_removes_it(
 
 
 def test_installs_into_an_image_being_built_without_systemd_running(
-    dockerd: PrivateDockerd, systemd_image: str, coffer_deb: Path
+    systemd_engine: PrivateDockerd, systemd_image: str, coffer_deb: Path
 ) -> None:
     # As when a device image is prepared: dpkg in the root, no systemd as PID 1.
     # The user and the enablement are made offline; nothing is started.
@@ -75,7 +75,7 @@ def test_installs_into_an_image_being_built_without_systemd_running(
         "readlink /etc/systemd/system/sockets.target.wants/cofferd.socket && "
         "cofferd --version && test ! -e /run/coffer/cofferd.sock"
     )
-    proc = dockerd.docker(
+    proc = systemd_engine.docker(
         "run",
         "--rm",
         "--network=none",

@@ -33,14 +33,14 @@ def device_engine() -> Iterator[PrivateDockerd]:
 
 @pytest.fixture(scope="module")
 def device(
-    dockerd: PrivateDockerd,
+    systemd_engine: PrivateDockerd,
     device_engine: PrivateDockerd,
     systemd_image: str,
     coffer_deb: Path,
 ) -> Iterator[SystemdContainer]:
     """A booted Debian 12 with the .deb installed by dpkg, and two login users."""
     box = SystemdContainer(
-        dockerd,
+        systemd_engine,
         systemd_image,
         f"coffer-svc-{os.getpid()}",
         run_args=["-v", f"{device_engine.socket}:/run/docker.sock"],
@@ -131,14 +131,14 @@ def test_restart_gives_a_new_process(device: SystemdContainer) -> None:
 def test_a_hung_daemon_is_restarted_by_the_watchdog(device: SystemdContainer) -> None:
     dropin = "/etc/systemd/system/cofferd.service.d/test-watchdog.conf"
     device.run("mkdir", "-p", str(Path(dropin).parent))
-    device.run("sh", "-c", f"printf '[Service]\\nWatchdogSec=2s\\n' > {dropin}")
+    device.run("sh", "-c", f"printf '[Service]\\nWatchdogSec=3s\\n' > {dropin}")
     try:
         device.run("systemctl", "daemon-reload")
         device.run("systemctl", "restart", "cofferd.service")
         healthy = device.wait_for("cofferd.service", ActiveState="active", SubState="running")
         restarts = int(healthy["NRestarts"])
         # A daemon that pings keeps running past several watchdog periods.
-        device.run("sleep", "5")
+        device.run("sleep", "7")
         still = device.show("cofferd.service", "MainPID", "NRestarts")
         assert still == {"MainPID": healthy["MainPID"], "NRestarts": str(restarts)}
 
