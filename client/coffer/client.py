@@ -386,10 +386,11 @@ class Client:
                 # ours gone, the pipe would never see EOF / EPIPE.
                 stream.close_theirs()
             try:
+                # On any failure _wait_line has closed the socket already: the
+                # pipe closes after it, so a cut upload never looks complete.
                 line = self._wait_line(stream)
             finally:
                 stream.close()
-            stream.check()
             result = _object(self._finish(request_id, line))
             if isinstance(stream, Drain) and result.get("size") not in (None, stream.done):
                 raise ProtocolError(

@@ -5,6 +5,11 @@ the caller's file (:class:`Drain`); ``upload`` hands it the read end and pumps
 the caller's file into the write end (:class:`Pump`). Both are stepped by the
 client's wait loop whenever their end is ready, so one thread moves the data
 and watches the socket.
+
+An error of the caller's own stream (``out.write``, ``src.read``), or a
+KeyboardInterrupt, propagates out of ``step``: the client then closes the
+socket *before* the pipe, so cofferd sees a caller that hung up, not a clean
+EOF, and publishes nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ class Stream:
                 break
         self.mine, self.theirs = (r, w) if self.reads else (w, r)
         self.open = True
-        self.error: BaseException | None = None
 
     reads = True
 
@@ -68,11 +72,6 @@ class Stream:
     def step(self, sel: selectors.BaseSelector) -> None:
         raise NotImplementedError
 
-    def check(self) -> None:
-        """Raise the caller's own stream error, if one stopped the transfer."""
-        if self.error is not None:
-            raise self.error
-
 
 class Drain(Stream):
     """load: pipe → ``out``."""
@@ -101,13 +100,7 @@ class Drain(Stream):
         if n == 0:
             self.finish(sel)
             return
-        try:
-            write_all(self.out, self.view[:n])
-        except BaseException as exc:
-            # Closing our end makes the daemon's next write fail, so it stops and answers.
-            self.error = exc
-            self.finish(sel)
-            return
+        write_all(self.out, self.view[:n])
         self.done += n
         if self.progress is not None:
             self.progress(self.done, None)
@@ -132,16 +125,9 @@ class Pump(Stream):
 
     def step(self, sel: selectors.BaseSelector) -> None:
         if not self.pending:
-            try:
-                # read1: what is there now, so a slow pipe streams instead of batching.
-                read = getattr(self.src, "read1", self.src.read)
-                chunk = read(CHUNK)
-            except BaseException as exc:
-                # Closing the pipe early: the daemon sees EOF short of "size",
-                # or the caller's error below, and publishes nothing.
-                self.error = exc
-                self.finish(sel)
-                return
+            # read1: what is there now, so a slow pipe streams instead of batching.
+            read = getattr(self.src, "read1", self.src.read)
+            chunk = read(CHUNK)
             if not chunk:
                 self.finish(sel)
                 return

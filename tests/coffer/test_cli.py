@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -254,3 +256,45 @@ def test_unlock_without_an_archive_and_its_status(sock: Path, upstream: Upstream
     assert json.loads(done.stdout)["state"] == "idle"
     done = coffer("unlock-status", sock=sock)
     assert done.stdout.decode().startswith("unlock: idle")
+
+
+def test_login_prompts_without_echo_on_a_terminal(sock: Path, upstream: Upstream) -> None:
+    account = upstream.reader
+    master, slave = pty.openpty()
+    with subprocess.Popen(
+        [COFFER, "--socket", str(sock), "login", "--email", account.email],
+        preexec_fn=lambda: os.login_tty(slave),  # the pty becomes its controlling terminal
+    ) as proc:
+        os.close(slave)
+        seen = b""
+        while b"Password for" not in seen:
+            seen += os.read(master, 4096)
+        os.write(master, account.password.encode() + b"\n")
+        assert proc.wait(60) == 0
+        try:
+            while chunk := os.read(master, 4096):
+                seen += chunk
+        except OSError:  # EIO: no writer left
+            pass
+    os.close(master)
+    assert f"Password for {account.email}: ".encode() in seen
+    assert account.password.encode() not in seen  # not echoed, not printed
+    assert b"logged in as" in seen
+
+
+def test_ctrl_c_during_an_upload_publishes_nothing(logged_in: Path) -> None:
+    with subprocess.Popen(
+        [COFFER, "--socket", str(logged_in), "upload", "-", "--name", "cut.bin"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdin is not None
+        proc.stdin.write(os.urandom(1024 * 1024))
+        proc.stdin.flush()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == ExitCode.INTERRUPTED
+        assert proc.stderr is not None
+        assert proc.stderr.read() == b"coffer: interrupted\n"
+    done = coffer("load", "cut.bin", "-o", "-", sock=logged_in)
+    assert done.returncode == ExitCode.NOT_FOUND

@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,3 +197,24 @@ def test_the_documented_example_program_works(c: cc.Client, tmp_path: Path) -> N
     assert done.returncode == 1
     assert done.stderr.startswith("fetch_model: ")
     assert sorted(os.listdir(tmp_path)) == ["fetch_model.py", "m.bin"]
+
+
+def test_a_source_failing_midway_publishes_nothing(c: cc.Client) -> None:
+    class Failing(io.RawIOBase):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, b: Any) -> int:
+            self.calls += 1
+            if self.calls > 3:
+                raise OSError(5, "Input/output error")
+            b[:] = bytes(len(b))
+            return len(b)
+
+    with pytest.raises(OSError, match="Input/output"):
+        c.upload("cut", "models", Failing())  # type: ignore[arg-type]  # size unknown
+    with pytest.raises(cc.NotFound):
+        c.load_bytes("cut")
