@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -31,6 +31,7 @@ from coffer.errors import (
     Unauthorized,
     UpstreamError,
 )
+from coffer.progress import ProgressLine, progress_on_terminal
 
 
 class ExitCode(enum.IntEnum):
@@ -278,7 +279,7 @@ def _unlock_text(r: dict[str, Any]) -> str:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    with _client(args) as c, _progress(f"{args.folder}/{args.name}") as progress:
+    with _client(args) as c, progress_on_terminal(f"{args.folder}/{args.name}") as progress:
         if args.output == "-":
             if sys.stdout.isatty():
                 raise CommandError(
@@ -336,7 +337,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace, name: str, src: BinaryIO) -> dict[str, Any]:
-    with _client(args) as c, _progress(f"{args.folder}/{name}") as progress:
+    with _client(args) as c, progress_on_terminal(f"{args.folder}/{name}") as progress:
         return c.upload(name, args.folder, src, progress=progress)
 
 
@@ -348,42 +349,17 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-class ProgressLine:
-    """A progress line on stderr, redrawn at most ten times a second."""
-
-    def __init__(self, label: str, clock: Callable[[], float] = time.monotonic) -> None:
-        self.label = label
-        self.clock = clock
-        self.start = clock()
-        self.shown: float | None = None  # the first call draws
-        self.drawn = False
-
-    def __call__(self, done: int, total: int | None) -> None:
-        now = self.clock()
-        if self.shown is not None and now - self.shown < 0.1:
-            return
-        self.shown = now
-        rate = done / max(now - self.start, 1e-6) / 2**20
-        of = f" of {_mib(total)}" if total else ""
-        print(f"\r\033[K{self.label}: {_mib(done)}{of}, {rate:.0f} MiB/s", end="", file=sys.stderr)
-        self.drawn = True
-
-    def close(self) -> None:
-        if self.drawn:
-            print("\r\033[K", end="", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _progress(label: str) -> Iterator[Progress | None]:
-    """Progress on stderr only when stderr is a terminal, so logs and pipes stay clean."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    line = ProgressLine(label)
-    try:
-        yield line
-    finally:
-        line.close()
+# What other CLI modules (archive_cli) use; ProgressLine lives in coffer.progress.
+__all__ = [
+    "CommandError",
+    "ExitCode",
+    "Handler",
+    "ProgressLine",
+    "build_parser",
+    "exit_code_for",
+    "main",
+    "read_password",
+]
 
 
 if __name__ == "__main__":
