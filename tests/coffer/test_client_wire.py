@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,42 @@ def test_silence_times_out(tmp_path: Path) -> None:
         pytest.raises(cc.DaemonTimeout, match="silent"),
     ):
         c.call("m", {})
+
+
+def test_a_stream_that_keeps_moving_never_times_out(tmp_path: Path) -> None:
+    sock = tmp_path / "s"
+
+    def slow(req: dict[str, Any], fds: list[int], conn: socket.socket) -> dict[str, Any]:
+        for _ in range(6):  # 1.2 s in all, never 0.5 s silent
+            os.write(fds[0], b"x" * 1000)
+            time.sleep(0.2)
+        os.close(fds.pop())
+        return result(req, {"size": 6000})
+
+    out = io.BytesIO()
+    with serving(sock, slow), cc.Client(sock, timeout=0.5) as c:
+        assert c.load("m", "models", out)["size"] == 6000
+    assert len(out.getvalue()) == 6000
+
+
+def test_calls_from_several_threads_are_serialised(tmp_path: Path) -> None:
+    sock = tmp_path / "s"
+    with (
+        serving(sock, lambda req, fds, conn: result(req, req["params"])) as srv,
+        cc.Client(sock) as c,
+    ):
+        got: list[Any] = []
+
+        def work(i: int) -> None:
+            got.extend(c.call("echo", {"i": i, "j": j})["i"] == i for j in range(50))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert got == [True] * 400
+    assert srv.connections == 1
 
 
 def test_missing_socket_and_refused_connection_say_which(tmp_path: Path) -> None:
