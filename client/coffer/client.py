@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import selectors
 import socket
 import threading
@@ -115,7 +116,11 @@ class Client:
 
     def _connect(self) -> socket.socket:
         if self._sock is not None:
-            return self._sock
+            # Between calls cofferd sends nothing, so a kept connection that
+            # reads as ready holds an EOF or a reset: start a new one.
+            if not select.select([self._sock], [], [], 0)[0]:
+                return self._sock
+            self.close()
         deadline = time.monotonic() + self.timeout
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
