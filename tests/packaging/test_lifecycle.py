@@ -29,7 +29,7 @@ def test_upgrade_keeps_config_then_remove_keeps_data_and_purge_removes_it(
     box.run("sh", "-c", f"echo '{CHANGED}' >> {CONFIG}")
     box.run("coffer", "health")  # root may call too; this starts the daemon
     old = box.wait_for("cofferd.service", ActiveState="active", SubState="running")
-    # systemd made the cache dir (CacheDirectory=) for the daemon's user.
+    # The cache dir belongs to the daemon's user (tmpfiles.d, CacheDirectory=).
     assert box.run("stat", "-c", "%U %a", "/var/cache/coffer").stdout == "coffer 750\n"
     box.run("sh", "-c", "echo cached > /var/cache/coffer/marker")
 

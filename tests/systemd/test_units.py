@@ -84,6 +84,7 @@ def test_sysusers_and_tmpfiles_entries_parse(tmp_path: Path) -> None:
     assert any(line.startswith("coffer:") for line in passwd.splitlines())
     docker_line = next(line for line in group.splitlines() if line.startswith("docker:"))
     assert docker_line.split(":")[3] == "coffer"
-    run_coffer = tmp_path / "run/coffer"
-    assert run_coffer.is_dir()
-    assert oct(run_coffer.stat().st_mode & 0o777) == "0o750"
+    uid = int(next(x for x in passwd.splitlines() if x.startswith("coffer:")).split(":")[2])
+    for made in ("run/coffer", "var/lib/coffer", "var/cache/coffer"):
+        st = (tmp_path / made).stat()
+        assert (oct(st.st_mode & 0o7777), st.st_uid) == ("0o750", uid), made
