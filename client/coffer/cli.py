@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_positive,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up after this long without progress (default {DEFAULT_TIMEOUT:g})",
@@ -157,6 +157,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     archive_cli.add_parser(sub)
     return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 def _add_credentials(p: argparse.ArgumentParser) -> None:
@@ -307,6 +317,8 @@ def _load_to_file(
     real = Path(os.path.realpath(path))
     if real.is_dir():
         raise CommandError(f"{path} is a directory", ExitCode.USAGE)
+    if not real.parent.is_dir():
+        raise CommandError(f"no directory {real.parent} to write {path.name} in")
     if real.exists() and not real.is_file():
         with real.open("wb") as out:
             return c.load(args.name, args.folder, out, progress)

@@ -78,6 +78,9 @@ def test_help_documents_every_exit_code() -> None:
         assert f"\n  {int(code)} " in text
     assert coffer("--version").stdout.decode().startswith("coffer ")
     assert coffer("frobnicate").returncode == ExitCode.USAGE
+    done = coffer("--timeout", "0", "health")
+    assert done.returncode == ExitCode.USAGE
+    assert b"positive" in done.stderr
 
 
 def test_health_and_status(sock: Path) -> None:
@@ -224,7 +227,7 @@ def test_upstream_down_and_local_file_errors(cofferd: Daemon, tmp_path: Path) ->
     assert "absent.bin" in one_line_error(done)
     done = coffer("load", "x", "-o", str(tmp_path / "no" / "dir"), sock=sock)
     assert done.returncode == ExitCode.OTHER
-    one_line_error(done)
+    assert "no directory" in one_line_error(done)
 
 
 def test_progress_shows_on_a_terminal(logged_in: Path, tmp_path: Path) -> None:
