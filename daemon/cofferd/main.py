@@ -116,6 +116,7 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.set_wakeup_fd(server.wakeup_fileno(), warn_on_full_buffer=False)
 
     where = "the socket systemd passed" if unlink is None else str(unlink)
     log.info("cofferd %s serving on %s (upstream %s)", __version__, where, settings.upstream_url)
@@ -129,6 +130,7 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
         deadline = time.monotonic() + settings.shutdown_grace
         if app.unlock is not None:  # cancel a running unlock: the engine drops the cut load
             app.unlock.close(settings.shutdown_grace)
+        signal.set_wakeup_fd(-1)  # the server closes its wake-up socket
         server.shutdown(max(0.0, deadline - time.monotonic()))
     finally:
         notifier.close()

@@ -84,6 +84,7 @@ class Server:
         self._conns: set[_Conn] = set()
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._serial = 0
         self._policy = PeerPolicy.for_socket(listener)
@@ -98,8 +99,12 @@ class Server:
             sel.register(self._wake_r, selectors.EVENT_READ)
             on_ready()
             while not self._stopping.is_set():
-                for key, _ in sel.select():
-                    if key.fileobj is self._listener and not self._stopping.is_set():
+                # The timeout is a second line of defence; the wake-up socket is the first.
+                for key, _ in sel.select(timeout=1.0):
+                    if key.fileobj is self._wake_r:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                    elif not self._stopping.is_set():
                         self._accept()
 
     def request_stop(self) -> None:
@@ -107,6 +112,15 @@ class Server:
         self._stopping.set()
         with contextlib.suppress(OSError):  # the wake-up is already pending
             self._wake_w.send(b"x")
+
+    def wakeup_fileno(self) -> int:
+        """An fd for :func:`signal.set_wakeup_fd`.
+
+        A signal may land on any thread; only the main thread runs Python's
+        handler, and it may sit in ``select`` meanwhile. The C-level handler
+        writes to this fd, which wakes that ``select``, whichever thread got it.
+        """
+        return self._wake_w.fileno()
 
     @property
     def stopping(self) -> bool:
