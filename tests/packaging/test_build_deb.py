@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -100,6 +103,21 @@ def test_the_venv_points_at_the_target_not_the_build(unpacked: Path) -> None:
         check=False,
     )
     assert leftovers.stdout == ""
+
+
+def test_every_record_matches_what_is_shipped(unpacked: Path) -> None:
+    # Scripts were rewritten and libraries stripped after pip installed them:
+    # the RECORDs say so, so importlib.metadata and any checker see the truth.
+    site = unpacked / "opt/coffer/lib/python3.11/site-packages"
+    records = list(site.glob("*.dist-info/RECORD"))
+    assert len(records) > 10
+    for record in records:
+        for name, digest, size in csv.reader(record.read_text().splitlines()):
+            if not digest:
+                continue
+            data = (site / name).read_bytes()
+            want = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            assert (digest, size) == (f"sha256={want}", str(len(data))), name
 
 
 def test_lintian_says_only_what_is_known(coffer_deb: Path) -> None:
