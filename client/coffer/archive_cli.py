@@ -24,13 +24,13 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coffer.cli import CommandError, ExitCode, ProgressLine, read_password
+from coffer.cli import CommandError, ExitCode, read_password
+from coffer.progress import progress_on_terminal
 
 if TYPE_CHECKING:
     from cofferd.binary_split.archive import ArchiveInfo
@@ -124,7 +124,7 @@ def _seal(
         with tar.open("rb") as src:
             total = os.fstat(src.fileno()).st_size
             reader = archive.ManifestReader()
-            with _atomic_file(out) as dst, _progress(f"sealing {tar.name}") as show:
+            with _atomic_file(out) as dst, progress_on_terminal(f"sealing {tar.name}") as show:
                 archive.seal(
                     src,
                     dst,
@@ -168,19 +168,6 @@ def _atomic_file(path: Path) -> Iterator[Any]:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-
-
-@contextlib.contextmanager
-def _progress(label: str) -> Iterator[ProgressLine | None]:
-    """A progress line on stderr when it is a terminal; nothing in logs and pipes."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    line = ProgressLine(label)
-    try:
-        yield line
-    finally:
-        line.close()
 
 
 def _exit_code(exc: Exception) -> ExitCode:
