@@ -31,10 +31,12 @@ class CallLog:
         *,
         journal: bool,
         wall_clock: Callable[[], float] = time.time,
+        linger: float = 0.05,
     ) -> None:
         self._fd = fd
         self._journal = journal
         self._wall = wall_clock
+        self._linger = linger
         self._queue: queue.SimpleQueue[_Entry] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._second = -1
@@ -58,6 +60,9 @@ class CallLog:
     def _run(self) -> None:
         while True:
             entries = [self._queue.get()]
+            # Let lines pile up a moment: waking for every call would cost the
+            # serving threads a GIL hand-over each.
+            time.sleep(self._linger)
             while True:  # take whatever piled up meanwhile: one write for all of it
                 try:
                     entries.append(self._queue.get_nowait())
