@@ -20,7 +20,7 @@ MEMBER = "alice"  # in group coffer
 OUTSIDER = "bob"  # not
 DAEMON_UNAVAILABLE = 3  # coffer's exit code
 EMAIL = "publisher@example.org"
-PASSWORD = "correct-horse-battery"  # a test account's, in a throwaway container
+PASSWORD = "correct-horse-battery"  # a test account's; passed on stdin only
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -165,10 +165,13 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
     device.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
     upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
     device.run(
-        "sh",
-        "-c",
-        f"echo {PASSWORD} | {' '.join(upstream)} user add {EMAIL} --role publisher "
-        "--data-dir /srv/upstream-data",
+        *upstream,
+        "user",
+        "add",
+        EMAIL,
+        "--role=publisher",
+        "--data-dir=/srv/upstream-data",
+        input=PASSWORD + "\n",
     )
     device.run(
         "systemd-run",
@@ -190,7 +193,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         device.run("systemctl", "daemon-reload")
         device.run("systemctl", "restart", "cofferd.service")
         device.wait_for("reference-upstream.service", ActiveState="active")
-        device.run("sh", "-c", f"echo {PASSWORD} | coffer login --email {EMAIL}", user=MEMBER)
+        device.run("coffer", "login", "--email", EMAIL, user=MEMBER, input=PASSWORD + "\n")
         device.run(
             "sh",
             "-c",
@@ -210,10 +213,10 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         device_engine.remove_image("device/app:1")
         device.copy_in(tmp_path / "images.tar", "/tmp/images.tar")
         device.run(
-            "sh",
-            "-c",
-            f"echo {PASSWORD} | coffer archive seal /tmp/images.tar /tmp/images.coffer "
-            f"--id device-1 --upstream http://127.0.0.1:8099 --email {EMAIL} --password-stdin",
+            *("coffer", "archive", "seal", "/tmp/images.tar", "/tmp/images.coffer"),
+            *("--id=device-1", "--upstream=http://127.0.0.1:8099", f"--email={EMAIL}"),
+            "--password-stdin",
+            input=PASSWORD + "\n",
         )
         device.run(
             "install",
@@ -227,7 +230,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
             "/var/lib/coffer/images.coffer",
         )
         unlock = device.run(
-            "sh", "-c", f"echo {PASSWORD} | coffer unlock --email {EMAIL} --wait", user=MEMBER
+            "coffer", "unlock", "--email", EMAIL, "--wait", user=MEMBER, input=PASSWORD + "\n"
         )
         assert "ready" in unlock.stdout
         tags = [t for image in device_engine.client().images.list() for t in image.tags]
