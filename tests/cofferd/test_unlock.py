@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from cofferd.binary_split import archive, stream
-from cofferd.binary_split.archive import ArchiveHeader
+from cofferd.binary_split.archive import ArchiveHeader, ManifestReader
+from cofferd.docker_engine import DockerEngine
 from cofferd.errors import Cancelled, Conflict, NotFound
 from cofferd.notify import Notifier
 from cofferd.resources.upstream import ApiClient, RetryPolicy
 from cofferd.settings import Settings
-from cofferd.unlock import RECORD_NAME, UnlockWorkflow
+from cofferd.unlock import RECORD_NAME, UnlockWorkflow, _remove_partial
 from fixtures.dockerd import PrivateDockerd
 from fixtures.upstream import Upstream
 
@@ -357,3 +358,20 @@ def test_close_cancels_a_running_unlock_and_nothing_is_loaded(
     assert dockerd.image_ids() == before
     with pytest.raises(Cancelled):
         workflow.start(upstream.reader.email, upstream.reader.password)
+
+
+def test_after_a_failed_load_only_new_images_of_the_archive_are_removed(
+    dockerd: PrivateDockerd, saved: Saved
+) -> None:
+    """The engine in use commits nothing from a cut body; should one ever keep
+    something, the workflow removes what appeared and came from this tar."""
+    with DockerEngine.connect(dockerd.host, load_timeout=120) as engine:
+        before = engine.image_ids()
+        reader = ManifestReader()
+        tar = saved.two.read_bytes()
+        engine.load(archive.tee((tar[i : i + SEG] for i in range(0, len(tar), SEG)), reader))
+        assert {saved.big_id, saved.small_id} <= reader.candidate_ids
+        # As if SMALL had been there before the load: it must stay.
+        _remove_partial(engine, before | {saved.small_id}, reader)
+        assert engine.find_image(saved.big_id) is None
+        assert engine.find_image(saved.small_id) is not None
