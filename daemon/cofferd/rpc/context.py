@@ -21,7 +21,9 @@ from cofferd.errors import BadRequest, Cancelled
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # Linux >= 4.13; the socket module does not name it.
 _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
-_MAX_GROUPS = 1024
+# CPython caps getsockopt buffers at 1024 bytes: room for 256 gids (NGROUPS_MAX is
+# 65536, but a caller with more than 256 groups keeps only its primary gid here).
+_MAX_GROUPS = 256
 
 
 @dataclass(frozen=True)
