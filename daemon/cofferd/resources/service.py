@@ -27,7 +27,7 @@ from cofferd.binary_split.stream import (
     new_key,
     resource_associated_data,
 )
-from cofferd.errors import BadRequest, Cancelled, CorruptData, DecryptionError
+from cofferd.errors import BadRequest, Cancelled, CorruptData, DecryptionError, TooLarge
 from cofferd.models import LoadResult, UploadResult
 from cofferd.names import check_name
 from cofferd.resources.cache import BackgroundWriter, BigPartCache
@@ -41,9 +41,18 @@ READ_CHUNK = 1 << 20
 
 
 def load(
-    client: ApiClient, cache: BigPartCache, folder: str, name: str, out: BinaryIO
+    client: ApiClient,
+    cache: BigPartCache,
+    folder: str,
+    name: str,
+    out: BinaryIO,
+    *,
+    max_size: int | None = None,
 ) -> LoadResult:
     """Write the plaintext of ``folder/name``'s current version into ``out``.
+
+    With ``max_size``, a resource whose plaintext is larger is refused with
+    :class:`TooLarge` before any byte is fetched from the CDN or the cache.
 
     A cached big part that fails authentication is evicted; if nothing was
     written yet it is fetched once more from the CDN, otherwise the load fails
@@ -55,6 +64,11 @@ def load(
     info = client.get_resource(folder, name)
     if len(info.small) + info.big_size != ciphertext_size(info.plaintext_size):
         raise CorruptData(f"resource {folder}/{name}: sizes announced by the upstream disagree")
+    if max_size is not None and info.plaintext_size > max_size:
+        raise TooLarge(
+            f"resource {folder}/{name} has {info.plaintext_size} bytes, over the cap of"
+            f" {max_size}; pass an fd instead"
+        )
     sink = _Output(out)
     refetched = False
     while True:

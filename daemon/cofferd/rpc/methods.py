@@ -80,8 +80,9 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
     app = _app(call)
     with app.notifier.working(f"loading {folder_}/{name}"):
         if fd is None:
-            buffer = CappedBuffer(_inline_cap(app))
-            result = service.load(app.api_client(), app.cache, folder_, name, buffer)
+            cap = _inline_cap(app)
+            buffer = CappedBuffer(cap)  # the upstream's announced size is checked first
+            result = service.load(app.api_client(), app.cache, folder_, name, buffer, max_size=cap)
             data = base64.b64encode(buffer.getbuffer()).decode("ascii")
             return {**_loaded(result), "data": data}
         # Closed before the result goes out, so the caller's EOF comes first.

@@ -21,6 +21,7 @@ from cofferd.errors import (
     BadRequest,
     CorruptData,
     NotFound,
+    TooLarge,
     Unauthorized,
     UpstreamUnavailable,
 )
@@ -171,6 +172,16 @@ def test_warm_cache_does_not_touch_the_cdn(publisher, reader, cache, upstream):
         blob.unlink()
     assert load_bytes(reader, cache) == (plain, True)
     assert cdn_gets(upstream, 1) == 1
+
+
+def test_a_resource_over_max_size_is_refused_before_the_cdn(publisher, reader, cache, upstream):
+    upload(publisher, "models", "m.bin", io.BytesIO(data(MiB + 1)))
+    out = io.BytesIO()
+    with pytest.raises(TooLarge, match=f"has {MiB + 1} bytes, over the cap of {MiB}"):
+        load(reader, cache, "models", "m.bin", out, max_size=MiB)
+    assert out.getvalue() == b""
+    assert cdn_gets(upstream, 0) == 0
+    assert load(reader, cache, "models", "m.bin", io.BytesIO(), max_size=MiB + 1).size == MiB + 1
 
 
 @pytest.mark.parametrize("email_known", [True, False])
