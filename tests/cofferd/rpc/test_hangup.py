@@ -51,6 +51,20 @@ def quiet_fds(daemon: CofferdProcess) -> int:
     return last
 
 
+def logged(daemon: CofferdProcess, text: str, timeout: float = 10.0) -> bool:
+    """Whether ``text`` shows in the daemon's log within ``timeout``.
+
+    A call's log line is written after its end by the call-log thread, so a
+    caller can see the outcome before the line is there.
+    """
+    deadline = time.monotonic() + timeout
+    while text not in daemon.stderr_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def send_request(sock: socket.socket, method: str, params: dict, fd: int) -> None:
     line = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1}).encode()
     socket.send_fds(sock, [line + b"\n"], [fd])
@@ -107,9 +121,8 @@ def test_hang_up_mid_upload_publishes_nothing(
     with publisher.connect() as sock:
         for name in ("cut.bin", "gone.bin"):
             assert rpc(sock, "load", {"filename": name})["error"]["code"] == ErrorCode.NOT_FOUND
-    log = publisher.stderr_text()
-    assert "upload error 400" in log  # short of the announced size
-    assert "upload error 504" in log  # complete, but the caller was gone
+    assert logged(publisher, "upload error 400")  # short of the announced size
+    assert logged(publisher, "upload error 504")  # complete, but the caller was gone
     # Nothing was committed: any big part sent is an orphan, never a current version.
     assert len(upstream.blob_paths()) <= len(blobs) + 2
 
