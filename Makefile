@@ -21,6 +21,7 @@ test: $(STAMP)
 	scripts/provision
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 lint: $(STAMP)
