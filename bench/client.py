@@ -24,7 +24,6 @@ import argparse
 import importlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -173,11 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="cfc-"))
     try:
-        data_dir = base / "upstream"
-        add_user = upstream_fixture.add_user
-        publisher = add_user(data_dir, "publisher@example.com", secrets.token_hex(8), "publisher")
-        reader = add_user(data_dir, "reader@example.com", secrets.token_hex(8), "reader")
-        with upstream_fixture.Upstream(data_dir, reader, publisher) as server:
+        with upstream_fixture.Upstream.with_new_users(base / "upstream") as server:
             (base / "d").mkdir()
             env = daemon_fixture.daemon_env(base / "d", server.url)
             sock = base / "d" / "cofferd.sock"

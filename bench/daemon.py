@@ -27,7 +27,6 @@ import importlib
 import json
 import multiprocessing
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -159,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="cfb-"))
     try:
-        data_dir = base / "upstream"
-        add_user = upstream_fixture.add_user
-        publisher = add_user(data_dir, "publisher@example.com", secrets.token_hex(8), "publisher")
-        reader = add_user(data_dir, "reader@example.com", secrets.token_hex(8), "reader")
-        with upstream_fixture.Upstream(data_dir, reader, publisher) as server:
+        with upstream_fixture.Upstream.with_new_users(base / "upstream") as server:
             return run(server, base, args.size_mib * MiB, args.seconds)
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -20,7 +20,6 @@ import argparse
 import importlib
 import json
 import os
-import secrets
 import shutil
 import sys
 import tempfile
@@ -39,7 +38,6 @@ from cofferd.resources.upstream import ApiClient
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 upstream_fixture = importlib.import_module("fixtures.upstream")
 Upstream = upstream_fixture.Upstream
-add_user = upstream_fixture.add_user
 
 MiB = 1 << 20
 ROUNDS = 2
@@ -86,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size_mib * MiB
     base = Path(tempfile.mkdtemp(prefix="coffer-bench-resources-"))
     try:
-        data_dir = base / "upstream"
-        publisher = add_user(data_dir, "publisher@example.com", secrets.token_hex(8), "publisher")
-        reader = add_user(data_dir, "reader@example.com", secrets.token_hex(8), "reader")
-        with Upstream(data_dir, reader, publisher) as server:
+        with Upstream.with_new_users(base / "upstream") as server:
             return run(server, base, size)
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -31,7 +31,6 @@ import importlib
 import io
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -187,15 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="cub-", dir="/var/tmp"))
     try:
-        with dockerd_fixture.PrivateDockerd() as engine:
-            data_dir = base / "upstream"
-            add_user = upstream_fixture.add_user
-            publisher = add_user(
-                data_dir, "publisher@example.com", secrets.token_hex(8), "publisher"
-            )
-            reader = add_user(data_dir, "reader@example.com", secrets.token_hex(8), "reader")
-            with upstream_fixture.Upstream(data_dir, reader, publisher) as server:
-                result = run(engine, server, base, args.size_mib * MiB, args.repeat)
+        with (
+            dockerd_fixture.PrivateDockerd() as engine,
+            upstream_fixture.Upstream.with_new_users(base / "upstream") as server,
+        ):
+            result = run(engine, server, base, args.size_mib * MiB, args.repeat)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(result, sort_keys=True))

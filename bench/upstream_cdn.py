@@ -25,7 +25,6 @@ import hashlib
 import importlib
 import json
 import os
-import secrets
 import shutil
 import socket
 import sys
@@ -134,10 +133,6 @@ def main() -> None:
 
     base = Path(tempfile.mkdtemp(prefix="coffer-bench-cdn-"))
     try:
-        data_dir = base / "data"
-        add = upstream_fixture.add_user
-        publisher = add(data_dir, "p@example.com", secrets.token_hex(8), "publisher")
-        reader = add(data_dir, "r@example.com", secrets.token_hex(8), "reader")
         source = base / "big.bin"
         with source.open("wb") as f:
             block = os.urandom(MiB)
@@ -146,8 +141,8 @@ def main() -> None:
         with source.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
 
-        with upstream_fixture.Upstream(data_dir, reader, publisher) as server:
-            headers = server.auth(publisher)
+        with upstream_fixture.Upstream.with_new_users(base / "data") as server:
+            headers = server.auth(server.publisher)
             begun = requests.post(
                 f"{server.url}/v1/resources/bench/big/uploads", json={}, headers=headers, timeout=30
             ).json()
@@ -170,7 +165,9 @@ def main() -> None:
                 timeout=60,
             ).raise_for_status()
             url = requests.get(
-                f"{server.url}/v1/resources/bench/big", headers=server.auth(reader), timeout=30
+                f"{server.url}/v1/resources/bench/big",
+                headers=server.auth(server.reader),
+                timeout=30,
             ).json()["big_url"]
             get_raw(url, size)  # page cache warm, like a blob served before
             raw_s = timed(get_raw, url, size)
