@@ -40,13 +40,30 @@ def _wait(fd: int, event: int, call: Call) -> None:
             raise Cancelled("cofferd is shutting down")
 
 
-class FdWriter(io.RawIOBase):
-    """Writes into the caller's fd, which it owns and closes."""
+class _CallerFd(io.RawIOBase):
+    """An fd the caller passed, owned by the call: closed exactly once."""
 
     def __init__(self, fd: int, call: Call) -> None:
         super().__init__()
         self._fd = fd
         self._call = call
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def close(self) -> None:
+        if not self.closed:
+            # Closing our copy cannot fail in a way the caller can act on.
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        super().close()
+
+
+class FdWriter(_CallerFd):
+    """Writes into the caller's fd, which it owns and closes."""
+
+    def __init__(self, fd: int, call: Call) -> None:
+        super().__init__(fd, call)
         self.written = 0
         try:
             if stat.S_ISFIFO(os.fstat(fd).st_mode):
@@ -56,9 +73,6 @@ class FdWriter(io.RawIOBase):
 
     def writable(self) -> bool:
         return True
-
-    def fileno(self) -> int:
-        return self._fd
 
     def write(self, data: ReadableBuffer) -> int:
         view = memoryview(data).cast("B")
@@ -81,16 +95,8 @@ class FdWriter(io.RawIOBase):
             self.written += n
         return total
 
-    def close(self) -> None:
-        if not self.closed:
-            with contextlib.suppress(
-                OSError
-            ):  # closing our copy cannot fail in a way the caller can act on
-                os.close(self._fd)
-        super().close()
 
-
-class FdReader(io.RawIOBase):
+class FdReader(_CallerFd):
     """Reads the caller's fd to EOF, checking the announced size; owns and closes it.
 
     At EOF it refuses, before anyone can publish, when the byte count differs
@@ -99,17 +105,12 @@ class FdReader(io.RawIOBase):
     """
 
     def __init__(self, fd: int, call: Call, expected: int | None = None) -> None:
-        super().__init__()
-        self._fd = fd
-        self._call = call
+        super().__init__(fd, call)
         self._expected = expected
         self.count = 0
 
     def readable(self) -> bool:
         return True
-
-    def fileno(self) -> int:
-        return self._fd
 
     def readinto(self, buffer: WriteableBuffer) -> int:
         view = memoryview(buffer).cast("B")[:CHUNK]
@@ -138,14 +139,6 @@ class FdReader(io.RawIOBase):
                 f"the fd ended after {self.count} bytes, not the announced {self._expected}"
             )
         self._call.check()
-
-    def close(self) -> None:
-        if not self.closed:
-            with contextlib.suppress(
-                OSError
-            ):  # closing our copy cannot fail in a way the caller can act on
-                os.close(self._fd)
-        super().close()
 
 
 class CappedBuffer(io.BytesIO):
