@@ -21,14 +21,12 @@ so ``import coffer.client`` stays light.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from coffer.atomic import atomic_file
 from coffer.cli import CommandError, ExitCode, read_password
 from coffer.progress import progress_on_terminal
 
@@ -124,7 +122,7 @@ def _seal(
         with tar.open("rb") as src:
             total = os.fstat(src.fileno()).st_size
             reader = archive.ManifestReader()
-            with _atomic_file(out) as dst, progress_on_terminal(f"sealing {tar.name}") as show:
+            with atomic_file(out) as dst, progress_on_terminal(f"sealing {tar.name}") as show:
                 archive.seal(
                     src,
                     dst,
@@ -147,27 +145,6 @@ def _seal(
         "size": out.stat().st_size,
         "images": [tag for image in images for tag in image.tags or (image.id,)],
     }
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path) -> Iterator[Any]:
-    """A temp file beside ``path``, fsynced and renamed over it if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _exit_code(exc: Exception) -> ExitCode:

@@ -13,13 +13,13 @@ import getpass
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from coffer import __version__
+from coffer.atomic import atomic_file
 from coffer.client import DEFAULT_FOLDER, DEFAULT_TIMEOUT, Client, Progress
 from coffer.errors import (
     BadRequest,
@@ -322,18 +322,8 @@ def _load_to_file(
     if real.exists() and not real.is_file():
         with real.open("wb") as out:
             return c.load(args.name, args.folder, out, progress)
-    fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            r = c.load(args.name, args.folder, out, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, real)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return r
+    with atomic_file(real) as out:
+        return c.load(args.name, args.folder, out, progress)
 
 
 def cmd_upload(args: argparse.Namespace) -> int:

@@ -24,12 +24,10 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from coffer.atomic import atomic_file
 from cofferd.binary_split import archive
 from cofferd.binary_split.archive import ArchiveHeader, ManifestImage, ManifestReader
 from cofferd.docker_engine import DockerEngine
@@ -384,17 +383,8 @@ def _remove_partial(engine: DockerEngine, before: frozenset[str], reader: Manife
 
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as f:
+        f.write(text.encode())
 
 
 def _status_line(now: _Progress) -> str:
