@@ -2,7 +2,8 @@
 
 (a) ``load`` of a resource (1 GiB by default), warm cache, through an fd into
     a pipe this process drains, beside the raw streaming decrypt of the same
-    bytes in this process (to /dev/null); also ``load`` into an fd of
+    bytes in this process (to /dev/null, and into a pipe a child process
+    drains: the ceiling of any load through a pipe here); also ``load`` into an fd of
     /dev/null, which shows what cofferd adds without the pipe's two copies
     (on 2 cores the decrypt workers and the pipe copies share the CPU);
 (b) calls per second and p99 latency of ``health`` with 32 concurrent clients
@@ -23,6 +24,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import json
 import multiprocessing
@@ -218,7 +220,20 @@ def measure_all(
         with blob.open("rb", buffering=0) as big, open(os.devnull, "wb", buffering=0) as out:
             decrypt_file(JoinedReader(info.small, big), out, info.key, ad)  # type: ignore[arg-type]
 
+    def raw_decrypt_into_pipe() -> None:
+        # The ceiling of a load into a pipe on this machine: the same decrypt,
+        # into a 1 MiB pipe that another process drains as drain_load does.
+        r, w = os.pipe()
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, MiB)
+        drainer = multiprocessing.get_context("fork").Process(target=drain_fd, args=(r, w))
+        drainer.start()
+        os.close(r)
+        with blob.open("rb", buffering=0) as big, open(w, "wb", buffering=0) as out:
+            decrypt_file(JoinedReader(info.small, big), out, info.key, ad)  # type: ignore[arg-type]
+        drainer.join()
+
     decrypt_rate = timed("raw streaming decrypt (in process)", size, raw_decrypt)
+    pipe_rate = timed("raw streaming decrypt into a pipe", size, raw_decrypt_into_pipe)
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset cofferd's VmHWM
     with connect(sock_path) as sock:
         load_rate = timed("load via cofferd into a pipe", size, lambda: drain_load(sock))
@@ -238,6 +253,8 @@ def measure_all(
         "load_mib_s": round(load_rate, 1),
         "decrypt_mib_s": round(decrypt_rate, 1),
         "load_vs_decrypt": round(load_rate / decrypt_rate, 3),
+        "decrypt_pipe_mib_s": round(pipe_rate, 1),
+        "load_vs_decrypt_pipe": round(load_rate / pipe_rate, 3),
         "load_devnull_mib_s": round(null_rate, 1),
         "load_devnull_vs_decrypt": round(null_rate / decrypt_rate, 3),
         "rpc_per_s": round(rpc_rate),
@@ -272,6 +289,15 @@ def drain_load(sock: socket.socket) -> int:
     response = daemon_fixture.read_response(sock)
     assert response["result"]["size"] == total, response
     return total
+
+
+def drain_fd(r: int, w: int) -> None:
+    """Read ``r`` to EOF with 1 MiB reads (in a child: ``w`` is the parent's end)."""
+    os.close(w)
+    buf = bytearray(MiB)
+    with open(r, "rb", buffering=0) as pipe:
+        while pipe.readinto(buf):
+            pass
 
 
 def null_load(sock: socket.socket) -> None:
