@@ -322,6 +322,17 @@ def relay(
     shutil.rmtree(base, ignore_errors=True)
 
 
+def unlock_until_held(
+    daemon: CofferdProcess, image: Image, upstream: Upstream, relay: HoldingRelay
+) -> dict[str, Any]:
+    """Install the archive, start an unlock, and return its status once the relay holds it."""
+    install_archive(daemon, image, upstream)
+    params = {"email": upstream.reader.email, "password": upstream.reader.password}
+    result(daemon.call("unlock", params))
+    assert relay.held.wait(60), wait_for(daemon, ("ready", "error"))
+    return wait_stalled(daemon)
+
+
 def test_sigterm_mid_unlock_cancels_it_and_the_engine_loads_nothing(
     cofferd: Callable[..., CofferdProcess],
     upstream: Upstream,
@@ -330,12 +341,8 @@ def test_sigterm_mid_unlock_cancels_it_and_the_engine_loads_nothing(
     relay: HoldingRelay,
 ) -> None:
     daemon = cofferd(env={"DOCKER_HOST": relay.host, "COFFER_SHUTDOWN_GRACE": "10"})
-    install_archive(daemon, image, upstream)
     before = dockerd.image_ids()
-    params = {"email": upstream.reader.email, "password": upstream.reader.password}
-    result(daemon.call("unlock", params))
-    assert relay.held.wait(60), wait_for(daemon, ("ready", "error"))
-    status = wait_stalled(daemon)
+    status = unlock_until_held(daemon, image, upstream, relay)
     assert status["state"] == "decrypting"
     assert 2 * SEG < status["bytes_done"] < status["bytes_total"]
 
@@ -365,12 +372,8 @@ def test_sigterm_while_the_engine_hangs_still_exits_and_loads_nothing(
     # The worker cannot see the cancel while its send blocks; after the grace the
     # process exits anyway, and the cut connection is the abort.
     daemon = cofferd(env={"DOCKER_HOST": relay.host, "COFFER_SHUTDOWN_GRACE": "1"})
-    install_archive(daemon, image, upstream)
     before = dockerd.image_ids()
-    params = {"email": upstream.reader.email, "password": upstream.reader.password}
-    result(daemon.call("unlock", params))
-    assert relay.held.wait(60), wait_for(daemon, ("ready", "error"))
-    assert wait_stalled(daemon)["state"] == "decrypting"
+    assert unlock_until_held(daemon, image, upstream, relay)["state"] == "decrypting"
     assert daemon.stop(signal.SIGTERM, timeout=30) == 0
     assert "did not stop within" in daemon.stderr_text()
     relay.release()
