@@ -84,6 +84,7 @@ def test_publish_then_get_round_trips_every_field(upstream: Upstream) -> None:
     assert response.status_code == 200
     body = response.json()
     big_url = body.pop("big_url")
+    assert set(body.pop("lease")) == {"payload", "signature", "key_id"}  # test_leases.py
     assert body == {"folder": "models", "name": "m", "version": 1, **fields}
     assert big_url.startswith(f"{upstream.url}/cdn/")
     assert requests.get(big_url, timeout=30).content == big

@@ -111,7 +111,7 @@ def test_a_json_body_over_the_cap_is_413(upstream_module: Upstream, commit_url: 
 
 
 def test_unknown_paths_are_404_and_wrong_methods_405(upstream_module: Upstream) -> None:
-    for path in ["/", "/v1", "/v2/login", "/v1/resources/a", "/v1/resources/a/b/c", "/cdn"]:
+    for path in ["/", "/v1", "/v2/login", "/v1/resources", "/v1/resources/a/b/c", "/cdn"]:
         assert_clear_4xx(requests.get(upstream_module.url + path, timeout=30), 404)
     wrong = requests.delete(f"{upstream_module.url}/v1/archives/a/key", timeout=30)
     assert_clear_4xx(wrong, 405)

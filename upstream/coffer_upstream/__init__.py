@@ -1,10 +1,11 @@
 """coffer_upstream: the reference server of the coffer upstream protocol v1.
 
-It serves the resource API (login, small parts and keys, two-phase publish,
-archive keys) and the "CDN" (big parts behind presigned URLs) from one
-``http.server`` process, with SQLite and plain files in a data dir. It exists
-for the test suite, demos and anyone without a server yet; the .deb never
-ships it. ``docs/upstream-protocol.md`` is the protocol it implements.
+It serves the resource API (login, small parts and keys with signed leases,
+folder listings, two-phase publish, retiring, archive keys) and the "CDN"
+(big parts behind presigned URLs) from one ``http.server`` process, with
+SQLite and plain files in a data dir. It exists for the test suite, demos and
+anyone without a server yet; the .deb never ships it.
+``docs/upstream-protocol.md`` is the protocol it implements.
 
 Modules:
 
@@ -12,6 +13,7 @@ Modules:
 - ``errors``: :class:`HttpError`, the one exception the handlers raise.
 - ``passwords``: scrypt password hashes.
 - ``signing``: bearer tokens and presigned CDN URLs (HMAC-SHA256).
+- ``leases``: the Ed25519 key in the data dir and the signed leases it issues.
 - ``ratelimit``: the login failure limiter.
 - ``datadir``: the data dir layout and its secret.
 - ``store``: SQLite: users, resource versions, uploads, archive keys.
@@ -21,7 +23,7 @@ Modules:
 - ``routing``: the endpoints by path pattern and method.
 - ``responses``, ``request``: what endpoints get and return.
 - ``server``: the HTTP server, its request handler and the janitor.
-- ``cli``: ``coffer-upstream serve`` and ``coffer-upstream user add``.
+- ``cli``: ``coffer-upstream serve``, ``user add`` and ``lease-key``.
 """
 
 __version__ = "0.1.0"

@@ -8,6 +8,7 @@ state (404/409).
 from __future__ import annotations
 
 import base64
+import binascii
 import hmac
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from coffer_upstream.errors import (
     not_found,
     unauthorized,
 )
+from coffer_upstream.leases import LeaseIssuer, b64url
 from coffer_upstream.passwords import DUMMY_HASH, verify_password
 from coffer_upstream.ratelimit import LoginLimiter
 from coffer_upstream.request import Request
@@ -37,6 +39,9 @@ READERS = frozenset({"reader", "publisher"})
 PUBLISHERS = frozenset({"publisher"})
 _MAX_EMAIL = 254
 _MAX_PASSWORD = 1024
+#: Items of a folder listing when the query names no ``limit``, and the most it may name.
+LIST_DEFAULT = 100
+LIST_MAX = 1000
 
 
 class Api:
@@ -47,6 +52,7 @@ class Api:
         signer: Signer,
         limiter: LoginLimiter,
         publisher: Publisher,
+        leases: LeaseIssuer,
         base_url: Callable[[], str],
     ) -> None:
         self._config = config
@@ -54,6 +60,7 @@ class Api:
         self._signer = signer
         self._limiter = limiter
         self._publisher = publisher
+        self._leases = leases
         self._base_url = base_url
 
     def health(self, request: Request) -> JsonResponse:
@@ -86,12 +93,39 @@ class Api:
             {"Cache-Control": "no-store"},
         )
 
-    def get_resource(self, request: Request, folder: str, name: str) -> JsonResponse:
+    def list_resources(self, request: Request, folder: str) -> JsonResponse:
         self._authorize(request, READERS)
+        _names(folder=folder)
+        limit = _limit(request.query.get("limit"))
+        after = _cursor_name(request.query.get("cursor"))
+        # One more than asked says whether there is a next page.
+        found = self._store.current_versions(folder, after, limit + 1)
+        page = found[:limit]
+        more = len(found) > limit
+        return JsonResponse(
+            200,
+            {
+                "items": [
+                    {
+                        "name": item.name,
+                        "version": item.version,
+                        "plaintext_size": item.plaintext_size,
+                        "big_size": item.big_size,
+                        "updated_at": item.updated_at,
+                    }
+                    for item in page
+                ],
+                "next_cursor": b64url(page[-1].name.encode("ascii")) if more else None,
+            },
+        )
+
+    def get_resource(self, request: Request, folder: str, name: str) -> JsonResponse:
+        user = self._authorize(request, READERS)
         _names(folder=folder, name=name)
         version = self._store.current_version(folder, name)
         if version is None:
             raise not_found(f"no resource {folder}/{name}")
+        lease = self._leases.issue(version, user, self._signer.now())
         return JsonResponse(
             200,
             {
@@ -104,9 +138,18 @@ class Api:
                 "big_size": version.big_size,
                 "big_sha256": version.big_sha256,
                 "plaintext_size": version.plaintext_size,
+                "lease": lease,
             },
             {"Cache-Control": "no-store"},
         )
+
+    def delete_resource(self, request: Request, folder: str, name: str) -> JsonResponse:
+        self._authorize(request, PUBLISHERS)
+        _names(folder=folder, name=name)
+        deleted = self._publisher.retire(folder, name)
+        if not deleted:
+            raise not_found(f"no resource {folder}/{name}")
+        return JsonResponse(200, {"folder": folder, "name": name, "deleted_versions": deleted})
 
     def begin_upload(self, request: Request, folder: str, name: str) -> JsonResponse:
         user = self._authorize(request, PUBLISHERS)
@@ -186,6 +229,31 @@ def _names(**names: str) -> None:
             check_name(value, what.replace("_", " "))
         except BadName as exc:
             raise bad_request(str(exc)) from exc
+
+
+def _limit(text: str | None) -> int:
+    if text is None:
+        return LIST_DEFAULT
+    if not (text.isascii() and text.isdigit() and len(text) <= 4) or not (
+        1 <= int(text) <= LIST_MAX
+    ):
+        raise bad_request(f"limit must be an integer from 1 to {LIST_MAX}")
+    return int(text)
+
+
+def _cursor_name(cursor: str | None) -> str:
+    """The name a cursor continues after ("" for the first page); a bad cursor is 400."""
+    if cursor is None:
+        return ""
+    invalid = bad_request("invalid cursor")
+    if not cursor.isascii() or len(cursor) > 256:
+        raise invalid
+    try:
+        name = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        check_name(name, "cursor")
+    except (ValueError, binascii.Error, BadName) as exc:
+        raise invalid from exc
+    return name
 
 
 def _b64(raw: bytes) -> str:

@@ -4,17 +4,23 @@
 
     coffer-upstream serve --host 127.0.0.1 --port PORT --data-dir DIR
                           [--public-url URL] [--token-ttl S] [--upload-ttl S] [--url-ttl S]
-                          [--idle-timeout S]
+                          [--idle-timeout S] [--lease-seconds S]
     coffer-upstream user add EMAIL --role reader|publisher --data-dir DIR  < password
+    coffer-upstream lease-key --data-dir DIR [--json]
 
 ``serve`` prints ``listening on URL`` as its first stdout line once it accepts
 connections (with ``--port 0`` the URL names the port picked), then logs one
 line per request to stderr. SIGTERM or SIGINT stops it cleanly (exit 0).
+
+``lease-key`` prints the public key that signs leases (standard base64 of the
+raw 32 bytes; with ``--json``, ``{"key_id": ..., "public_key": ...}``), making
+the key first if the data dir has none yet: what a device pins.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sqlite3
@@ -26,6 +32,7 @@ from types import FrameType
 
 from coffer_upstream.config import ServerConfig
 from coffer_upstream.datadir import DataDir
+from coffer_upstream.leases import LeaseKey
 from coffer_upstream.passwords import hash_password
 from coffer_upstream.server import make_server
 from coffer_upstream.store import Store, UserExists
@@ -39,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "lease-key":
+            return _lease_key(args)
         return _user_add(args)
     except (OSError, ValueError, sqlite3.Error) as exc:
         print(f"coffer-upstream: {exc}", file=sys.stderr)
@@ -60,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--upload-ttl", type=int, default=3600, metavar="S")
     serve.add_argument("--url-ttl", type=int, default=3600, metavar="S")
     serve.add_argument("--idle-timeout", type=float, default=120.0, metavar="S")
+    serve.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=7 * 24 * 3600,
+        metavar="S",
+        help="how long a device may use a resource offline (default 7 days)",
+    )
     serve.add_argument("--log-level", default="INFO")
 
     user = commands.add_parser("user", help="manage users")
@@ -68,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("email")
     add.add_argument("--role", choices=ROLES, required=True)
     add.add_argument("--data-dir", type=Path, required=True)
+
+    lease_key = commands.add_parser(
+        "lease-key", help="print the public key that signs leases (made if absent)"
+    )
+    lease_key.add_argument("--data-dir", type=Path, required=True)
+    lease_key.add_argument("--json", action="store_true", help="print key_id and public_key")
     return parser
 
 
@@ -91,6 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
         upload_ttl=args.upload_ttl,
         url_ttl=args.url_ttl,
         idle_timeout=args.idle_timeout,
+        lease_seconds=args.lease_seconds,
     )
     server = make_server(config, args.host, args.port)
 
@@ -106,6 +129,17 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     logging.getLogger("coffer_upstream").info("stopped")
+    return 0
+
+
+def _lease_key(args: argparse.Namespace) -> int:
+    data = DataDir(args.data_dir)
+    data.ensure()
+    key = LeaseKey.load_or_create(data.lease_key_path)
+    if args.json:
+        print(json.dumps({"key_id": key.key_id, "public_key": key.public_key}))
+    else:
+        print(key.public_key)
     return 0
 
 

@@ -28,9 +28,18 @@ class ServerConfig:
     login_window: float = 60.0
     #: Seconds a connection may stay silent before the server drops it.
     idle_timeout: float = 120.0
+    #: How long a device may use a resource without asking again (its lease), in seconds.
+    lease_seconds: int = 7 * 24 * 3600
 
     def check(self) -> None:
-        for name in ("token_ttl", "upload_ttl", "url_ttl", "max_json_bytes", "login_max_failures"):
+        for name in (
+            "token_ttl",
+            "upload_ttl",
+            "url_ttl",
+            "max_json_bytes",
+            "login_max_failures",
+            "lease_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.login_window <= 0 or self.idle_timeout <= 0:

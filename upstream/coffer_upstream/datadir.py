@@ -2,6 +2,7 @@
 
     DATA_DIR/
       secret              32 random bytes, mode 0600: signs tokens and CDN URLs
+      lease-key.pem       Ed25519 private key (PKCS#8 PEM), mode 0600: signs leases
       upstream.sqlite3    users, resource versions, uploads, archive keys (WAL)
       blobs/<blob_id>     big parts, committed or uploaded and awaiting commit
       tmp/<blob_id>.<random>.part   a PUT in flight; renamed into blobs/ when whole
@@ -34,6 +35,7 @@ class DataDir:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.secret_path = root / "secret"
+        self.lease_key_path = root / "lease-key.pem"
         self.db_path = root / "upstream.sqlite3"
         self.blobs = root / "blobs"
         self.tmp = root / "tmp"

@@ -43,7 +43,10 @@ def routes(api: Api, cdn: Cdn) -> Router:
     router = Router()
     router.add("/health", GET=api.health)
     router.add("/v1/login", POST=api.login)
-    router.add("/v1/resources/{folder}/{name}", GET=api.get_resource)
+    # Path segments are counted before they are matched, so a folder (3
+    # segments) never matches a resource (4), whatever the names.
+    router.add("/v1/resources/{folder}", GET=api.list_resources)
+    router.add("/v1/resources/{folder}/{name}", GET=api.get_resource, DELETE=api.delete_resource)
     router.add("/v1/resources/{folder}/{name}/uploads", POST=api.begin_upload)
     router.add("/v1/resources/{folder}/{name}/uploads/{upload_id}/commit", POST=api.commit_upload)
     router.add("/v1/archives/{archive_id}/key", GET=api.get_archive_key, PUT=api.put_archive_key)

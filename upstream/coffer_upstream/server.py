@@ -27,6 +27,7 @@ from coffer_upstream.cdn import Cdn
 from coffer_upstream.config import ServerConfig
 from coffer_upstream.datadir import DataDir
 from coffer_upstream.errors import ClientGone, HttpError, bad_request
+from coffer_upstream.leases import LeaseIssuer, LeaseKey
 from coffer_upstream.ratelimit import LoginLimiter
 from coffer_upstream.request import Request
 from coffer_upstream.responses import FileResponse, JsonResponse, Response
@@ -57,7 +58,11 @@ class UpstreamServer(ThreadingHTTPServer):
         self.store = Store(self.data.db_path)
         self.publisher = Publisher(self.store, self.data, config.upload_ttl, self.signer.now)
         limiter = LoginLimiter(config.login_max_failures, config.login_window)
-        self.api = Api(config, self.store, self.signer, limiter, self.publisher, self.base_url)
+        self.lease_key = LeaseKey.load_or_create(self.data.lease_key_path)
+        leases = LeaseIssuer(self.lease_key, config.lease_seconds)
+        self.api = Api(
+            config, self.store, self.signer, limiter, self.publisher, leases, self.base_url
+        )
         self.cdn = Cdn(self.data, self.signer, self.publisher)
         self.router = routes(self.api, self.cdn)
         # No PUT is in flight before the server starts: any temp file is debris.

@@ -31,7 +31,14 @@ CREATE TABLE IF NOT EXISTS versions (
     big_sha256 TEXT NOT NULL,
     plaintext_size INTEGER NOT NULL,
     created_by TEXT NOT NULL,
+    created_at INTEGER,
     PRIMARY KEY (folder, name, version)
+);
+CREATE TABLE IF NOT EXISTS retired (
+    folder TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last_version INTEGER NOT NULL,
+    PRIMARY KEY (folder, name)
 );
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY,
@@ -78,6 +85,18 @@ class Version:
 
 
 @dataclass(frozen=True)
+class Listed:
+    """A resource as a folder listing shows it: its current version."""
+
+    name: str
+    version: int
+    plaintext_size: int
+    big_size: int
+    #: When the version was committed (Unix seconds); None if before this was kept.
+    updated_at: int | None
+
+
+@dataclass(frozen=True)
 class Upload:
     upload_id: str
     folder: str
@@ -100,6 +119,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
+        if "created_at" not in columns:
+            # A data dir from before listings: its versions' times are unknown (NULL).
+            self._db.execute("ALTER TABLE versions ADD COLUMN created_at INTEGER")
 
     def close(self) -> None:
         with self._lock:
@@ -165,19 +188,27 @@ class Store:
             ).fetchone()
         return None if row is None else Version(*row)
 
-    def add_version(self, upload: Upload, fields: Version, created_by: str) -> int:
-        """Insert the next version of the upload's resource; return its number."""
+    def add_version(self, upload: Upload, fields: Version, created_by: str, now: int) -> int:
+        """Insert the next version of the upload's resource; return its number.
+
+        Numbers are never reused, not even after the resource was retired: a
+        device holding version N of the old one must not take a new N for it.
+        """
+        key = (upload.folder, upload.name)
         with self.atomic():
             (latest,) = self._db.execute(
-                "SELECT COALESCE(MAX(version), 0) FROM versions WHERE folder = ? AND name = ?",
-                (upload.folder, upload.name),
+                "SELECT MAX(COALESCE((SELECT MAX(version) FROM versions"
+                " WHERE folder = ?1 AND name = ?2), 0), COALESCE((SELECT last_version"
+                " FROM retired WHERE folder = ?1 AND name = ?2), 0))",
+                key,
             ).fetchone()
             number = int(latest) + 1
             self._db.execute(
-                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO versions (folder, name, version, small, key, blob_id, big_size,"
+                " big_sha256, plaintext_size, created_by, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    upload.folder,
-                    upload.name,
+                    *key,
                     number,
                     fields.small,
                     fields.key,
@@ -186,6 +217,7 @@ class Store:
                     fields.big_sha256,
                     fields.plaintext_size,
                     created_by,
+                    now,
                 ),
             )
             self._db.execute(
@@ -193,6 +225,34 @@ class Store:
                 (number, upload.upload_id),
             )
         return number
+
+    def current_versions(self, folder: str, after: str, limit: int) -> list[Listed]:
+        """The current version of each resource of ``folder`` named after ``after``, by name."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, MAX(version), plaintext_size, big_size, created_at FROM versions"
+                " WHERE folder = ? AND name > ? GROUP BY name ORDER BY name LIMIT ?",
+                (folder, after, limit),
+            ).fetchall()
+        # SQLite takes the other columns of a MAX() group from the row with the max.
+        return [Listed(*row) for row in rows]
+
+    def retire(self, folder: str, name: str) -> list[str]:
+        """Delete every version of a resource; return their blob ids (empty: there was none)."""
+        with self.atomic():
+            rows = self._db.execute(
+                "SELECT version, blob_id FROM versions WHERE folder = ? AND name = ?",
+                (folder, name),
+            ).fetchall()
+            if not rows:
+                return []
+            self._db.execute(
+                "INSERT INTO retired VALUES (?1, ?2, ?3) ON CONFLICT (folder, name)"
+                " DO UPDATE SET last_version = MAX(last_version, ?3)",
+                (folder, name, max(version for version, _ in rows)),
+            )
+            self._db.execute("DELETE FROM versions WHERE folder = ? AND name = ?", (folder, name))
+        return [blob_id for _, blob_id in rows]
 
     def is_committed_blob(self, blob_id: str) -> bool:
         with self._lock:

@@ -1,4 +1,4 @@
-"""The two-phase publish: begin, receive the big part, commit; and the expiry sweep.
+"""The two-phase publish (begin, receive the big part, commit), retiring, the expiry sweep.
 
 Invariants:
 
@@ -8,6 +8,8 @@ Invariants:
 - A big part arrives in a temp file and is renamed into ``blobs/`` only when
   whole, under the store's lock, so commit never sees half a file.
 - Unfinished uploads expire; the sweep removes their blobs and temp files.
+- A retired resource loses all its versions and big parts at once; its
+  version numbers are not given out again.
 """
 
 from __future__ import annotations
@@ -95,7 +97,17 @@ class Publisher:
                 raise conflict(f"big part has {size} bytes, the commit says {fields.big_size}")
             if digest != fields.big_sha256:
                 raise conflict("big part sha256 does not match the commit")
-            return self._store.add_version(upload, fields, user)
+            return self._store.add_version(upload, fields, user, now)
+
+    def retire(self, folder: str, name: str) -> int:
+        """Delete every version of a resource and its big parts; return how many versions."""
+        blob_ids = self._store.retire(folder, name)
+        # After the commit: a reader sees the resource whole or not at all. A
+        # download already under way keeps its open file.
+        for blob_id in blob_ids:
+            with _disk_errors():
+                self._data.remove_blob(blob_id)
+        return len(blob_ids)
 
     def sweep(self) -> int:
         """Forget expired uploads; remove the blobs of those never committed."""
