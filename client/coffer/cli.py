@@ -22,16 +22,11 @@ from coffer import __version__
 from coffer.atomic import atomic_file
 from coffer.client import DEFAULT_FOLDER, DEFAULT_TIMEOUT, Client, Progress
 from coffer.errors import (
-    BadRequest,
     CofferRPCError,
-    Conflict,
     DaemonUnavailable,
-    NotFound,
-    ShuttingDown,
-    Unauthorized,
-    UpstreamError,
 )
 from coffer.progress import ProgressLine, progress_on_terminal
+from coffer.protocol import ErrorCode
 
 
 class ExitCode(enum.IntEnum):
@@ -53,7 +48,8 @@ exit codes:
   0  success
   1  any other error (a local file, the daemon failed, a protocol error)
   2  usage: bad arguments, no password given
-  3  daemon unavailable: no socket, connection refused, permission denied, timed out
+  3  daemon unavailable: no socket, connection refused, permission denied, timed out,
+     or busy (429: it serves too many connections; try again)
   4  unauthorized: not logged in, or the upstream refused the credentials
   5  not found: no such resource or archive
   6  conflict: clashes with work under way (an unlock already runs)
@@ -65,15 +61,24 @@ exit codes:
 The socket is --socket, else $COFFER_SOCKET, else /run/coffer/cofferd.sock.
 """
 
-_BY_ERROR: list[tuple[type[CofferRPCError], ExitCode]] = [
-    (DaemonUnavailable, ExitCode.DAEMON_UNAVAILABLE),
-    (Unauthorized, ExitCode.UNAUTHORIZED),
-    (NotFound, ExitCode.NOT_FOUND),
-    (Conflict, ExitCode.CONFLICT),
-    (BadRequest, ExitCode.BAD_REQUEST),
-    (UpstreamError, ExitCode.UPSTREAM),
-    (ShuttingDown, ExitCode.SHUTTING_DOWN),
-]
+#: Every wire code → the exit status it ends ``coffer`` with: one mapping,
+#: complete over :class:`ErrorCode` (a test checks), used by every subcommand.
+EXIT_CODES: dict[ErrorCode, ExitCode] = {
+    ErrorCode.PARSE_ERROR: ExitCode.OTHER,
+    ErrorCode.INVALID_REQUEST: ExitCode.OTHER,
+    ErrorCode.METHOD_NOT_FOUND: ExitCode.OTHER,
+    ErrorCode.INVALID_PARAMS: ExitCode.BAD_REQUEST,
+    ErrorCode.INTERNAL_ERROR: ExitCode.OTHER,
+    ErrorCode.BAD_REQUEST: ExitCode.BAD_REQUEST,
+    ErrorCode.UNAUTHORIZED: ExitCode.UNAUTHORIZED,
+    ErrorCode.NOT_FOUND: ExitCode.NOT_FOUND,
+    ErrorCode.CONFLICT: ExitCode.CONFLICT,
+    ErrorCode.TOO_LARGE: ExitCode.BAD_REQUEST,
+    ErrorCode.BUSY: ExitCode.DAEMON_UNAVAILABLE,
+    ErrorCode.UPSTREAM_BAD_DATA: ExitCode.UPSTREAM,
+    ErrorCode.UPSTREAM_UNAVAILABLE: ExitCode.UPSTREAM,
+    ErrorCode.SHUTTING_DOWN: ExitCode.SHUTTING_DOWN,
+}
 
 
 #: A subcommand: takes the parsed arguments, returns the exit status.
@@ -90,10 +95,13 @@ class CommandError(Exception):
 
 
 def exit_code_for(exc: CofferRPCError) -> ExitCode:
-    for cls, code in _BY_ERROR:
-        if isinstance(exc, cls):
-            return code
-    return ExitCode.OTHER
+    """The exit status for ``exc``: by its wire code; no daemon at all is 3."""
+    if exc.code is None:
+        return ExitCode.DAEMON_UNAVAILABLE if isinstance(exc, DaemonUnavailable) else ExitCode.OTHER
+    try:
+        return EXIT_CODES[ErrorCode(exc.code)]
+    except ValueError:  # a code this client does not know
+        return ExitCode.OTHER
 
 
 def build_parser() -> argparse.ArgumentParser:

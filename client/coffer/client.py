@@ -227,7 +227,7 @@ class Client:
             self.close()
             raise ProtocolError("cofferd sent something that is not a JSON-RPC 2.0 response")
         if "error" in response:
-            error = error_from_wire(response["error"], response.get("id"))
+            error = error_from_wire(response["error"])
             # After these the daemon closes the connection or we lost track of it.
             if response.get("id") is None or isinstance(error, TooLarge | ProtocolError):
                 self.close()

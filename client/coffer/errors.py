@@ -17,7 +17,7 @@ Errors the daemon reports, and failures to reach it, raise one of::
     ├── ProtocolError              -32700 / -32600, or an answer the protocol does not allow
     │   └── MethodNotFound         -32601 the daemon does not know the method
     └── DaemonUnavailable          no daemon: socket missing, refused, permission denied
-        ├── DaemonBusy             503 before reading the request: too many connections
+        ├── DaemonBusy             429 before reading the request: too many connections
         └── DaemonTimeout          the daemon went silent for ``timeout`` seconds
 
 ``code`` is the JSON-RPC error code (:class:`coffer.protocol.ErrorCode`).
@@ -133,7 +133,7 @@ class DaemonUnavailable(CofferRPCError):
 
 
 class DaemonBusy(DaemonUnavailable):
-    code = ErrorCode.UPSTREAM_UNAVAILABLE
+    code = ErrorCode.BUSY
     default_message = "Busy"
 
 
@@ -152,18 +152,15 @@ _ERRORS: dict[int, type[CofferRPCError]] = {
     ErrorCode.NOT_FOUND: NotFound,
     ErrorCode.CONFLICT: Conflict,
     ErrorCode.TOO_LARGE: TooLarge,
+    ErrorCode.BUSY: DaemonBusy,
     ErrorCode.UPSTREAM_BAD_DATA: UpstreamBadData,
     ErrorCode.UPSTREAM_UNAVAILABLE: UpstreamUnavailable,
     ErrorCode.SHUTTING_DOWN: ShuttingDown,
 }
 
 
-def error_from_wire(error: object, request_id: object = 0) -> CofferRPCError:
-    """The exception for a JSON-RPC ``error`` member (unknown codes give the base class).
-
-    ``request_id`` is the response's ``id``; ``None`` marks an error about no
-    request in particular.
-    """
+def error_from_wire(error: object) -> CofferRPCError:
+    """The exception for a JSON-RPC ``error`` member, by its code (unknown codes give the base)."""
     if not isinstance(error, dict) or not isinstance(error.get("code"), int):
         return ProtocolError("cofferd sent a malformed error object")
     code: int = error["code"]
@@ -174,10 +171,6 @@ def error_from_wire(error: object, request_id: object = 0) -> CofferRPCError:
     if not isinstance(detail, str) or not detail:
         detail = message or f"cofferd error {code}"
     cls = _ERRORS.get(code, CofferRPCError)
-    if code == ErrorCode.UPSTREAM_UNAVAILABLE and request_id is None:
-        # Sent on accepting, before any request was read: the daemon, not the
-        # upstream, is out of room (it closes the connection after).
-        cls = DaemonBusy
     return cls(detail, code=code, message=message, data=data)
 
 

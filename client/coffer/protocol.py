@@ -32,6 +32,8 @@ class ErrorCode(enum.IntEnum):
     NOT_FOUND = 404  # resource, key or archive
     CONFLICT = 409  # e.g. an unlock already runs
     TOO_LARGE = 413  # over the inline cap or the line limit
+    BUSY = 429  # cofferd serves too many connections: sent on accepting, then closed
     UPSTREAM_BAD_DATA = 502  # the upstream answered nonsense or served corrupt data
     UPSTREAM_UNAVAILABLE = 503  # unreachable, timed out, 5xx after retries
     SHUTTING_DOWN = 504  # cut short: the daemon is stopping
+    # A caller who hung up gets no code: no response can reach it (local-only).

@@ -11,7 +11,7 @@ The terminating zero-length chunk goes out only after the generator ends
 normally. If it raises, urllib3 closes the connection without that chunk, the
 engine's tar reader sees an unexpected EOF and the load fails: the engine never
 commits an image from a body that did not end. Any error the generator raises
-(a :class:`cofferd.errors.DecryptionError`, :class:`cofferd.errors.Cancelled`)
+(a :class:`cofferd.errors.DecryptionError`, :class:`cofferd.errors.ShuttingDown`)
 comes out of :meth:`load` unchanged.
 """
 

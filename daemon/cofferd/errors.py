@@ -1,14 +1,22 @@
 """The exception tree of cofferd.
 
 Services raise these; foreign exceptions (requests, docker, OSError) are
-translated at the boundary with ``raise ... from exc``. One place,
-``cofferd.rpc.errors``, maps them to JSON-RPC error codes.
+translated at the boundary with ``raise ... from exc``. One table,
+:data:`WIRE`, gives each wire error its JSON-RPC code and short message; it is
+looked up along the class's MRO, so its row order does not matter and a new
+subclass answers with its nearest ancestor's row.
+
+Two kinds, as systemd's varlink keeps them apart: *wire errors* are what a
+caller can be told (every one has a row in :data:`WIRE`); *local errors*
+(:class:`LocalError`) never cross the socket: an operator's config mistake, a
+socket cofferd cannot serve on, a caller who is no longer there to answer.
 
 ::
 
-    CofferError
+    CofferError                  wire errors: each reaches the caller with its code
     ├── DecryptionError          any integrity failure of the encrypted format (opaque)
     ├── BadRequest               the caller's input is wrong
+    │   ├── InvalidParams        params of the wrong shape or type (JSON-RPC -32602)
     │   ├── BadName              a folder, name or archive id fails the name rule
     │   └── TooLarge             over a documented size cap
     ├── Unauthorized             no credentials, or the upstream refused them
@@ -21,12 +29,18 @@ translated at the boundary with ``raise ... from exc``. One place,
     ├── DockerError              the Docker engine failed us
     │   ├── DockerUnavailable    unreachable
     │   └── DockerRefused        it answered, and refused
-    └── Cancelled                the daemon is shutting down or the peer hung up
+    ├── ShuttingDown             cut short: the daemon is stopping (504)
+    └── LocalError               never crosses the wire (no row in WIRE)
+        ├── SettingsError        a config file or environment variable is unusable (exit 2)
+        ├── ListenError          cofferd cannot serve on the socket it was given (exit 1)
+        └── PeerGone             the caller hung up: logged, no response can be sent
 
 Messages never carry secrets (passwords, tokens, keys).
 """
 
 from __future__ import annotations
+
+from coffer.protocol import ErrorCode
 
 
 class CofferError(Exception):
@@ -47,6 +61,10 @@ class DecryptionError(CofferError):
 
 class BadRequest(CofferError):
     """The caller's input is wrong."""
+
+
+class InvalidParams(BadRequest):
+    """The params of a request have the wrong shape or type (JSON-RPC -32602)."""
 
 
 class BadName(BadRequest):
@@ -97,5 +115,64 @@ class DockerRefused(DockerError):
     """The Docker engine answered and refused the request."""
 
 
-class Cancelled(CofferError):
-    """The work was cut short: the daemon stops or the peer hung up."""
+class ShuttingDown(CofferError):
+    """The work was cut short because the daemon is stopping."""
+
+
+class LocalError(CofferError):
+    """An error that never crosses the wire: it is logged, or ends the process."""
+
+
+class SettingsError(LocalError):
+    """A config file or environment variable holds something unusable.
+
+    An operator's mistake, found before any caller connects: not a caller's
+    bad request.
+    """
+
+
+class ListenError(LocalError):
+    """cofferd cannot serve on the socket it was given."""
+
+
+class PeerGone(LocalError):
+    """The caller hung up (its connection, or the read end of its output pipe).
+
+    Nobody is left to read a response: the call is logged as hung up and the
+    connection closed without one.
+    """
+
+
+#: Wire error class → (code, short message). Looked up along the MRO
+#: (:func:`wire_code`), so the order of the rows does not matter.
+WIRE: dict[type[CofferError], tuple[ErrorCode, str]] = {
+    BadRequest: (ErrorCode.BAD_REQUEST, "Bad request"),
+    InvalidParams: (ErrorCode.INVALID_PARAMS, "Invalid params"),
+    BadName: (ErrorCode.BAD_REQUEST, "Bad name"),
+    TooLarge: (ErrorCode.TOO_LARGE, "Too large"),
+    Unauthorized: (ErrorCode.UNAUTHORIZED, "Unauthorized"),
+    NotFound: (ErrorCode.NOT_FOUND, "Not found"),
+    Conflict: (ErrorCode.CONFLICT, "Conflict"),
+    UpstreamError: (ErrorCode.UPSTREAM_BAD_DATA, "Upstream bad data"),
+    UpstreamUnavailable: (ErrorCode.UPSTREAM_UNAVAILABLE, "Upstream unavailable"),
+    DecryptionError: (ErrorCode.UPSTREAM_BAD_DATA, "Decryption failed"),
+    DockerError: (ErrorCode.UPSTREAM_BAD_DATA, "Docker refused"),
+    DockerUnavailable: (ErrorCode.UPSTREAM_UNAVAILABLE, "Docker unavailable"),
+    ShuttingDown: (ErrorCode.SHUTTING_DOWN, "Shutting down"),
+}
+
+
+def wire_code(
+    exc: BaseException, table: dict[type[CofferError], tuple[ErrorCode, str]] = WIRE
+) -> tuple[ErrorCode, str] | None:
+    """``(code, message)`` of the nearest class in ``exc``'s MRO with a row, or None.
+
+    None for a local error and for anything outside the tree (a bug).
+    """
+    if isinstance(exc, LocalError):
+        return None
+    for kind in type(exc).__mro__:
+        row = table.get(kind)
+        if row is not None:
+            return row
+    return None

@@ -20,13 +20,13 @@ from pathlib import Path
 from types import FrameType
 
 from cofferd import __version__
-from cofferd.app import build_app, build_dispatcher
+from cofferd.app import App, build_dispatcher
+from cofferd.errors import ListenError, SettingsError
 from cofferd.notify import Notifier
-from cofferd.resources.provider import reset_api_client
 from cofferd.rpc.calllog import CallLog
-from cofferd.rpc.listen import ListenError, bind_unix, systemd_socket
+from cofferd.rpc.listen import bind_unix, systemd_socket
 from cofferd.rpc.transport import Server
-from cofferd.settings import Settings, SettingsError
+from cofferd.settings import Settings
 
 log = logging.getLogger("cofferd")
 
@@ -104,11 +104,11 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"):
         env.pop(name, None)
 
-    app = build_app(settings, notifier)
+    app = App(settings, notifier)
     calls = None
     if logging.getLogger("cofferd.call").isEnabledFor(logging.INFO):
         calls = CallLog(sys.stderr.fileno(), journal=bool(env.get("JOURNAL_STREAM"))).start()
-    server = Server(listener, build_dispatcher(app), app, unlink_path=unlink, call_log=calls)
+    server = Server(listener, build_dispatcher(), app, unlink_path=unlink, call_log=calls)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # Only flags and a wake-up byte here: the work happens in the main flow.
@@ -128,13 +128,12 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
         # One grace for everything, so the stop stays bounded (systemd's
         # TimeoutStopSec must cover shutdown_grace plus a few seconds).
         deadline = time.monotonic() + settings.shutdown_grace
-        if app.unlock is not None:  # cancel a running unlock: the engine drops the cut load
-            app.unlock.close(settings.shutdown_grace)
+        app.unlock.close(settings.shutdown_grace)  # the engine drops the cut load
         signal.set_wakeup_fd(-1)  # the server closes its wake-up socket
         server.shutdown(max(0.0, deadline - time.monotonic()))
     finally:
         notifier.close()
-        reset_api_client()
+        app.close()
         if calls is not None:
             calls.stop()
     log.info("stopped")

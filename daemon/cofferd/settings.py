@@ -16,14 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cofferd.errors import BadRequest
+from cofferd.errors import SettingsError
 
 DEFAULT_CONFIG_FILE = Path("/etc/coffer/cofferd.toml")
 DEFAULT_SOCKET = Path("/run/coffer/cofferd.sock")
-
-
-class SettingsError(BadRequest):
-    """A config file or environment variable holds something unusable."""
 
 
 @dataclass(frozen=True)
@@ -128,4 +124,4 @@ def _coerce(key: str, annotation: object, raw: Any) -> Any:
         raise SettingsError(f"setting {key!r}: {raw!r} is not a valid {kind}") from exc
 
 
-__all__ = ["DEFAULT_CONFIG_FILE", "DEFAULT_SOCKET", "Settings", "SettingsError"]
+__all__ = ["DEFAULT_CONFIG_FILE", "DEFAULT_SOCKET", "Settings"]

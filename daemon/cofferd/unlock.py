@@ -40,15 +40,13 @@ from cofferd.binary_split import archive
 from cofferd.binary_split.archive import ArchiveHeader, ManifestImage, ManifestReader
 from cofferd.docker_engine import DockerEngine
 from cofferd.errors import (
-    BadRequest,
-    Cancelled,
     Conflict,
     DecryptionError,
     DockerRefused,
     DockerUnavailable,
     NotFound,
-    Unauthorized,
-    UpstreamError,
+    ShuttingDown,
+    wire_code,
 )
 from cofferd.models import UNLOCK_RUNNING, UnlockState, check_transition
 from cofferd.settings import Settings
@@ -128,7 +126,7 @@ class UnlockWorkflow:
         """Check, then start the worker, under one lock; ``{"state": "authenticating"}``."""
         with self._lock:
             if self._closed:
-                raise Cancelled("cofferd is shutting down")
+                raise ShuttingDown("cofferd is shutting down")
             if not self._settings.archive_path.is_file():
                 raise NotFound("Encrypted archive not found")
             if self._now.state in UNLOCK_RUNNING:
@@ -206,9 +204,13 @@ class UnlockWorkflow:
         try:
             images = self._unlock(email, password)
         except Exception as exc:
-            message = _explain(exc, self._settings.archive_path)
-            if not isinstance(exc, _EXPECTED):
+            # The wire table names the error, as a call failing with it would be named.
+            row = wire_code(exc)
+            if row is None:
                 log.exception("unlock failed unexpectedly")
+                message = "Internal error: cofferd failed unexpectedly; its log has the details"
+            else:
+                message = f"{row[1]}: {exc}"
             log.warning("unlock failed: %s", message)
             self._update(state=UnlockState.ERROR, error=message, images=())
         else:
@@ -216,7 +218,11 @@ class UnlockWorkflow:
 
     def _unlock(self, email: str, password: str) -> tuple[str, ...]:
         path = self._settings.archive_path
-        with path.open("rb") as src:
+        try:
+            src = path.open("rb")
+        except OSError as exc:
+            raise NotFound(f"cannot open the archive {path}: {exc.strerror or exc}") from exc
+        with src:
             header = archive.read_header(src)
             total = os.fstat(src.fileno()).st_size
             client = self._api_client()
@@ -225,9 +231,14 @@ class UnlockWorkflow:
             key = client.get_archive_key(header.archive_id)
             self._check_cancel()
             self._update(state=UnlockState.DECRYPTING, bytes_done=header.size, bytes_total=total)
-            with self._docker_engine() as engine:
-                images = self._load(engine, src, key, header)
-                tags = _check_present(engine, images)
+            try:
+                with self._docker_engine() as engine:
+                    images = self._load(engine, src, key, header)
+                    tags = _check_present(engine, images)
+            except DecryptionError as exc:
+                raise DecryptionError(
+                    f"the archive {path} is damaged or has been tampered with; nothing was loaded"
+                ) from exc
         self._remember(header.archive_id, images)
         return tags
 
@@ -256,7 +267,7 @@ class UnlockWorkflow:
 
     def _check_cancel(self) -> None:
         if self._cancel.is_set():
-            raise Cancelled("cofferd is shutting down")
+            raise ShuttingDown("cofferd is shutting down")
 
     # -- what the last unlock loaded, across restarts ------------------------------
 
@@ -317,44 +328,6 @@ class UnlockWorkflow:
         except DockerUnavailable as exc:
             log.info("cannot check the engine for unlocked images yet: %s", exc)
             return None
-
-
-_EXPECTED = (
-    BadRequest,
-    Cancelled,
-    DecryptionError,
-    DockerRefused,
-    DockerUnavailable,
-    NotFound,
-    Unauthorized,
-    UpstreamError,
-    OSError,
-)
-
-
-def _explain(exc: BaseException, path: Path) -> str:
-    """A message a person can act on; never a secret."""
-    if isinstance(exc, Unauthorized):
-        return f"wrong credentials: {exc}"
-    if isinstance(exc, NotFound):
-        return f"no key for this archive upstream ({exc}): was it sealed for this upstream?"
-    if isinstance(exc, DecryptionError):
-        return (
-            f"the archive {path} is damaged or has been tampered with ({exc}); nothing was loaded"
-        )
-    if isinstance(exc, DockerUnavailable):
-        return f"Docker engine unreachable: {exc}; is dockerd running?"
-    if isinstance(exc, DockerRefused):
-        return f"Docker refused the images: {exc}"
-    if isinstance(exc, BadRequest):
-        return f"the archive holds no usable image tar: {exc}"
-    if isinstance(exc, UpstreamError):
-        return f"the upstream failed: {exc}; try again later"
-    if isinstance(exc, Cancelled):
-        return f"cancelled: {exc}; nothing was loaded"
-    if isinstance(exc, OSError):
-        return f"cannot read the archive {path}: {exc.strerror or exc}"
-    return "internal error; see the cofferd log"
 
 
 def _check_present(engine: DockerEngine, images: list[ManifestImage]) -> tuple[str, ...]:

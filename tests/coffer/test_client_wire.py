@@ -49,6 +49,7 @@ _CODES = [
     (ErrorCode.UPSTREAM_BAD_DATA, cc.UpstreamBadData),
     (ErrorCode.UPSTREAM_UNAVAILABLE, cc.UpstreamUnavailable),
     (ErrorCode.SHUTTING_DOWN, cc.ShuttingDown),
+    (ErrorCode.BUSY, cc.DaemonBusy),
     (ErrorCode.INTERNAL_ERROR, cc.InternalError),
     (ErrorCode.METHOD_NOT_FOUND, cc.MethodNotFound),
     (ErrorCode.PARSE_ERROR, cc.ProtocolError),
@@ -73,9 +74,9 @@ def test_error_codes_map_to_exception_types(
     assert str(info.value) == "do this"
 
 
-def test_busy_before_any_request_is_the_daemon_not_the_upstream(tmp_path: Path) -> None:
+def test_busy_is_told_by_its_code_not_guessed(tmp_path: Path) -> None:
     sock = tmp_path / "s"
-    busy = {"code": 503, "message": "Busy", "data": {"detail": "too many connections"}}
+    busy = {"code": 429, "message": "Busy", "data": {"detail": "too many connections"}}
     line = json.dumps({"jsonrpc": "2.0", "id": None, "error": busy}).encode() + b"\n"
     with (
         serving(sock, lambda req, fds, conn: line),
@@ -432,3 +433,15 @@ def test_importing_the_library_loads_no_daemon_dependency() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_503_with_a_null_id_is_the_upstream_not_busy(tmp_path: Path) -> None:
+    sock = tmp_path / "s"
+    down = {"code": 503, "message": "Upstream unavailable", "data": {"detail": "down"}}
+    line = json.dumps({"jsonrpc": "2.0", "id": None, "error": down}).encode() + b"\n"
+    with (
+        serving(sock, lambda req, fds, conn: line),
+        cc.Client(sock) as c,
+        pytest.raises(cc.UpstreamUnavailable),
+    ):
+        c.call("m", {})

@@ -301,3 +301,17 @@ def test_ctrl_c_during_an_upload_publishes_nothing(logged_in: Path) -> None:
         assert proc.stderr.read() == b"coffer: interrupted\n"
     done = coffer("load", "cut.bin", "-o", "-", sock=logged_in)
     assert done.returncode == ExitCode.NOT_FOUND
+
+
+def test_every_wire_code_has_an_exit_code() -> None:
+    from coffer import errors as ce
+    from coffer.cli import EXIT_CODES, exit_code_for
+    from coffer.protocol import ErrorCode
+
+    assert set(EXIT_CODES) == set(ErrorCode)
+    assert exit_code_for(ce.DaemonBusy("busy")) == ExitCode.DAEMON_UNAVAILABLE
+    assert exit_code_for(ce.DaemonTimeout("slow")) == ExitCode.DAEMON_UNAVAILABLE
+    assert exit_code_for(ce.InvalidParams("x")) == ExitCode.BAD_REQUEST
+    assert exit_code_for(ce.CofferRPCError("odd", code=499)) == ExitCode.OTHER
+    for code in ErrorCode:
+        assert exit_code_for(ce.error_from_wire({"code": int(code)})) == EXIT_CODES[code]

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cofferd.settings import DEFAULT_SOCKET, Settings, SettingsError
+from cofferd.errors import SettingsError
+from cofferd.settings import DEFAULT_SOCKET, Settings
 
 
 def test_defaults_when_nothing_is_given(tmp_path: Path) -> None:

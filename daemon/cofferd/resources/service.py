@@ -27,9 +27,8 @@ from cofferd.binary_split.stream import (
     new_key,
     resource_associated_data,
 )
-from cofferd.errors import BadRequest, Cancelled, CorruptData, DecryptionError, TooLarge
+from cofferd.errors import BadRequest, CorruptData, DecryptionError, PeerGone, TooLarge
 from cofferd.models import LoadResult, UploadResult
-from cofferd.names import check_name
 from cofferd.resources.cache import BackgroundWriter, BigPartCache
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
@@ -59,8 +58,6 @@ def load(
     with :class:`CorruptData` and ``out`` holds a verified prefix, which the
     caller discards.
     """
-    check_name(folder, "folder")
-    check_name(name, "name")
     info = client.get_resource(folder, name)
     if len(info.small) + info.big_size != ciphertext_size(info.plaintext_size):
         raise CorruptData(f"resource {folder}/{name}: sizes announced by the upstream disagree")
@@ -108,8 +105,6 @@ def upload(
     small_size: int = DEFAULT_SMALL_SIZE,
 ) -> UploadResult:
     """Publish ``src``'s bytes until EOF as the next version of ``folder/name``."""
-    check_name(folder, "folder")
-    check_name(name, "name")
     ticket = client.begin_upload(folder, name)
     key = new_key()
     source = _Input(src)
@@ -248,7 +243,7 @@ class _Output(io.RawIOBase):
                 view = view[n:]
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.ECONNRESET):
-                raise Cancelled("the reader of the output went away") from exc
+                raise PeerGone("the reader of the output went away") from exc
             raise BadRequest(f"cannot write the output: {exc.strerror}") from exc
         return len(data)
 

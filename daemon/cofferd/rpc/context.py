@@ -14,9 +14,12 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from cofferd.errors import BadRequest, Cancelled
+from cofferd.errors import BadRequest, PeerGone, ShuttingDown
+
+if TYPE_CHECKING:
+    from cofferd.rpc.services import Services
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # Linux >= 4.13; the socket module does not name it.
@@ -55,13 +58,14 @@ class PeerCred:
 class Call:
     """One request being served: the context jsonrpcserver passes as first argument.
 
-    ``app`` is the daemon's service context (:class:`cofferd.app.App`); ``fds``
+    ``services`` is what methods may use of the daemon (:class:`~cofferd.rpc.services.Services`,
+    None outside the daemon, in transport tests); ``fds``
     are the descriptors that came with the request line, owned by the call: a
     method takes one with :meth:`take_fd` and then must close it; whatever is
     left is closed by the transport when the call ends.
     """
 
-    app: Any
+    services: Services | None
     peer: PeerCred
     fds: list[int] = field(default_factory=list)
     #: Set when the daemon stops or the peer hung up: long work checks it between
@@ -70,6 +74,8 @@ class Call:
     #: The connection, to notice a peer that hung up; None outside a socket (tests).
     conn: socket.socket | None = None
     method: str = ""
+    #: Set when the method found the caller gone: no response is sent.
+    hung_up: bool = False
 
     def take_fd(self) -> int | None:
         """The request's fd, now owned by the caller, or None when none came."""
@@ -97,9 +103,9 @@ class Call:
             return True
 
     def check(self) -> None:
-        """Raise :class:`Cancelled` if the work should stop now."""
+        """Raise :class:`ShuttingDown` or :class:`PeerGone` if the work should stop now."""
         if self.cancel.is_set():
-            raise Cancelled("cofferd is shutting down")
+            raise ShuttingDown("cofferd is shutting down")
         if self.peer_gone():
             self.cancel.set()
-            raise Cancelled("the caller hung up")
+            raise PeerGone("the caller hung up")

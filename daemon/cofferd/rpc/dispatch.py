@@ -1,20 +1,23 @@
 """JSON-RPC 2.0 dispatch: one request line in, one response line (or none) out.
 
 jsonrpcserver does the routing, the params check against each method's
-signature, the call and its result (``dispatch_request``). Three things are ours:
+signature, the call and the response, through its public API only:
+:func:`jsonrpcserver.dispatch_to_serializable` with our ``deserializer=``,
+``validator=`` and ``context=``, and methods that return ``Success``/``Error``.
+Three things are ours:
 
-- Parsing and the envelope check. jsonrpcserver's ``dispatch_to_response``
-  validates every request against a jsonschema by default (about 200 µs here,
-  ten times a whole ``health`` call); its ``validator=`` hook avoids that, but
-  its outer pipeline (parse and validate as Either monads, batch handling)
-  still costs as much as the call it wraps. So the line is parsed here and
-  :func:`check_envelope` checks the schema's rules by hand in about a
-  microsecond, plus ours: one object per line (no batches, which could not say
-  which request an fd belongs to) and params by name; jsonrpcserver then gets
-  the checked request.
+- The envelope check (:func:`check_envelope`), as the ``validator``.
+  jsonrpcserver's default validates against a jsonschema (about 200 µs here,
+  ten times a whole ``health`` call); ours checks the same rules by hand in
+  about a microsecond, plus ours: one object per line (no batches, which could
+  not say which request an fd belongs to) and params by name.
+- The boundary: every method is wrapped so that it never raises; its error is
+  mapped by :func:`cofferd.rpc.errors.to_rpc_error`. A caller who hung up
+  (:class:`~cofferd.errors.PeerGone`) is marked on the :class:`Call`, and the
+  transport closes the connection without a response.
 - The error shape. Every error leaves as ``{"code", "message", "data":
   {"detail"}}``; the library's own errors (parse error, unknown method, wrong
-  params) are given a detail here, method errors by :mod:`cofferd.rpc.errors`.
+  params) are given a detail here.
 """
 
 from __future__ import annotations
@@ -23,21 +26,18 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from jsonrpcserver import Error, Success
-from jsonrpcserver.dispatcher import create_request, dispatch_request
-from oslash.either import Left  # type: ignore[import-untyped]
+from jsonrpcserver import Error, Success, dispatch_to_serializable
 
 from coffer.protocol import ErrorCode
+from cofferd.errors import PeerGone
 from cofferd.rpc.context import Call
 from cofferd.rpc.errors import INTERNAL_DETAIL, is_expected, to_rpc_error
+from cofferd.rpc.spec import MethodSpec
 
 log = logging.getLogger("cofferd.rpc")
-
-#: A method: takes the :class:`Call` then params by name, returns a JSON-able dict.
-Method = Callable[..., dict[str, Any]]
 
 ENVELOPE_RULE = (
     'a request is one JSON object per line with "jsonrpc": "2.0", a string "method", '
@@ -61,13 +61,19 @@ def check_envelope(request: Any) -> Any:
     return request
 
 
-def _wrap(name: str, func: Method) -> Callable[..., Any]:
-    """Turn a plain method into a jsonrpcserver one that never leaks an exception."""
+def _wrap(spec: MethodSpec) -> Callable[..., Any]:
+    """Turn a plain method into a jsonrpcserver one that never raises."""
+    func, name = spec.func, spec.name
 
     @functools.wraps(func)
     def method(call: Call, *args: Any, **kwargs: Any) -> Any:
+        call.method = name  # for the call log: set only for known names
         try:
             return Success(func(call, *args, **kwargs))
+        except PeerGone as exc:
+            log.info("%s: the caller hung up (%s): %s", name, call.peer, exc)
+            call.hung_up = True
+            return Error(int(ErrorCode.INTERNAL_ERROR), "Hung up", {"detail": str(exc)})
         except Exception as exc:
             if not is_expected(exc):
                 log.exception("%s failed unexpectedly (%s)", name, call.peer)
@@ -93,33 +99,21 @@ def _detail(code: int, data: Any) -> str:
     return INTERNAL_DETAIL
 
 
-def _to_json(id_: Any, result: Any) -> dict[str, Any]:
-    if isinstance(result, Left):
-        err = result._error
-        data = err.data
-        if not (isinstance(data, dict) and "detail" in data):
-            data = {"detail": _detail(err.code, data)}
-        body = {"code": err.code, "message": err.message, "data": data}
-        return {"jsonrpc": "2.0", "error": body, "id": id_}
-    return {"jsonrpc": "2.0", "result": result._value.result, "id": id_}
+def _deserialize(line: bytes) -> Any:
+    # Decoded first: json.loads would sniff the encoding of bytes each time.
+    return json.loads(line.decode("utf-8"))  # UnicodeDecodeError is a parse error too
 
 
 class Dispatcher:
-    """The method table and the line-to-line dispatch over it.
+    """The method table, fixed at construction, and the line-to-line dispatch over it."""
 
-    The table is open until serving starts, so a feature module adds its own
-    methods with :meth:`add` (e.g. ``unlock``/``unlock_status``).
-    """
-
-    def __init__(self, methods: Mapping[str, Method] | None = None) -> None:
+    def __init__(self, specs: Iterable[MethodSpec]) -> None:
         self._methods: dict[str, Callable[..., Any]] = {}
-        for name, func in (methods or {}).items():
-            self.add(name, func)
-
-    def add(self, name: str, func: Method) -> None:
-        if name in self._methods:
-            raise ValueError(f"method {name!r} is already registered")
-        self._methods[name] = _wrap(name, func)
+        self.specs: tuple[MethodSpec, ...] = tuple(specs)
+        for spec in self.specs:
+            if spec.name in self._methods:
+                raise ValueError(f"method {spec.name!r} is in the table twice")
+            self._methods[spec.name] = _wrap(spec)
 
     @property
     def names(self) -> list[str]:
@@ -127,22 +121,22 @@ class Dispatcher:
 
     def handle(self, line: bytes, call: Call) -> dict[str, Any] | None:
         """The response object for one request line, or None for a notification."""
-        try:
-            # Decoded first: json.loads would sniff the encoding of bytes each time.
-            request = json.loads(line.decode("utf-8"))
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            code = ErrorCode.PARSE_ERROR
-            return error_response(code, "Parse error", _detail(code, exc))
-        try:
-            check_envelope(request)
-        except ValueError:
-            return error_response(ErrorCode.INVALID_REQUEST, "Invalid request", ENVELOPE_RULE)
-        if request["method"] in self._methods:
-            call.method = request["method"]  # for the log line, known names only
-        _, result = dispatch_request(self._methods, call, create_request(request))
-        if "id" not in request:
+        response = dispatch_to_serializable(
+            line,  # our deserializer takes the bytes
+            self._methods,
+            context=call,
+            deserializer=_deserialize,
+            validator=check_envelope,
+        )
+        if response is None:
             return None
-        return _to_json(request["id"], result)
+        assert isinstance(response, dict)  # the validator refuses batches
+        error = response.get("error")
+        if error is not None:
+            data = error.get("data")
+            if not (isinstance(data, dict) and "detail" in data):
+                error["data"] = {"detail": _detail(error["code"], data)}
+        return response
 
 
 def error_response(code: int, message: str, detail: str, id_: Any = None) -> dict[str, Any]:

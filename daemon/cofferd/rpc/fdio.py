@@ -2,7 +2,7 @@
 
 The daemon never opens a path a caller names: it reads and writes only what
 the caller handed over. These wrappers turn the ways such an fd can fail into
-the error tree: the reader of a pipe going away is :class:`Cancelled` (no
+the error tree: the reader of a pipe going away is :class:`PeerGone` (no
 noise in the log), a descriptor open the wrong way is :class:`BadRequest`, and
 work stops between chunks once the call is cancelled.
 """
@@ -18,7 +18,7 @@ import select
 import stat
 from typing import TYPE_CHECKING
 
-from cofferd.errors import BadRequest, Cancelled, TooLarge
+from cofferd.errors import BadRequest, PeerGone, ShuttingDown, TooLarge
 from cofferd.rpc.context import Call
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def _wait(fd: int, event: int, call: Call) -> None:
     poller.register(fd, event)
     while not poller.poll(_POLL_MS):
         if call.cancel.is_set():
-            raise Cancelled("cofferd is shutting down")
+            raise ShuttingDown("cofferd is shutting down")
 
 
 class _CallerFd(io.RawIOBase):
@@ -79,14 +79,14 @@ class FdWriter(_CallerFd):
         total = len(view)
         while view:
             if self._call.cancel.is_set():
-                raise Cancelled("cofferd is shutting down")
+                raise ShuttingDown("cofferd is shutting down")
             try:
                 n = os.write(self._fd, view[:CHUNK])
             except BlockingIOError:
                 _wait(self._fd, select.POLLOUT, self._call)
                 continue
             except BrokenPipeError as exc:
-                raise Cancelled("the caller closed its end of the pipe") from exc
+                raise PeerGone("the caller closed its end of the pipe") from exc
             except OSError as exc:
                 if exc.errno == errno.EBADF:
                     raise BadRequest("the fd given to load is not open for writing") from exc
@@ -116,7 +116,7 @@ class FdReader(_CallerFd):
         view = memoryview(buffer).cast("B")[:CHUNK]
         while True:
             if self._call.cancel.is_set():
-                raise Cancelled("cofferd is shutting down")
+                raise ShuttingDown("cofferd is shutting down")
             try:
                 n = os.readv(self._fd, [view])
                 break

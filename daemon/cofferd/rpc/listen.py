@@ -15,14 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cofferd.errors import CofferError
+from cofferd.errors import ListenError
 from cofferd.rpc.context import PeerCred
 
 SOCKET_MODE = 0o660
-
-
-class ListenError(CofferError):
-    """cofferd cannot serve on the socket it was given."""
 
 
 def bind_unix(path: Path, backlog: int = 128) -> socket.socket:

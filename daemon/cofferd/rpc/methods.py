@@ -3,7 +3,7 @@
 Each takes the :class:`~cofferd.rpc.context.Call` first (positional only, so
 no param can pose as it), then the request's params by name; jsonrpcserver
 answers -32602 for missing or unknown ones. Values of the wrong type are
-:class:`~cofferd.rpc.errors.InvalidParams`, names failing the name rule are
+:class:`~cofferd.errors.InvalidParams`, names failing the name rule are
 :class:`~cofferd.errors.BadName`. No method logs its params.
 """
 
@@ -12,39 +12,32 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
+from coffer.protocol import ErrorCode
 from cofferd import __version__
-from cofferd.errors import BadRequest, TooLarge
-from cofferd.models import LoadResult, UploadResult
-from cofferd.names import check_name
+from cofferd.errors import BadRequest, InvalidParams, TooLarge
+from cofferd.models import LoadResult, UnlockState, UploadResult
 from cofferd.resources import service
 from cofferd.rpc.context import Call
-from cofferd.rpc.dispatch import Method
-from cofferd.rpc.errors import InvalidParams
 from cofferd.rpc.fdio import CappedBuffer, FdReader, FdWriter
-
-if TYPE_CHECKING:
-    from cofferd.app import App
-
+from cofferd.rpc.params import NAME_SCHEMA, check_name, text
+from cofferd.rpc.services import Services
+from cofferd.rpc.spec import MethodSpec, obj
 
 #: The inline cap whatever the settings say: base64 of this many bytes, with the
 #: JSON around it, still fits in one line of ``coffer.protocol.MAX_LINE_BYTES``.
 INLINE_LIMIT = 6_000_000
 
 
-def _inline_cap(app: App) -> int:
+def _inline_cap(app: Services) -> int:
     return min(app.settings.inline_max_bytes, INLINE_LIMIT)
 
 
-def _app(call: Call) -> App:
-    return cast("App", call.app)
-
-
-def _text(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidParams(f"{what} must be a non-empty string")
-    return value
+def services(call: Call) -> Services:
+    """The daemon's services; a call outside the daemon (no services) is a bug."""
+    assert call.services is not None, "a method called without the daemon's services"
+    return call.services
 
 
 def health(call: Call, /) -> dict[str, Any]:
@@ -52,20 +45,20 @@ def health(call: Call, /) -> dict[str, Any]:
 
 
 def status(call: Call, /) -> dict[str, Any]:
-    app = _app(call)
+    app = services(call)
     return {
         "authenticated": app.api_client().authenticated,
         "model_cache_dir": str(app.settings.cache_dir),
         "upstream_url": app.settings.upstream_url,
         "version": __version__,
-        "unlock": {"state": app.unlock_state().value},
+        "unlock": {"state": app.unlock.state.value},
     }
 
 
 def login(call: Call, /, email: object, password: object) -> dict[str, Any]:
     # The upstream decides; its refusal is Unauthorized (401), the same for a
     # wrong email as for a wrong password.
-    _app(call).api_client().login(_text(email, "email"), _text(password, "password"))
+    services(call).api_client().login(text(email, "email"), text(password, "password"))
     return {"status": "ok"}
 
 
@@ -77,7 +70,7 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
     folder_ = check_name(folder, "folder")
     name = check_name(filename, "filename")
     fd = call.take_fd()
-    app = _app(call)
+    app = services(call)
     with app.notifier.working(f"loading {folder_}/{name}"):
         if fd is None:
             cap = _inline_cap(app)
@@ -109,7 +102,7 @@ def upload(
     if size is not None and (type(size) is not int or size < 0):
         raise InvalidParams("size must be a non-negative integer")
     fd = call.take_fd()
-    app = _app(call)
+    app = services(call)
     src: io.RawIOBase | io.BytesIO
     if fd is not None:
         src = FdReader(fd, call, expected=size)
@@ -161,11 +154,98 @@ def _uploaded(result: UploadResult) -> dict[str, Any]:
     }
 
 
-#: The core table; features add theirs in :func:`cofferd.app.build_dispatcher`.
-METHODS: dict[str, Method] = {
-    "health": health,
-    "status": status,
-    "login": login,
-    "load": load,
-    "upload": upload,
+_LOADED = {
+    "folder": NAME_SCHEMA,
+    "filename": NAME_SCHEMA,
+    "version": {"type": "integer", "minimum": 1},
+    "size": {"type": "integer", "minimum": 0},
 }
+_CREDENTIALS = obj(
+    {"email": {"type": "string"}, "password": {"type": "string"}}, ("email", "password")
+)
+
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec(
+        "health",
+        health,
+        "Whether cofferd serves, and its version.",
+        result=obj(
+            {"status": {"const": "ok"}, "version": {"type": "string"}}, ("status", "version")
+        ),
+    ),
+    MethodSpec(
+        "status",
+        status,
+        "Login, cache, upstream and unlock state.",
+        result=obj(
+            {
+                "authenticated": {"type": "boolean"},
+                "model_cache_dir": {"type": "string"},
+                "upstream_url": {"type": "string"},
+                "version": {"type": "string"},
+                "unlock": obj({"state": {"enum": [s.value for s in UnlockState]}}, ("state",)),
+            },
+            ("authenticated", "model_cache_dir", "upstream_url", "version", "unlock"),
+        ),
+    ),
+    MethodSpec(
+        "login",
+        login,
+        "Log cofferd in to the upstream; the credentials stay in memory.",
+        params=_CREDENTIALS,
+        result=obj({"status": {"const": "ok"}}, ("status",)),
+        errors=(
+            ErrorCode.UNAUTHORIZED,
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            ErrorCode.UPSTREAM_BAD_DATA,
+        ),
+    ),
+    MethodSpec(
+        "load",
+        load,
+        "The plaintext of a resource's current version, into the fd passed, else inline.",
+        params=obj(
+            {"filename": NAME_SCHEMA, "folder": {**NAME_SCHEMA, "default": "models"}}, ("filename",)
+        ),
+        result=obj(
+            {**_LOADED, "data": {"type": "string", "contentEncoding": "base64"}},
+            ("folder", "filename", "version", "size"),
+        ),
+        errors=(
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.UNAUTHORIZED,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.TOO_LARGE,
+            ErrorCode.UPSTREAM_BAD_DATA,
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+        ),
+        fd="takes",
+    ),
+    MethodSpec(
+        "upload",
+        upload,
+        "Encrypt the fd's bytes (or inline base64 data) and publish the next version.",
+        params=obj(
+            {
+                "filename": NAME_SCHEMA,
+                "folder": {**NAME_SCHEMA, "default": "models"},
+                "size": {"type": ["integer", "null"], "minimum": 0, "default": None},
+                "data": {"type": ["string", "null"], "contentEncoding": "base64", "default": None},
+            },
+            ("filename",),
+        ),
+        result=obj(
+            {"status": {"const": "ok"}, **_LOADED},
+            ("status", "folder", "filename", "version", "size"),
+        ),
+        errors=(
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.UNAUTHORIZED,
+            ErrorCode.CONFLICT,
+            ErrorCode.TOO_LARGE,
+            ErrorCode.UPSTREAM_BAD_DATA,
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+        ),
+        fd="takes",
+    ),
+)

@@ -26,13 +26,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coffer.protocol import MAX_FDS, MAX_LINE_BYTES, ErrorCode
 from cofferd.rpc.calllog import CallLog
 from cofferd.rpc.context import Call, PeerCred
 from cofferd.rpc.dispatch import Dispatcher, error_response
 from cofferd.rpc.listen import PeerPolicy
+
+if TYPE_CHECKING:
+    from cofferd.rpc.services import Services
 
 log = logging.getLogger("cofferd.rpc")
 
@@ -66,7 +69,7 @@ class Server:
         self,
         listener: socket.socket,
         dispatcher: Dispatcher,
-        app: Any,
+        services: Services | None,
         *,
         unlink_path: Path | None = None,
         max_connections: int = MAX_CONNECTIONS,
@@ -75,7 +78,7 @@ class Server:
     ) -> None:
         self._listener = listener
         self._dispatcher = dispatcher
-        self._app = app
+        self._services = services
         self._unlink_path = unlink_path
         self._max = max_connections
         self._clock = clock
@@ -193,7 +196,7 @@ class Server:
         if full:
             log.warning("refusing a connection from %s: %d already open", peer, self._max)
             detail = f"cofferd serves at most {self._max} connections at once; try again later"
-            _send_quietly(sock, error_response(ErrorCode.UPSTREAM_UNAVAILABLE, "Busy", detail))
+            _send_quietly(sock, error_response(ErrorCode.BUSY, "Busy", detail))
             sock.close()
             return
         conn.thread = threading.Thread(
@@ -261,9 +264,10 @@ class Server:
         if self._stopping.is_set():
             _close_all(fds)
             detail = "cofferd is shutting down; try again once it is back"
-            _send_quietly(conn.sock, error_response(ErrorCode.SHUTTING_DOWN, "Cancelled", detail))
+            stopping = error_response(ErrorCode.SHUTTING_DOWN, "Shutting down", detail)
+            _send_quietly(conn.sock, stopping)
             return False
-        call = Call(self._app, conn.peer, fds, conn.cancel, conn.sock)
+        call = Call(self._services, conn.peer, fds, conn.cancel, conn.sock)
         conn.call = call
         started = self._clock()
         try:
@@ -271,6 +275,11 @@ class Server:
         finally:
             call.close_fds()
             conn.call = None
+        if call.hung_up:
+            # Nobody is left to read an answer (docs/protocol.md: hang-up is local-only).
+            if self._call_log is not None:
+                self._call_log.record(call.method, "hung up", conn.peer, self._clock() - started)
+            return False
         if response is None:
             return not self._stopping.is_set()
         if self._call_log is not None:

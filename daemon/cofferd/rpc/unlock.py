@@ -1,4 +1,4 @@
-"""``unlock`` and ``unlock_status``: thin methods over :class:`cofferd.unlock.UnlockWorkflow`.
+"""``unlock`` and ``unlock_status``: thin methods over the unlock workflow.
 
 ``unlock`` ``{"email", "password"}`` → ``{"state": "authenticating"}``, or a
 not-found error (detail ``"Encrypted archive not found"``) when there is no
@@ -9,42 +9,52 @@ goes to the workflow's worker and nowhere else: never logged, never echoed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
+from coffer.protocol import ErrorCode
+from cofferd.models import UnlockState
 from cofferd.rpc.context import Call
-from cofferd.rpc.dispatch import Dispatcher, Method
-from cofferd.rpc.errors import InvalidParams
-from cofferd.unlock import UnlockWorkflow
-
-if TYPE_CHECKING:
-    from cofferd.app import App
-
-
-def _workflow(call: Call) -> UnlockWorkflow:
-    return cast(UnlockWorkflow, cast("App", call.app).unlock)
-
-
-def _text(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidParams(f"{what} must be a non-empty string")
-    return value
+from cofferd.rpc.methods import services
+from cofferd.rpc.params import text
+from cofferd.rpc.spec import MethodSpec, obj
 
 
 def unlock(call: Call, /, email: object, password: object) -> dict[str, Any]:
-    return _workflow(call).start(_text(email, "email"), _text(password, "password"))
+    return services(call).unlock.start(text(email, "email"), text(password, "password"))
 
 
 def unlock_status(call: Call, /) -> dict[str, Any]:
-    return _workflow(call).status()
+    return services(call).unlock.status()
 
 
-METHODS: dict[str, Method] = {"unlock": unlock, "unlock_status": unlock_status}
+_STATE = {"enum": [s.value for s in UnlockState]}
 
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec(
+        "unlock",
+        unlock,
+        "Start loading the device's encrypted Docker images; watch with unlock_status.",
+        params=obj(
+            {"email": {"type": "string"}, "password": {"type": "string"}}, ("email", "password")
+        ),
+        result=obj({"state": {"const": UnlockState.AUTHENTICATING.value}}, ("state",)),
+        errors=(ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT),
+    ),
+    MethodSpec(
+        "unlock_status",
+        unlock_status,
+        "Where the last unlock is: state, error, progress, images loaded.",
+        result=obj(
+            {
+                "state": _STATE,
+                "error": {"type": ["string", "null"]},
+                "bytes_done": {"type": "integer", "minimum": 0},
+                "bytes_total": {"type": "integer", "minimum": 0},
+                "images": {"type": "array", "items": {"type": "string"}},
+            },
+            ("state", "error", "bytes_done", "bytes_total", "images"),
+        ),
+    ),
+)
 
-def register(dispatcher: Dispatcher) -> None:
-    """Add ``unlock`` and ``unlock_status`` to the daemon's method table."""
-    for name, func in METHODS.items():
-        dispatcher.add(name, func)
-
-
-__all__ = ["METHODS", "register", "unlock", "unlock_status"]
+__all__ = ["SPECS", "unlock", "unlock_status"]

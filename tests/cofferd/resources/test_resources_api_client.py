@@ -21,9 +21,7 @@ from cofferd.errors import (
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
-from cofferd.resources.provider import get_api_client, reset_api_client
 from cofferd.resources.upstream import ApiClient, RetryPolicy
-from cofferd.settings import Settings
 
 KEY = bytes(range(32))
 BIG = bytes(range(256)) * 4096 * 4  # 4 MiB
@@ -378,26 +376,6 @@ def test_put_big_source_error_propagates_as_is(scripted: ScriptedServer, client:
 
     with pytest.raises(CorruptData, match="source broke"):
         client.put_big(f"{scripted.url}/cdn/b", chunks())
-
-
-def test_one_client_per_process_even_on_a_racy_first_use():
-    reset_api_client()
-    settings = Settings(upstream_url="http://127.0.0.1:9")
-    got: list[ApiClient] = []
-    barrier = threading.Barrier(16)
-
-    def first_use() -> None:
-        barrier.wait()
-        got.append(get_api_client(settings))
-
-    threads = [threading.Thread(target=first_use) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(got) == 16
-    assert all(c is got[0] for c in got)
-    reset_api_client()
 
 
 def test_cdn_failure_tracebacks_do_not_quote_the_presigned_url(sleeps: Sleeps):

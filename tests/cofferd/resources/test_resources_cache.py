@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cofferd.errors import Cancelled, CorruptData
+from cofferd.errors import CorruptData, PeerGone
 from cofferd.resources.cache import BackgroundWriter, BigPartCache
 from cofferd.resources.service import load, upload
 from cofferd.resources.upstream import ApiClient, RetryPolicy
@@ -158,6 +158,6 @@ def test_reader_hanging_up_cancels_and_caches_nothing(clients, tmp_path: Path):
     read_fd, write_fd = os.pipe()
     os.close(read_fd)
     cache = BigPartCache(tmp_path)
-    with open(write_fd, "wb", buffering=0) as out, pytest.raises(Cancelled):
+    with open(write_fd, "wb", buffering=0) as out, pytest.raises(PeerGone):
         load(reader, cache, "models", "m.bin", out)
     assert files(tmp_path) == []

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from coffer.protocol import ErrorCode
-from cofferd.errors import NotFound
+from cofferd.errors import ListenError, NotFound
 from cofferd.rpc.context import Call
 from cofferd.rpc.dispatch import Dispatcher
-from cofferd.rpc.listen import ListenError, bind_unix
+from cofferd.rpc.listen import bind_unix
+from cofferd.rpc.spec import MethodSpec
 from cofferd.rpc.transport import Server
 from fixtures.daemon import read_response, rpc
 
@@ -65,7 +66,8 @@ def start(sock_dir: Path, **options: Any) -> tuple[Server, threading.Thread, Pat
     entered.clear()
     path = sock_dir / "s.sock"
     methods = {"echo": echo, "wait": wait, "nap": nap, "missing": missing, "broken": broken}
-    server = Server(bind_unix(path), Dispatcher(methods), app=None, unlink_path=path, **options)
+    table = [MethodSpec(name, func, name) for name, func in methods.items()]
+    server = Server(bind_unix(path), Dispatcher(table), None, unlink_path=path, **options)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     return server, thread, path
@@ -125,7 +127,7 @@ def test_connections_past_the_cap_are_told_and_closed(sock_dir: Path) -> None:
             assert rpc(first, "echo")["result"]
             with connect(path) as second:
                 response = read_response(second)
-                assert response["error"]["code"] == ErrorCode.UPSTREAM_UNAVAILABLE
+                assert response["error"]["code"] == ErrorCode.BUSY
                 assert response["error"]["message"] == "Busy"
                 assert second.recv(1) == b""
             assert rpc(first, "echo")["result"]

@@ -177,7 +177,7 @@ def test_wrong_password(
     assert result(daemon.call("unlock", params)) == {"state": "authenticating"}
     status = wait_for(daemon, ("ready", "error"))
     assert status["state"] == "error"
-    assert status["error"].startswith("wrong credentials")
+    assert status["error"].startswith("Unauthorized: ")
     assert "wrong-password" not in daemon.stderr_text()
 
 
@@ -232,7 +232,7 @@ def test_docker_engine_down_is_an_error_and_leaves_nothing(
     result(daemon.call("unlock", params))
     status = wait_for(daemon, ("ready", "error"))
     assert status["state"] == "error"
-    assert status["error"].startswith("Docker engine unreachable")
+    assert status["error"].startswith("Docker unavailable: ")
     assert not (Path(daemon.env["COFFER_STATE_DIR"]) / "unlock.json").exists()
     assert plaintext_files(daemon.base, image.marker) == []
 

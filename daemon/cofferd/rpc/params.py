@@ -1,0 +1,27 @@
+"""Checks of param values at the boundary, shared by the method modules.
+
+jsonrpcserver checks which params came against each method's signature; the
+values are checked here, once per call, and the services below trust the
+typed values they are given.
+"""
+
+from __future__ import annotations
+
+from cofferd.errors import InvalidParams
+from cofferd.names import NAME_RULE, check_name
+
+__all__ = ["NAME_SCHEMA", "check_name", "text"]
+
+#: JSON Schema of a folder, resource name or archive id (see :mod:`cofferd.names`).
+NAME_SCHEMA = {
+    "type": "string",
+    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+    "description": NAME_RULE,
+}
+
+
+def text(value: object, what: str) -> str:
+    """``value`` if it is a non-empty string, else :class:`InvalidParams`."""
+    if not isinstance(value, str) or not value:
+        raise InvalidParams(f"{what} must be a non-empty string")
+    return value

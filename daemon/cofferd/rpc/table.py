@@ -1,0 +1,13 @@
+"""The method table: every method of the socket API, as data, in one place.
+
+The dispatcher is built from :data:`TABLE` and nothing else; a method a
+feature adds goes into its module's ``SPECS`` and that tuple goes here. A
+description of the API (``rpc.discover``) is generated from the same table.
+"""
+
+from __future__ import annotations
+
+from cofferd.rpc import methods, unlock
+from cofferd.rpc.spec import MethodSpec
+
+TABLE: tuple[MethodSpec, ...] = methods.SPECS + unlock.SPECS
