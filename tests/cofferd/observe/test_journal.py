@@ -6,6 +6,7 @@ import fcntl
 import io
 import os
 import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,7 +89,15 @@ def test_a_missing_socket_drops_and_counts(tmp_path: Path) -> None:
 def test_a_full_journal_queue_drops_without_blocking(journald: FakeJournald) -> None:
     # Nobody reads: the receiver's queue fills; each send must return at once.
     sender = JournalSender(journald.path)
-    results = [sender.send({"MESSAGE": "m" * 1000}) for _ in range(2000)]
+    results: list[bool] = []
+
+    def flood() -> None:
+        results.extend(sender.send({"MESSAGE": "m" * 1000}) for _ in range(2000))
+
+    thread = threading.Thread(target=flood, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "a send blocked on a full journal queue"
     assert results[0] is True
     assert sender.dropped > 0
     assert results.count(False) == sender.dropped
