@@ -17,7 +17,6 @@ pytestmark = pytest.mark.slow
 #: What lintian still says, each for a reason given in packaging/README.md.
 KNOWN_LINTIAN = {
     "initial-upload-closes-no-bugs",  # not uploaded to Debian: no ITP bug to close
-    "no-manual-page",  # `coffer --help` and docs/operations.md are the manual
     "script-not-executable",  # bundled modules with a shebang (requests, OSlash)
     "unusual-interpreter",  # requests/certs.py's `#!/usr/bin/env python`, never run
 }
@@ -67,6 +66,9 @@ def test_layout(unpacked: Path) -> None:
         "usr/share/doc/coffer/copyright",
         "usr/share/doc/coffer/changelog.Debian.gz",
         "usr/share/doc/coffer/operations.md",
+        "usr/share/man/man1/coffer.1.gz",
+        "usr/share/man/man8/cofferd.8.gz",
+        "usr/share/bash-completion/completions/coffer",
     ):
         assert (unpacked / path).is_file(), path
     # The reference upstream is for tests and demos, not devices.
