@@ -10,6 +10,8 @@ Invariants:
   sha256 matched what the upstream announced; a failed or abandoned download
   removes its temporary file. Readers therefore never see a partial file.
 - Storing a version evicts the older versions of the same resource.
+- Temporary files of a process that died mid-download are removed when the
+  next process builds its :class:`BigPartCache`.
 - A cached file is not trusted blindly: it is decrypted with authentication
   on every read, and the caller evicts it if that fails. That is also why
   entries are not fsynced: a file torn by a power cut fails authentication
@@ -39,12 +41,19 @@ _TEMP_PREFIX = ".tmp-"
 
 
 class BigPartCache:
-    """Verified big parts under one directory, shared by the threads of one process."""
+    """Verified big parts under one directory, shared by the threads of one process.
+
+    Build one per cache dir per process, at start-up: building it removes the
+    temporary files a process that died mid-download left behind.
+    """
 
     def __init__(self, cache_dir: Path) -> None:
         self._root = cache_dir / "big"
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        removed = self.remove_temporary()
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted download", removed)
 
     @property
     def root(self) -> Path:
@@ -118,14 +127,24 @@ class BigPartCache:
         """Remove temporary files left by a process that died mid-download.
 
         Only for start-up, when no download of this process can be under way.
+        A file that cannot be removed is logged and left: it costs disk space,
+        not correctness (no name can match it).
         """
         removed = 0
-        if not self._root.is_dir():
+        try:
+            leftovers = list(self._root.glob(f"*/*/{_TEMP_PREFIX}*"))
+        except OSError as exc:
+            log.warning("cannot look for leftovers in the cache: %s", exc.strerror)
             return 0
-        for path in self._root.glob(f"*/*/{_TEMP_PREFIX}*"):
-            with contextlib.suppress(FileNotFoundError):
+        for path in leftovers:
+            try:
                 path.unlink()
-                removed += 1
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot remove %s from the cache: %s", path.name, exc.strerror)
+                continue
+            removed += 1
         return removed
 
 

@@ -125,11 +125,6 @@ class ApiClient:
             self._credentials = (email, password)
         log.info("logged in to the upstream")
 
-    def logout(self) -> None:
-        with self._lock:
-            self._credentials = None
-            self._token = None
-
     def _fetch_token(self, email: str, password: str) -> None:
         # Caller holds self._lock.
         resp = self._send("POST", "/v1/login", json={"email": email, "password": password})
