@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from coffer.streams import write_all
 from cofferd.errors import CorruptData
 from cofferd.resources.wire import ResourceInfo
 
@@ -164,11 +165,7 @@ class CacheWriter:
     def write(self, data: bytes | memoryview) -> None:
         self._sha.update(data)
         self._size += len(data)
-        view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            assert written is not None  # a blocking regular file
-            view = view[written:]
+        write_all(self._file, data)
 
     def commit(self) -> Path:
         """Check size and sha256, then rename into place; raises CorruptData on a mismatch."""
