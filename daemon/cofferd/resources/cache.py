@@ -99,14 +99,8 @@ class BigPartCache:
         return CacheWriter(self, info, directory)
 
     def evict(self, path: Path) -> None:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("cannot evict %s from the cache: %s", path.name, exc.strerror)
-            return
-        log.info("evicted %s from the cache", path.relative_to(self._root))
+        if _remove(path, "evict"):
+            log.info("evicted %s from the cache", path.relative_to(self._root))
 
     def evict_older(self, info: ResourceInfo) -> None:
         """Remove every entry of ``info``'s resource older than its version."""
@@ -131,22 +125,24 @@ class BigPartCache:
         A file that cannot be removed is logged and left: it costs disk space,
         not correctness (no name can match it).
         """
-        removed = 0
         try:
             leftovers = list(self._root.glob(f"*/*/{_TEMP_PREFIX}*"))
         except OSError as exc:
             log.warning("cannot look for leftovers in the cache: %s", exc.strerror)
             return 0
-        for path in leftovers:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                log.warning("cannot remove %s from the cache: %s", path.name, exc.strerror)
-                continue
-            removed += 1
-        return removed
+        return sum(_remove(path, "remove") for path in leftovers)
+
+
+def _remove(path: Path, verb: str) -> bool:
+    """Unlink ``path``; False if it was gone already or cannot go (logged)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("cannot %s %s from the cache: %s", verb, path.name, exc.strerror)
+        return False
+    return True
 
 
 class CacheWriter:
