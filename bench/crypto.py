@@ -2,9 +2,9 @@
 
 Measures, on the same machine in the same run:
 
-- coffer ``decrypt_file`` / ``encrypt_file`` (file to /dev/null) on one thread
-  and on the default worker count (two where two cores are ours), and
-  ``decrypt_chunks`` over 1 MiB chunks;
+- coffer ``decrypt_file`` (file to /dev/null) and ``encrypt_chunks`` (1 MiB
+  chunks of a file to /dev/null) on one thread and on the default worker count
+  (two where two cores are ours), and ``decrypt_chunks`` over 1 MiB chunks;
 - raw ``AESGCM.decrypt`` over 1 MiB buffers held in memory (the ceiling for
   one core: no I/O, no framing);
 - the ``tink`` package's streaming AEAD decrypting the same format (on a
@@ -21,7 +21,6 @@ Usage: python bench/crypto.py [--size-mib 1024] [--tink-mib 256] [--repeat 3]
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -107,6 +106,12 @@ def file_chunks(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
+def encrypt_file(src: Path, dst: Path, key: bytes, workers: int) -> None:
+    with dst.open("wb") as out:
+        for piece in stream.encrypt_chunks(file_chunks(src), key, AD, workers=workers):
+            out.write(piece)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="data size (default 1 GiB)")
@@ -122,25 +127,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         plain, cipher = Path(tmp, "plain"), Path(tmp, "cipher")
         write_plaintext(plain, size)
-        with plain.open("rb") as src, cipher.open("wb") as dst:
-            stream.encrypt_file(src, dst, key, AD)
+        encrypt_file(plain, cipher, key, parallel)
 
-        def run_file(fn: Callable[..., int], path: Path, workers: int) -> Callable[[], int]:
+        def run_decrypt(workers: int) -> Callable[[], int]:
+            # As load reads a cached big part: the small part in memory, the rest read.
             def go() -> int:
-                with path.open("rb") as src, open(os.devnull, "wb") as dst:
-                    fn(src, dst, key, AD, workers=workers)
+                with cipher.open("rb") as src, open(os.devnull, "wb") as dst:
+                    small = src.read(4096)
+                    stream.decrypt_file(src, dst, key, AD, prefix=small, workers=workers)
                 return size
 
             return go
 
-        def run_mapped(workers: int) -> Callable[[], int]:
-            # As load reads a cached big part: the small part in memory, the rest mapped.
+        def run_encrypt(workers: int) -> Callable[[], int]:
             def go() -> int:
-                with cipher.open("rb") as src, open(os.devnull, "wb") as dst:
-                    small = src.read(4096)
-                    stream.decrypt_file(
-                        src, dst, key, AD, prefix=small, map_src=True, workers=workers
-                    )
+                encrypt_file(plain, Path(os.devnull), key, workers)
                 return size
 
             return go
@@ -171,7 +172,9 @@ def main() -> None:
         tink_aead = TinkOracle(key, stream.SEGMENT_SIZE)._aead
         tink_cipher = Path(tmp, "tink-cipher")
         with plain.open("rb") as src, tink_cipher.open("wb") as dst:
-            stream.encrypt_file(io.BufferedReader(_Limit(src, tink_size)), dst, key, AD)
+            pieces = iter(lambda: src.read(min(MIB, tink_size - src.tell())), b"")
+            for piece in stream.encrypt_chunks(pieces, key, AD):
+                dst.write(piece)
 
         def run_tink() -> int:
             n = 0
@@ -187,12 +190,10 @@ def main() -> None:
             {
                 "aesgcm": run_raw,
                 "tink": run_tink,
-                "decrypt_1": run_file(stream.decrypt_file, cipher, 1),
-                "decrypt_n": run_file(stream.decrypt_file, cipher, parallel),
-                "mapped_1": run_mapped(1),
-                "mapped_n": run_mapped(parallel),
-                "encrypt_1": run_file(stream.encrypt_file, plain, 1),
-                "encrypt_n": run_file(stream.encrypt_file, plain, parallel),
+                "decrypt_1": run_decrypt(1),
+                "decrypt_n": run_decrypt(parallel),
+                "encrypt_1": run_encrypt(1),
+                "encrypt_n": run_encrypt(parallel),
                 "chunks": run_chunks,
             },
             args.repeat,
@@ -200,7 +201,7 @@ def main() -> None:
 
     speed = {name: figures.mib_s for name, figures in results.items()}
     aesgcm, tink = speed["aesgcm"], speed["tink"]
-    best_decrypt = max(speed[k] for k in ("decrypt_1", "decrypt_n", "mapped_1", "mapped_n"))
+    best_decrypt = max(speed[k] for k in ("decrypt_1", "decrypt_n"))
     rss = max(f.rss_growth_mib for name, f in results.items() if name not in ("aesgcm", "tink"))
     print(f"data: {args.size_mib} MiB (tink {tink_size // MIB} MiB), best of {args.repeat} rounds")
     for name, label in [
@@ -208,10 +209,8 @@ def main() -> None:
         ("tink", "tink streaming AEAD decrypt"),
         ("decrypt_1", "coffer decrypt_file, 1 thread"),
         ("decrypt_n", f"coffer decrypt_file, {parallel} threads"),
-        ("mapped_1", "coffer decrypt_file mmap, 1 thread"),
-        ("mapped_n", f"coffer decrypt_file mmap, {parallel} threads"),
-        ("encrypt_1", "coffer encrypt_file, 1 thread"),
-        ("encrypt_n", f"coffer encrypt_file, {parallel} threads"),
+        ("encrypt_1", "coffer encrypt_chunks, 1 thread"),
+        ("encrypt_n", f"coffer encrypt_chunks, {parallel} threads"),
         ("chunks", f"coffer decrypt_chunks, {parallel} threads"),
     ]:
         f = results[name]
@@ -219,8 +218,7 @@ def main() -> None:
         print(f"{label:<38}: {f.mib_s:6.0f} MiB/s  {f.cpu_s_per_gib:5.2f} CPU s/GiB{rss_note}")
     print(
         f"decrypt_file vs raw AESGCM: {speed['decrypt_1'] / aesgcm:.2f}x on 1 thread, "
-        f"{speed['decrypt_n'] / aesgcm:.2f}x on {parallel}; mmap: "
-        f"{speed['mapped_1'] / aesgcm:.2f}x, {speed['mapped_n'] / aesgcm:.2f}x; "
+        f"{speed['decrypt_n'] / aesgcm:.2f}x on {parallel}; "
         f"vs tink: {speed['decrypt_n'] / tink:.1f}x"
     )
     for label, ok in [
@@ -234,8 +232,6 @@ def main() -> None:
         "workers": parallel,
         "decrypt_mib_s": round(speed["decrypt_n"]),
         "decrypt_1core_mib_s": round(speed["decrypt_1"]),
-        "decrypt_mmap_mib_s": round(speed["mapped_n"]),
-        "decrypt_mmap_1core_mib_s": round(speed["mapped_1"]),
         "decrypt_chunks_mib_s": round(speed["chunks"]),
         "encrypt_mib_s": round(speed["encrypt_n"]),
         "encrypt_1core_mib_s": round(speed["encrypt_1"]),
@@ -243,30 +239,12 @@ def main() -> None:
         "tink_mib_s": round(tink),
         "decrypt_vs_aesgcm": round(speed["decrypt_n"] / aesgcm, 2),
         "decrypt_1core_vs_aesgcm": round(speed["decrypt_1"] / aesgcm, 2),
-        "decrypt_mmap_1core_vs_aesgcm": round(speed["mapped_1"] / aesgcm, 2),
         "decrypt_vs_tink": round(speed["decrypt_n"] / tink, 1),
         "decrypt_cpu_s_per_gib": round(results["decrypt_1"].cpu_s_per_gib, 3),
         "decrypt_2threads_cpu_s_per_gib": round(results["decrypt_n"].cpu_s_per_gib, 3),
         "rss_growth_mib": round(rss, 1),
     }
     print(json.dumps(summary))
-
-
-class _Limit(io.RawIOBase):
-    """The first ``limit`` bytes of a file."""
-
-    def __init__(self, f: io.BufferedReader, limit: int) -> None:
-        super().__init__()
-        self._f, self._left = f, limit
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        view = memoryview(buffer)[: self._left]
-        n = self._f.readinto(view)
-        self._left -= n
-        return n
 
 
 if __name__ == "__main__":

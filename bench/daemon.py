@@ -41,7 +41,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cofferd.binary_split.split import JoinedReader
 from cofferd.binary_split.stream import decrypt_file, resource_associated_data
 from cofferd.resources.upstream import ApiClient
 
@@ -218,7 +217,7 @@ def measure_all(
 
     def raw_decrypt() -> None:
         with blob.open("rb", buffering=0) as big, open(os.devnull, "wb", buffering=0) as out:
-            decrypt_file(JoinedReader(info.small, big), out, info.key, ad)  # type: ignore[arg-type]
+            decrypt_file(big, out, info.key, ad, prefix=info.small)
 
     def raw_decrypt_into_pipe() -> None:
         # The ceiling of a load into a pipe on this machine: the same decrypt,
@@ -229,7 +228,7 @@ def measure_all(
         drainer.start()
         os.close(r)
         with blob.open("rb", buffering=0) as big, open(w, "wb", buffering=0) as out:
-            decrypt_file(JoinedReader(info.small, big), out, info.key, ad)  # type: ignore[arg-type]
+            decrypt_file(big, out, info.key, ad, prefix=info.small)
         drainer.join()
 
     decrypt_rate = timed("raw streaming decrypt (in process)", size, raw_decrypt)

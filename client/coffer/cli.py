@@ -26,6 +26,7 @@ from coffer.errors import (
     DaemonUnavailable,
 )
 from coffer.progress import ProgressLine, progress_on_terminal
+from coffer.progress import mib as _mib
 from coffer.protocol import ErrorCode
 
 
@@ -353,10 +354,6 @@ def _upload(args: argparse.Namespace, name: str, src: BinaryIO) -> dict[str, Any
 
 def _what(r: dict[str, Any]) -> str:
     return f"{r.get('folder')}/{r.get('filename')} version {r.get('version')}"
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
 
 
 # What other CLI modules (archive_cli) use; ProgressLine lives in coffer.progress.

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from coffer.streams import Progress
 
 
-def _mib(n: int) -> str:
+def mib(n: int) -> str:
+    """``n`` bytes as MiB with one decimal, as the CLI shows sizes."""
     return f"{n / 2**20:.1f} MiB"
 
 
@@ -30,8 +31,8 @@ class ProgressLine:
             return
         self.shown = now
         rate = done / max(now - self.start, 1e-6) / 2**20
-        of = f" of {_mib(total)}" if total else ""
-        print(f"\r\033[K{self.label}: {_mib(done)}{of}, {rate:.0f} MiB/s", end="", file=sys.stderr)
+        of = f" of {mib(total)}" if total else ""
+        print(f"\r\033[K{self.label}: {mib(done)}{of}, {rate:.0f} MiB/s", end="", file=sys.stderr)
         self.drawn = True
 
     def close(self) -> None:

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import selectors
 import stat
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 #: ``progress(done, total)``: bytes moved so far, and the total when known.
 Progress = Callable[[int, int | None], None]
@@ -146,13 +150,24 @@ class Pump(Stream):
             self.progress(self.done, self.total)
 
 
-def write_all(out: BinaryIO, data: memoryview) -> None:
+def write_all(out: BinaryIO, data: ReadableBuffer) -> None:
     """``out.write`` until all of ``data`` is taken (a raw file may take part of it)."""
-    while data:
-        wrote = out.write(data)
+    _write_all(out.write, data)
+
+
+def write_all_fd(fd: int, data: ReadableBuffer) -> None:
+    """``os.write`` on ``fd`` until all of ``data`` is taken (a pipe may take part of it)."""
+    _write_all(functools.partial(os.write, fd), data)
+
+
+def _write_all(write: Callable[[memoryview], int | None], data: ReadableBuffer) -> None:
+    # The one "write everything" loop of the client and the daemon.
+    view = memoryview(data).cast("B")
+    while view:
+        wrote = write(view)
         if wrote is None:  # a non-blocking raw file that is full
             raise BlockingIOError(errno.EAGAIN, "the output must be a blocking file")
-        data = data[wrote:]
+        view = view[wrote:]
 
 
 def remaining(src: BinaryIO) -> int | None:

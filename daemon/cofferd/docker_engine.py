@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,6 +28,7 @@ import docker.errors
 import requests
 
 from cofferd.errors import DockerRefused, DockerUnavailable
+from cofferd.foreign import WatchedBody, printable
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -112,27 +113,16 @@ class DockerEngine:
         An exception raised by ``tar_chunks`` aborts the request and propagates
         unchanged, whatever requests or urllib3 make of the cut connection.
         """
-        source_error: list[BaseException] = []
-
-        def body() -> Iterator[bytes]:
-            try:
-                yield from tar_chunks
-            except BaseException as exc:  # re-raised below, not swallowed
-                source_error.append(exc)
-                raise
-
+        body = WatchedBody(tar_chunks)
         # The SDK takes a request's timeout from the client; only the load gets the long one.
         quick, self._client.api.timeout = self._client.api.timeout, self._load_timeout
         try:
-            images = self._call("load the images", lambda: self._client.images.load(body()))
-        except Exception:
-            if source_error:
-                raise source_error[0] from None
-            raise
+            with body.source_errors_first():
+                images = self._call(
+                    "load the images", lambda: self._client.images.load(body.chunks())
+                )
         finally:
             self._client.api.timeout = quick
-        if source_error:  # the engine answered before the body ended: still the source's fault
-            raise source_error[0]
         return [ImageInfo(id=str(i.id), tags=tuple(i.tags)) for i in images]
 
     def _call(self, what: str, call: Callable[[], _T]) -> _T:
@@ -141,24 +131,17 @@ class DockerEngine:
         except docker.errors.APIError as exc:
             raise DockerRefused(f"the Docker engine refused to {what}: {_explain(exc)}") from exc
         except docker.errors.ImageLoadError as exc:
-            raise DockerRefused(f"the Docker engine refused to {what}: {_printable(exc)}") from exc
+            raise DockerRefused(f"the Docker engine refused to {what}: {printable(exc)}") from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise DockerUnavailable(
                 f"cannot {what}: the Docker engine is unreachable or stopped answering"
             ) from exc
         except docker.errors.DockerException as exc:
-            raise DockerUnavailable(f"cannot {what}: {_printable(exc)}") from exc
+            raise DockerUnavailable(f"cannot {what}: {printable(exc)}") from exc
 
 
 def _explain(exc: docker.errors.APIError) -> str:
-    text = exc.explanation if isinstance(exc.explanation, str) else str(exc)
-    return _printable(text)
-
-
-def _printable(value: object) -> str:
-    # The engine's words go into our log and the caller's error: printable and short.
-    text = str(value)
-    return "".join(c if c.isprintable() else "?" for c in text[:300])
+    return printable(exc.explanation if isinstance(exc.explanation, str) else exc)
 
 
 __all__ = ["CALL_TIMEOUT", "DockerEngine", "ImageInfo"]

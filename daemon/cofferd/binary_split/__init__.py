@@ -7,5 +7,5 @@
 - :mod:`cofferd.binary_split.pipeline`: moves fixed-size segments through a
   bounded set of buffers and threads, in order.
 - :mod:`cofferd.binary_split.split`: cuts a ciphertext into the small part
-  (always the whole header) and the big part, and joins them back.
+  (always the whole header) and the big part.
 """

@@ -26,10 +26,11 @@ import json
 import re
 import struct
 import tarfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from coffer.streams import write_all
 from cofferd.binary_split import stream
 from cofferd.errors import BadName, BadRequest, DecryptionError
 from cofferd.names import check_name
@@ -141,7 +142,7 @@ def seal(
     OSError from either file propagates.
     """
     header = ArchiveHeader(archive_id)
-    dst.write(header.encode())
+    write_all(dst, memoryview(header.encode()))
     done = 0
 
     def chunks() -> Iterator[bytes]:
@@ -156,7 +157,7 @@ def seal(
 
     ad = stream.archive_associated_data(archive_id)
     for piece in stream.encrypt_chunks(chunks(), key, ad):
-        dst.write(piece)
+        write_all(dst, memoryview(piece))
     return done
 
 
@@ -331,13 +332,6 @@ def _pax_path(data: bytes) -> str | None:
     return None
 
 
-def tee(chunks: Iterable[bytes], reader: ManifestReader) -> Iterator[bytes]:
-    """Pass ``chunks`` on unchanged, showing each to ``reader`` first."""
-    for chunk in chunks:
-        reader.feed(chunk)
-        yield chunk
-
-
 __all__ = [
     "MAGIC",
     "MAX_MANIFEST_BYTES",
@@ -351,5 +345,4 @@ __all__ = [
     "parse_manifest",
     "read_header",
     "seal",
-    "tee",
 ]

@@ -11,28 +11,20 @@ pipeline and propagates, so what was yielded before is a prefix of the whole.
 Memory: ``workers + 2`` pairs of segment buffers, whatever the stream's size.
 
 Sources are :data:`Reader` functions: over a file or pipe (``readinto`` into
-the segment buffers), over chunks, and, for a regular file the caller vouches
-for, over an ``mmap`` of it, which hands out zero-copy views instead.
+the segment buffers), over chunks, and over a prefix followed by either.
 """
 
 from __future__ import annotations
 
-import contextlib
-import mmap
-import os
-import stat
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-_DROP_BATCH = 8 << 20  # dropping pages costs a TLB flush: do it in batches
-
 Reader = Callable[[memoryview], memoryview]
 """Given a scratch buffer of the wanted length, returns a view of the next bytes.
 
-The view is the buffer filled, or a zero-copy view of the source valid as long
-as the source is open; it is shorter than asked only at end of input.
+The view is the buffer filled; it is shorter than asked only at end of input.
 """
 
 Transform = Callable[[int, bool, memoryview, memoryview], None]
@@ -105,62 +97,6 @@ def prefixed(prefix: bytes, inner: Reader) -> Reader:
         return view[: n + len(more)]
 
     return read
-
-
-@contextlib.contextmanager
-def mapped_reader(src: BinaryIO, *, keep: int) -> Iterator[Reader | None]:
-    """A zero-copy :data:`Reader` over ``src`` if it is a regular file, else None.
-
-    It covers ``src`` from its current position to its size now. Pages more
-    than ``keep`` bytes behind the read position are dropped from the mapping
-    as it goes, a few MiB at a time (they stay in the page cache), so RSS
-    does not grow with the file. The caller vouches that nobody shrinks the file meanwhile and that
-    its disk reads do not fail: either would kill the process with SIGBUS
-    where ``read`` would have raised.
-    """
-    try:
-        fd = src.fileno()
-        start = src.tell()
-    except (AttributeError, OSError, ValueError):  # no fd, or unseekable
-        yield None
-        return
-    info = os.fstat(fd)
-    size = info.st_size
-    if not stat.S_ISREG(info.st_mode) or size <= start:
-        yield None
-        return
-    mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-    whole = memoryview(mapping)
-    pos, dropped = start, 0
-
-    def read(view: memoryview) -> memoryview:
-        nonlocal pos, dropped
-        out = whole[pos : min(pos + len(view), size)]
-        pos += len(out)
-        drop = max(0, pos - keep) // mmap.PAGESIZE * mmap.PAGESIZE
-        if drop - dropped >= _DROP_BATCH:
-            mapping.madvise(mmap.MADV_DONTNEED, dropped, drop - dropped)
-            dropped = drop
-        return out
-
-    try:
-        yield read
-    finally:
-        src.seek(pos)
-        # Views may outlive us in a propagating traceback: then the mapping
-        # closes when they go.
-        with contextlib.suppress(BufferError):
-            whole.release()
-            mapping.close()
-
-
-def write_all(dst: BinaryIO, view: memoryview) -> None:
-    """Write all of ``view``: a raw file or pipe may take less per call."""
-    while view:
-        n: int | None = dst.write(view)
-        if n is None:
-            raise BlockingIOError("the destination is non-blocking and full")
-        view = view[n:]
 
 
 class _Inline(Executor):

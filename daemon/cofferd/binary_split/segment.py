@@ -83,24 +83,10 @@ class SegmentCipher:
     def _nonce(self, index: int, last: bool) -> bytes:
         return self._prefix + _LAST.pack(index, last)
 
-    def encrypt(self, index: int, last: bool, data: memoryview) -> bytes:
-        if index >= _MAX_SEGMENTS:
-            raise ValueError("plaintext too long for the segment counter")
-        return self._aead.encrypt(self._nonce(index, last), data, None)
-
     def encrypt_into(self, index: int, last: bool, data: memoryview, out: memoryview) -> None:
         if index >= _MAX_SEGMENTS:
             raise ValueError("plaintext too long for the segment counter")
         self._aead.encrypt_into(self._nonce(index, last), data, None, out)
-
-    def decrypt(self, index: int, last: bool, data: memoryview) -> bytes:
-        if index >= _MAX_SEGMENTS or len(data) < TAG_SIZE:
-            raise DecryptionError
-        try:
-            return self._aead.decrypt(self._nonce(index, last), data, None)
-        except InvalidTag:
-            # from None: the error stays opaque, whichever check failed.
-            raise DecryptionError from None
 
     def decrypt_into(self, index: int, last: bool, data: memoryview, out: memoryview) -> None:
         # OpenSSL writes plaintext into ``out`` before it checks the tag: ``out``
@@ -110,6 +96,7 @@ class SegmentCipher:
         try:
             self._aead.decrypt_into(self._nonce(index, last), data, None, out)
         except InvalidTag:
+            # from None: the error stays opaque, whichever check failed.
             raise DecryptionError from None
 
 

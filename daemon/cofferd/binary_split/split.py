@@ -1,23 +1,19 @@
-"""The big/small split: cut a ciphertext in two, and join the parts back.
+"""The big/small split: cut a ciphertext in two.
 
 The **small part** is the ciphertext's first bytes, always the whole 40-byte
 header (so the salt and nonce prefix live only upstream, next to the key);
 the **big part** is the rest, served from the CDN. The big part alone cannot
 be decrypted, not even with the key: without the salt no segment key can be
-derived. Joining never checks anything itself; decryption does, so a wrong
+derived. Load joins them again by decrypting the small part as the prefix of
+the big part's file (``stream.decrypt_file(..., prefix=small)``); a wrong
 pairing fails there with the one :class:`cofferd.errors.DecryptionError`.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, BinaryIO
 
 from cofferd.binary_split.stream import HEADER_SIZE
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
 
 DEFAULT_SMALL_SIZE = 4096
 """Bytes in the small part by default: the 40-byte header and 4056 more.
@@ -66,44 +62,3 @@ def split(
         yield from it
 
     return small, big()
-
-
-def join(small: bytes, big: Iterable[bytes]) -> Iterator[bytes]:
-    """The whole ciphertext again: the small part, then the big part's chunks."""
-    if small:
-        yield small
-    yield from big
-
-
-class JoinedReader(io.RawIOBase):
-    """A read-only file over the small part followed by the big part's file.
-
-    Lets ``stream.decrypt_file`` read a cached big part with ``readinto``
-    straight into its segment buffers, with no copy through ``bytes`` chunks.
-    Closing it does not close ``big``: the caller owns that file.
-    """
-
-    def __init__(self, small: bytes, big: BinaryIO) -> None:
-        super().__init__()
-        self._small = memoryview(small)
-        self._big = big
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._small:
-            n = min(len(view), len(self._small))
-            view[:n] = self._small[:n]
-            self._small = self._small[n:]
-            return n
-        readinto = getattr(self._big, "readinto", None)
-        if readinto is not None:
-            n = readinto(view)
-            if n is None:
-                raise BlockingIOError("the big part's file is non-blocking and not ready")
-            return int(n)
-        data = self._big.read(len(view))
-        view[: len(data)] = data
-        return len(data)

@@ -10,6 +10,8 @@ Invariants:
   sha256 matched what the upstream announced; a failed or abandoned download
   removes its temporary file. Readers therefore never see a partial file.
 - Storing a version evicts the older versions of the same resource.
+- Temporary files of a process that died mid-download are removed when the
+  next process builds its :class:`BigPartCache`.
 - A cached file is not trusted blindly: it is decrypted with authentication
   on every read, and the caller evicts it if that fails. That is also why
   entries are not fsynced: a file torn by a power cut fails authentication
@@ -30,6 +32,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from coffer.streams import write_all
 from cofferd.errors import CorruptData
 from cofferd.resources.wire import ResourceInfo
 
@@ -39,12 +42,19 @@ _TEMP_PREFIX = ".tmp-"
 
 
 class BigPartCache:
-    """Verified big parts under one directory, shared by the threads of one process."""
+    """Verified big parts under one directory, shared by the threads of one process.
+
+    Build one per cache dir per process, at start-up: building it removes the
+    temporary files a process that died mid-download left behind.
+    """
 
     def __init__(self, cache_dir: Path) -> None:
         self._root = cache_dir / "big"
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_lock = threading.Lock()
+        removed = self.remove_temporary()
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted download", removed)
 
     @property
     def root(self) -> Path:
@@ -89,14 +99,8 @@ class BigPartCache:
         return CacheWriter(self, info, directory)
 
     def evict(self, path: Path) -> None:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.warning("cannot evict %s from the cache: %s", path.name, exc.strerror)
-            return
-        log.info("evicted %s from the cache", path.relative_to(self._root))
+        if _remove(path, "evict"):
+            log.info("evicted %s from the cache", path.relative_to(self._root))
 
     def evict_older(self, info: ResourceInfo) -> None:
         """Remove every entry of ``info``'s resource older than its version."""
@@ -118,15 +122,27 @@ class BigPartCache:
         """Remove temporary files left by a process that died mid-download.
 
         Only for start-up, when no download of this process can be under way.
+        A file that cannot be removed is logged and left: it costs disk space,
+        not correctness (no name can match it).
         """
-        removed = 0
-        if not self._root.is_dir():
+        try:
+            leftovers = list(self._root.glob(f"*/*/{_TEMP_PREFIX}*"))
+        except OSError as exc:
+            log.warning("cannot look for leftovers in the cache: %s", exc.strerror)
             return 0
-        for path in self._root.glob(f"*/*/{_TEMP_PREFIX}*"):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                removed += 1
-        return removed
+        return sum(_remove(path, "remove") for path in leftovers)
+
+
+def _remove(path: Path, verb: str) -> bool:
+    """Unlink ``path``; False if it was gone already or cannot go (logged)."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("cannot %s %s from the cache: %s", verb, path.name, exc.strerror)
+        return False
+    return True
 
 
 class CacheWriter:
@@ -145,11 +161,7 @@ class CacheWriter:
     def write(self, data: bytes | memoryview) -> None:
         self._sha.update(data)
         self._size += len(data)
-        view = memoryview(data)
-        while view:
-            written = self._file.write(view)
-            assert written is not None  # a blocking regular file
-            view = view[written:]
+        write_all(self._file, data)
 
     def commit(self) -> Path:
         """Check size and sha256, then rename into place; raises CorruptData on a mismatch."""

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterator
 from typing import BinaryIO, cast
 
+from coffer.streams import write_all
 from cofferd.binary_split.split import DEFAULT_SMALL_SIZE, split
 from cofferd.binary_split.stream import (
     ciphertext_size,
@@ -233,18 +234,13 @@ class _Output(io.RawIOBase):
         return True
 
     def write(self, data: memoryview) -> int:  # type: ignore[override]
-        view = memoryview(data)
         try:
-            while view:
-                n = self._out.write(view)
-                if n is None:
-                    raise BadRequest("the output is non-blocking and full")
-                self.written += n
-                view = view[n:]
+            write_all(self._out, data)
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.ECONNRESET):
                 raise PeerGone("the reader of the output went away") from exc
             raise BadRequest(f"cannot write the output: {exc.strerror}") from exc
+        self.written += len(data)
         return len(data)
 
 

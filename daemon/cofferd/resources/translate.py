@@ -21,6 +21,7 @@ from cofferd.errors import (
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
+from cofferd.foreign import printable
 
 
 def never_sent(exc: requests.RequestException) -> bool:
@@ -60,7 +61,7 @@ def _detail(resp: requests.Response) -> str:
     if not isinstance(detail, str):
         return f"HTTP {resp.status_code}"
     # The upstream's words go into our logs and errors: printable and short only.
-    return "".join(c if c.isprintable() else "?" for c in detail[:200])
+    return printable(detail, 200)
 
 
 def raise_for_status(resp: requests.Response, what: str) -> None:

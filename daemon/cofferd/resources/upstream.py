@@ -39,6 +39,7 @@ from cofferd.errors import (
     Unauthorized,
     UpstreamUnavailable,
 )
+from cofferd.foreign import WatchedBody
 from cofferd.names import check_name
 from cofferd.resources import wire
 from cofferd.resources.translate import (
@@ -124,11 +125,6 @@ class ApiClient:
             self._fetch_token(email, password)
             self._credentials = (email, password)
         log.info("logged in to the upstream")
-
-    def logout(self) -> None:
-        with self._lock:
-            self._credentials = None
-            self._token = None
 
     def _fetch_token(self, email: str, password: str) -> None:
         # Caller holds self._lock.
@@ -292,32 +288,19 @@ class ApiClient:
 
         An exception raised by ``chunks`` itself propagates unchanged.
         """
-        source_error: list[BaseException] = []
-
-        def body() -> Iterator[bytes]:
+        body = WatchedBody(chunks)
+        with body.source_errors_first():
             try:
-                yield from chunks
-            except BaseException as exc:  # re-raised below, not swallowed
-                source_error.append(exc)
-                raise
-
-        try:
-            resp = self._session.put(
-                url,
-                data=body(),
-                headers={"Content-Type": "application/octet-stream"},
-                timeout=self._timeout,
-                allow_redirects=False,
-            )
-        except Exception as exc:
-            if source_error:
-                raise source_error[0] from None
-            if isinstance(exc, requests.RequestException):
+                resp = self._session.put(
+                    url,
+                    data=body.chunks(),
+                    headers={"Content-Type": "application/octet-stream"},
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as exc:
                 # from None: requests' message quotes the presigned URL.
                 raise UpstreamUnavailable(f"cannot store the big part: {describe(exc)}") from None
-            raise
-        if source_error:
-            raise source_error[0]
         check_cdn_status(resp, partial=False, expected=(200, 201))
         return wire.parse_stored_blob(json_body(resp, "big part upload"))
 

@@ -12,11 +12,13 @@ under systemd, a timestamp otherwise). It never sees params.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import queue
 import threading
 import time
 from collections.abc import Callable
+
+from coffer.streams import write_all_fd
 
 _Entry = tuple[float, str, str, object, float]
 _STOP = (0.0, "", "", None, 0.0)
@@ -91,11 +93,5 @@ class CallLog:
         return f"{self._stamp},{int((at - second) * 1000):03d}"
 
     def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self._fd, view) :]
-            except InterruptedError:
-                continue
-            except OSError:  # stderr is gone: nothing left to tell
-                return
+        with contextlib.suppress(OSError):  # stderr is gone: nothing left to tell
+            write_all_fd(self._fd, data)

@@ -60,11 +60,15 @@ class _CallerFd(io.RawIOBase):
 
 
 class FdWriter(_CallerFd):
-    """Writes into the caller's fd, which it owns and closes."""
+    """Writes into the caller's fd, which it owns and closes.
+
+    A raw file: each :meth:`write` is one ``os.write`` of at most
+    :data:`CHUNK` bytes and may take less; callers write everything with
+    :func:`coffer.streams.write_all`, and each step checks for a cancel.
+    """
 
     def __init__(self, fd: int, call: Call) -> None:
         super().__init__(fd, call)
-        self.written = 0
         try:
             if stat.S_ISFIFO(os.fstat(fd).st_mode):
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -75,25 +79,19 @@ class FdWriter(_CallerFd):
         return True
 
     def write(self, data: ReadableBuffer) -> int:
-        view = memoryview(data).cast("B")
-        total = len(view)
-        while view:
-            if self._call.cancel.is_set():
-                raise ShuttingDown("cofferd is shutting down")
-            try:
-                n = os.write(self._fd, view[:CHUNK])
-            except BlockingIOError:
-                _wait(self._fd, select.POLLOUT, self._call)
-                continue
-            except BrokenPipeError as exc:
-                raise PeerGone("the caller closed its end of the pipe") from exc
-            except OSError as exc:
-                if exc.errno == errno.EBADF:
-                    raise BadRequest("the fd given to load is not open for writing") from exc
-                raise BadRequest(f"cannot write to the fd given to load: {exc.strerror}") from exc
-            view = view[n:]
-            self.written += n
-        return total
+        if self._call.cancel.is_set():
+            raise ShuttingDown("cofferd is shutting down")
+        try:
+            return os.write(self._fd, memoryview(data).cast("B")[:CHUNK])
+        except BlockingIOError:
+            _wait(self._fd, select.POLLOUT, self._call)
+            return 0  # nothing taken yet: the caller's loop comes back
+        except BrokenPipeError as exc:
+            raise PeerGone("the caller closed its end of the pipe") from exc
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                raise BadRequest("the fd given to load is not open for writing") from exc
+            raise BadRequest(f"cannot write to the fd given to load: {exc.strerror}") from exc
 
 
 class FdReader(_CallerFd):

@@ -65,8 +65,8 @@ def _file_route(workers: int) -> Route:
     return route
 
 
-def _mapped_route(workers: int, prefix_len: int) -> Route:
-    """decrypt_file over a real file through mmap, the first bytes given as ``prefix``."""
+def _cached_route(workers: int, prefix_len: int) -> Route:
+    """As load reads a cached big part: a real file, the first bytes given as ``prefix``."""
 
     def route(ct: bytes, key: bytes, ad: bytes, seg: int) -> Iterator[bytes]:
         sink: list[bytes] = []
@@ -80,7 +80,6 @@ def _mapped_route(workers: int, prefix_len: int) -> Route:
                     key,
                     ad,
                     prefix=ct[:prefix_len],
-                    map_src=True,
                     segment_size=seg,
                     workers=workers,
                 )
@@ -90,21 +89,12 @@ def _mapped_route(workers: int, prefix_len: int) -> Route:
     return route
 
 
-def _incremental(ct: bytes, key: bytes, ad: bytes, seg: int) -> Iterator[bytes]:
-    dec = stream.StreamDecryptor(key, ad, segment_size=seg)
-    for i in range(0, len(ct), 777):
-        yield dec.update(ct[i : i + 777])
-    yield dec.finish()
-
-
 ROUTES: dict[str, Route] = {
     "chunks": _chunks,
     "chunks-2-threads": _chunks_parallel,
     "file": _file_route(1),
     "file-2-threads": _file_route(2),
-    "incremental": _incremental,
-    "mapped-2-threads": _mapped_route(2, 0),
-    "mapped-with-prefix": _mapped_route(1, 47),
+    "cached-with-prefix": _cached_route(2, 47),
 }
 
 

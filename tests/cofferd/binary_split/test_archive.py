@@ -295,11 +295,3 @@ def test_an_oversized_manifest_is_refused() -> None:
 def test_bad_manifests_are_refused(raw: bytes) -> None:
     with pytest.raises(BadRequest, match=r"manifest\.json"):
         archive.parse_manifest(raw)
-
-
-def test_tee_passes_chunks_on_unchanged() -> None:
-    data = make_tar([("manifest.json", manifest({"Config": CONFIG, "RepoTags": ["t:1"]}))])
-    reader = ManifestReader()
-    pieces = [data[:100], data[100:]]
-    assert list(archive.tee(pieces, reader)) == pieces
-    assert reader.images()[0].tags == ("t:1",)

@@ -1,7 +1,8 @@
 """Every kind of bad ciphertext raises the one DecryptionError, releasing only a prefix.
 
 Each case runs through every decrypt route (chunks, file, both on one and two
-threads, and the incremental decryptor): see ``conftest.assert_rejected``.
+threads, and a cached file with the small part as prefix): see
+``conftest.assert_rejected``.
 Most cases use a small segment size (Tink's format allows any), a few the
 real 1 MiB segments.
 """

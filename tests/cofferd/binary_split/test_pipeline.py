@@ -112,27 +112,19 @@ def test_the_pipeline_reads_no_further_than_a_few_segments_ahead() -> None:
 
 
 class Trickle(io.RawIOBase):
-    """A raw file that reads and writes at most a few bytes per call."""
+    """A raw file that reads at most a few bytes per call."""
 
     def __init__(self, data: bytes = b"") -> None:
         super().__init__()
-        self.src, self.written = io.BytesIO(data), bytearray()
+        self.src = io.BytesIO(data)
 
     def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def,override]
         data = self.src.read(min(len(buffer), 7))
         memoryview(buffer)[: len(data)] = data
         return len(data)
-
-    def write(self, data) -> int:  # type: ignore[no-untyped-def,override]
-        chunk = bytes(memoryview(data)[:5])
-        self.written += chunk
-        return len(chunk)
 
 
 def test_file_reader_fills_the_buffer_across_short_reads() -> None:
@@ -154,12 +146,6 @@ def test_file_reader_without_readinto_uses_read() -> None:
     assert bytes(read(memoryview(bytearray(5)))) == b"abcde"
 
 
-def test_write_all_finishes_partial_writes() -> None:
-    dst = Trickle()
-    pipeline.write_all(dst, memoryview(bytes(range(23))))  # type: ignore[arg-type]
-    assert dst.written == bytes(range(23))
-
-
 def test_chunk_reader_spans_chunks_and_lets_the_producer_reuse_its_buffer() -> None:
     buffer = bytearray(b"abc")
 
@@ -173,40 +159,11 @@ def test_chunk_reader_spans_chunks_and_lets_the_producer_reuse_its_buffer() -> N
     assert bytes(read(memoryview(bytearray(20)))) == b"z12xyz12"
 
 
-def test_prefixed_reader_copies_across_the_seam(tmp_path: Path) -> None:
+def test_prefixed_reader_copies_across_the_seam() -> None:
     read = pipeline.prefixed(b"SMALL", pipeline.chunk_reader([b"big", b"part"]))
     assert bytes(read(memoryview(bytearray(3)))) == b"SMA"
     assert bytes(read(memoryview(bytearray(6)))) == b"LLbigp"
     assert bytes(read(memoryview(bytearray(6)))) == b"art"
-
-
-def test_mapped_reader_gives_views_of_the_file_from_its_position(tmp_path: Path) -> None:
-    path = tmp_path / "big"
-    path.write_bytes(bytes(range(200)))
-    with path.open("rb") as f:
-        f.seek(50)
-        with pipeline.mapped_reader(f, keep=4096) as read:
-            assert read is not None
-            first = read(memoryview(bytearray(100)))
-            assert bytes(first) == bytes(range(50, 150))
-            assert bytes(read(memoryview(bytearray(100)))) == bytes(range(150, 200))
-            assert bytes(read(memoryview(bytearray(100)))) == b""
-            del first
-        assert f.tell() == 200  # as if it had been read
-
-
-def test_mapped_reader_declines_what_it_cannot_map(tmp_path: Path) -> None:
-    empty = tmp_path / "empty"
-    empty.write_bytes(b"")
-    r, w = os.pipe()
-    with (
-        empty.open("rb") as f,
-        os.fdopen(r, "rb") as pipe_r,
-        os.fdopen(w, "wb"),
-    ):
-        for src in (f, pipe_r, io.BytesIO(b"data")):
-            with pipeline.mapped_reader(src, keep=0) as read:  # type: ignore[arg-type]
-                assert read is None
 
 
 def segment_threads() -> list[str]:

@@ -1,4 +1,4 @@
-"""The big/small split: the parts join back; neither decrypts alone or mismatched."""
+"""The big/small split: load joins the parts back; neither decrypts alone or mismatched."""
 
 from __future__ import annotations
 
@@ -36,7 +36,11 @@ def test_joined_parts_decrypt(resource: tuple[bytes, bytes], small_size: int) ->
     big_chunks = list(big)
     assert len(small) == small_size
     assert small[0] == HEADER_SIZE
-    assert decrypt(split.join(small, big_chunks), key, AD_A) == PLAIN
+    # As load joins them: the small part is the prefix of the big part's file.
+    out = io.BytesIO()
+    big_file = io.BytesIO(b"".join(big_chunks))
+    assert stream.decrypt_file(big_file, out, key, AD_A, prefix=small) == len(PLAIN)
+    assert out.getvalue() == PLAIN
     assert len(small) + sum(map(len, big_chunks)) == stream.ciphertext_size(len(PLAIN))
 
 
@@ -90,26 +94,8 @@ def test_a_big_part_with_another_resources_small_part_does_not_decrypt(
         for try_key in {key, other_key}:
             released: list[bytes] = []
             with pytest.raises(DecryptionError):
-                released.extend(stream.decrypt_chunks(split.join(small_b, [big_a]), try_key, ad))
+                released.extend(stream.decrypt_chunks([small_b, big_a], try_key, ad))
             assert released == []
-
-
-def test_joined_reader_feeds_decrypt_file(resource: tuple[bytes, bytes]) -> None:
-    key, ct = resource
-    small, big = split.split([ct], 5000)
-    reader = split.JoinedReader(small, io.BytesIO(b"".join(big)))
-    out = io.BytesIO()
-    assert stream.decrypt_file(reader, out, key, AD_A) == len(PLAIN)  # type: ignore[arg-type]
-    assert out.getvalue() == PLAIN
-
-
-def test_joined_reader_reads_across_the_seam() -> None:
-    big = io.BytesIO(b"BIG")
-    reader = split.JoinedReader(b"small", big)
-    assert reader.read() == b"smallBIG"
-    assert reader.read() == b""
-    reader.close()
-    assert not big.closed  # the caller owns the big part's file
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cofferd.binary_split import segment, stream
+from cofferd.binary_split import pipeline, segment, stream
 from cofferd.binary_split.stream import HEADER_SIZE, KEY_SIZE, SEGMENT_SIZE, TAG_SIZE
 from cofferd.errors import BadName, DecryptionError
 
@@ -48,9 +48,10 @@ def test_known_answers_decrypt(seg: int, plain: bytes, hex_ct: str) -> None:
 @pytest.mark.parametrize(("seg", "plain", "hex_ct"), KAT)
 def test_known_answers_encrypt_byte_for_byte(seg: int, plain: bytes, hex_ct: str) -> None:
     ct = bytes.fromhex(hex_ct)
-    salt, prefix = ct[1 : 1 + KEY_SIZE], ct[1 + KEY_SIZE : HEADER_SIZE]
-    enc = stream.StreamEncryptor._from_parts(KAT_KEY, KAT_AD, salt, prefix, segment_size=seg)
-    assert enc.update(plain[:5]) + enc.update(plain[5:]) + enc.finish() == ct
+    header = ct[1 : 1 + KEY_SIZE], ct[1 + KEY_SIZE : HEADER_SIZE]
+    read = pipeline.chunk_reader([plain[:5], plain[5:]])
+    views = stream._encrypt(read, KAT_KEY, KAT_AD, seg, 1, header=header)
+    assert b"".join(bytes(v) for v in views) == ct
 
 
 def test_salt_and_nonce_prefix_are_fresh_each_time() -> None:
@@ -93,17 +94,14 @@ def test_every_route_round_trips(size: int, workers: int) -> None:
     n = stream.decrypt_file(io.BytesIO(ct), out, key, b"ad", segment_size=SEG, workers=workers)
     assert (n, out.getvalue()) == (size, plain)
 
-    out = io.BytesIO()
-    n = stream.encrypt_file(io.BytesIO(plain), out, key, b"ad", segment_size=SEG, workers=workers)
-    assert n == size
-    assert (
-        b"".join(stream.decrypt_chunks(pieces(out.getvalue(), 13), key, b"ad", segment_size=SEG))
-        == plain
-    )
+    got = stream.decrypt_chunks(pieces(ct, 13), key, b"ad", segment_size=SEG, workers=workers)
+    assert b"".join(got) == plain
 
-    dec = stream.StreamDecryptor(key, b"ad", segment_size=SEG)
-    got = b"".join(dec.update(p) for p in pieces(ct, 11)) + dec.finish()
-    assert got == plain
+    out = io.BytesIO()
+    n = stream.decrypt_file(
+        io.BytesIO(ct[11:]), out, key, b"ad", prefix=ct[:11], segment_size=SEG, workers=workers
+    )
+    assert (n, out.getvalue()) == (size, plain)
 
 
 def test_decrypted_chunks_are_independent_bytes() -> None:
@@ -124,35 +122,8 @@ def test_segments_before_the_damage_are_released_and_the_rest_is_not() -> None:
     assert b"".join(got) == plain[: FIRST + 2 * FULL]
 
 
-def test_the_last_segment_waits_for_finish() -> None:
-    key = stream.new_key()
-    ct = b"".join(stream.encrypt_chunks([b"tail"], key, b"ad"))
-    dec = stream.StreamDecryptor(key, b"ad")
-    assert dec.update(ct) == b""  # it might not be the last segment yet
-    assert dec.finish() == b"tail"
-    with pytest.raises(ValueError, match="finished"):
-        dec.update(b"")
-
-
-def test_a_failed_decryptor_stays_failed() -> None:
-    dec = stream.StreamDecryptor(stream.new_key(), b"ad")
-    with pytest.raises(DecryptionError):
-        dec.finish()
-    with pytest.raises(DecryptionError):
-        dec.update(b"more")
-
-
-def test_a_finished_encryptor_refuses_more() -> None:
-    enc = stream.StreamEncryptor(stream.new_key(), b"ad")
-    enc.finish()
-    with pytest.raises(ValueError, match="finished"):
-        enc.update(b"x")
-    with pytest.raises(ValueError, match="finished"):
-        enc.finish()
-
-
 def test_pipes_in_and_out_with_short_reads() -> None:
-    """encrypt_file reads a pipe to EOF; decrypt_file writes into a pipe."""
+    """encrypt_chunks reads a pipe to EOF; decrypt_file writes into a pipe."""
     key, plain = stream.new_key(), os.urandom(3 * SEGMENT_SIZE + 17)
 
     def feed(fd: int, data: bytes, step: int) -> None:
@@ -163,9 +134,8 @@ def test_pipes_in_and_out_with_short_reads() -> None:
     r, w = os.pipe()
     writer = threading.Thread(target=feed, args=(w, plain, 40_000))
     writer.start()
-    ct = io.BytesIO()
     with os.fdopen(r, "rb", buffering=0) as src:
-        assert stream.encrypt_file(src, ct, key, b"ad") == len(plain)
+        ct = b"".join(stream.encrypt_chunks(iter(lambda: src.read(65536), b""), key, b"ad"))
     writer.join()
 
     r, w = os.pipe()
@@ -179,7 +149,7 @@ def test_pipes_in_and_out_with_short_reads() -> None:
     reader = threading.Thread(target=drain)
     reader.start()
     with os.fdopen(w, "wb", buffering=0) as dst:
-        assert stream.decrypt_file(io.BytesIO(ct.getvalue()), dst, key, b"ad") == len(plain)
+        assert stream.decrypt_file(io.BytesIO(ct), dst, key, b"ad") == len(plain)
     reader.join()
     assert got == plain
 
@@ -214,26 +184,28 @@ def test_sizes() -> None:
 )
 def test_a_bad_key_is_a_caller_mistake(key: bytes, error: type[Exception]) -> None:
     with pytest.raises(error, match="key"):
-        stream.StreamEncryptor(key, b"ad")
-    with pytest.raises(error, match="key"):
-        stream.StreamDecryptor(key, b"ad")
+        list(stream.encrypt_chunks([b""], key, b"ad"))
     with pytest.raises(error, match="key"):
         list(stream.decrypt_chunks([b"x" * 100], key, b"ad"))
     with pytest.raises(error, match="key"):
-        stream.encrypt_file(io.BytesIO(b""), io.BytesIO(), key, b"ad")
+        stream.decrypt_file(io.BytesIO(b"x" * 100), io.BytesIO(), key, b"ad")
 
 
 def test_other_caller_mistakes() -> None:
     key = stream.new_key()
     with pytest.raises(TypeError, match="associated_data"):
-        stream.StreamEncryptor(key, "ad")  # type: ignore[arg-type]
+        list(stream.encrypt_chunks([b""], key, "ad"))  # type: ignore[arg-type]
     for bad in [stream.MIN_SEGMENT_SIZE - 1, 0, stream.MAX_SEGMENT_SIZE + 1]:
         with pytest.raises(ValueError, match="segment_size"):
-            stream.StreamDecryptor(key, b"ad", segment_size=bad)
+            list(stream.decrypt_chunks([b"x" * 100], key, b"ad", segment_size=bad))
     with pytest.raises(ValueError, match="workers"):
         list(stream.encrypt_chunks([b""], key, b"ad", workers=0))
     with pytest.raises(ValueError, match="salt"):
-        stream.StreamEncryptor._from_parts(key, b"ad", b"s" * 31, b"p" * 7)
+        list(
+            stream._encrypt(
+                pipeline.chunk_reader([]), key, b"ad", 64, 1, header=(b"s" * 31, b"p" * 7)
+            )
+        )
 
 
 def test_plaintext_size_inverts_ciphertext_size() -> None:
@@ -259,10 +231,14 @@ def test_an_empty_last_segment_after_a_full_one_decrypts_as_in_tink(tink_oracle)
         bytes([HEADER_SIZE])
         + salt
         + prefix
-        + cipher.encrypt(0, False, memoryview(plain))
-        + cipher.encrypt(1, True, memoryview(b""))
+        + encrypt_segment(cipher, 0, False, plain)
+        + encrypt_segment(cipher, 1, True, b"")
     )
     assert tink_oracle(key, seg).decrypt(ct, b"ad") == plain
     assert b"".join(stream.decrypt_chunks([ct], key, b"ad", segment_size=seg)) == plain
-    dec = stream.StreamDecryptor(key, b"ad", segment_size=seg)
-    assert dec.update(ct) + dec.finish() == plain
+
+
+def encrypt_segment(cipher: segment.SegmentCipher, index: int, last: bool, plain: bytes) -> bytes:
+    out = bytearray(len(plain) + TAG_SIZE)
+    cipher.encrypt_into(index, last, memoryview(plain), memoryview(out))
+    return bytes(out)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,7 +98,30 @@ def test_wrong_size_entry_is_evicted_on_lookup(tmp_path: Path):
     assert not path.exists()
 
 
-def test_remove_temporary(tmp_path: Path):
+def test_a_new_cache_removes_what_a_crashed_download_left(tmp_path: Path):
+    cache = BigPartCache(tmp_path)
+    finished = store(cache, info_for(1))
+    # A daemon that dies mid-download: no commit, no abort, no cleanup.
+    crash = f"""
+import os, sys
+from pathlib import Path
+from cofferd.resources.cache import BigPartCache
+from cofferd.resources.wire import ResourceInfo
+info = ResourceInfo(**{dataclasses.asdict(info_for(2))!r})
+BigPartCache(Path(sys.argv[1])).writer(info).write(b"half a big part")
+os._exit(0)
+"""
+    subprocess.run([sys.executable, "-c", crash, str(tmp_path)], check=True, timeout=60)
+    [leftover] = [p for p in cache.root.rglob(".tmp-*")]
+
+    BigPartCache(tmp_path)  # the next daemon start
+
+    assert not leftover.exists()
+    assert files(cache.root) == [str(finished.relative_to(cache.root))]
+    assert finished.read_bytes() == BODY
+
+
+def test_remove_temporary_counts_what_it_removed(tmp_path: Path):
     cache = BigPartCache(tmp_path)
     assert cache.remove_temporary() == 0
     store(cache, info_for(1))
