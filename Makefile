@@ -8,10 +8,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint bench deb clean
 
-$(STAMP): pyproject.toml upstream/pyproject.toml
+# Three distributions (docs/architecture.md): the client package, the daemon
+# (which depends on it) and the reference upstream.
+$(STAMP): client/pyproject.toml pyproject.toml upstream/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' -e ./upstream
+	$(PY) -m pip install --quiet -e ./client -e '.[dev]' -e ./upstream
 	touch $@
 
 run: $(STAMP)

@@ -14,7 +14,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
@@ -85,6 +86,13 @@ EXIT_CODES: dict[ErrorCode, ExitCode] = {
 #: A subcommand: takes the parsed arguments, returns the exit status.
 Handler = Callable[[argparse.Namespace], int]
 
+#: Entry points in this group add subcommands: each names a function that takes
+#: the subparsers action and adds its parser (setting ``handler``). cofferd's
+#: distribution registers ``archive`` here; without it the command is absent.
+PLUGIN_GROUP = "coffer.commands"
+#: Global options that take a value, to find the command in argv without parsing it.
+_OPTIONS_WITH_VALUE = frozenset({"--socket", "--timeout"})
+
 
 class CommandError(Exception):
     """A failure to report as ``coffer: <detail>`` with ``exit_code``."""
@@ -105,7 +113,12 @@ def exit_code_for(exc: CofferRPCError) -> ExitCode:
         return ExitCode.OTHER
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``coffer`` parser; given ``argv`` naming a built-in command, without the plugins.
+
+    A plugin may import heavy modules (cofferd's crypto), so ``coffer health``
+    does not pay for ``coffer archive``.
+    """
     parser = argparse.ArgumentParser(
         prog="coffer",
         description="Talk to the cofferd daemon: log in, load and upload protected files.",
@@ -160,12 +173,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("unlock-status", cmd_unlock_status, "progress of the unlock")
 
-    # The archive subcommands live in their own module; imported here, once
-    # this module is complete, so that module may import CommandError from it.
-    from coffer import archive_cli
-
-    archive_cli.add_parser(sub)
+    # Plugins are skipped only when a built-in command is chosen; otherwise they
+    # are loaded, so that help and "invalid choice" list them.
+    if argv is None or _command_in(argv) not in sub.choices:
+        for plugin in entry_points(group=PLUGIN_GROUP):
+            if plugin.name not in sub.choices:
+                plugin.load()(sub)
     return parser
+
+
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The first word of ``argv`` that is not a global option or its value."""
+    words = iter(argv)
+    for word in words:
+        if word in _OPTIONS_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def _positive(text: str) -> float:
@@ -188,7 +213,9 @@ def _add_credentials(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code = int(args.handler(args))
@@ -356,8 +383,9 @@ def _what(r: dict[str, Any]) -> str:
     return f"{r.get('folder')}/{r.get('filename')} version {r.get('version')}"
 
 
-# What other CLI modules (archive_cli) use; ProgressLine lives in coffer.progress.
+# What plugins (cofferd.tools.archive_cli) use; ProgressLine lives in coffer.progress.
 __all__ = [
+    "PLUGIN_GROUP",
     "CommandError",
     "ExitCode",
     "Handler",

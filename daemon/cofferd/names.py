@@ -1,35 +1,23 @@
-"""The one rule for folder names, resource names and archive ids.
+"""The name rule of :mod:`coffer.names`, raising cofferd's own error.
 
-A name is 1 to 128 characters from ``A-Z a-z 0-9 . _ -`` and starts with a
-letter or a digit. So ``.``, ``..``, hidden files, slashes, NUL, control
-characters, spaces and non-ASCII look-alikes are all refused, and a name is
-always safe as a single path component and in a URL path without escaping.
-The reference upstream applies the same rule.
+The rule is written once, in the client package; this wrapper only turns its
+:class:`coffer.names.BadName` into :class:`cofferd.errors.BadName`, so the
+daemon's services raise from one error tree.
 """
 
 from __future__ import annotations
 
-import re
-
+from coffer import names
+from coffer.names import NAME_RULE, is_valid_name
 from cofferd.errors import BadName
-
-NAME_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def is_valid_name(value: object) -> bool:
-    """Whether ``value`` is a ``str`` that follows the name rule."""
-    return isinstance(value, str) and _NAME.fullmatch(value) is not None
 
 
 def check_name(value: object, what: str = "name") -> str:
-    """Return ``value`` if it follows the name rule, else raise :class:`BadName`.
+    """Return ``value`` if it follows the name rule, else raise :class:`cofferd.errors.BadName`."""
+    try:
+        return names.check_name(value, what)
+    except names.BadName as exc:
+        raise BadName(str(exc)) from None
 
-    The message quotes the value with ``repr`` so control characters show as
-    escapes and never reach a log raw.
-    """
-    if not is_valid_name(value):
-        shown = repr(value) if isinstance(value, str) and len(value) <= 200 else "the value"
-        raise BadName(f"invalid {what} {shown}: must be {NAME_RULE}")
-    assert isinstance(value, str)
-    return value
+
+__all__ = ["NAME_RULE", "check_name", "is_valid_name"]

@@ -224,6 +224,7 @@ def test_missing_socket_and_refused_connection_say_which(tmp_path: Path) -> None
         cc.Client(tmp_path / "file").call("health", {})
 
 
+@pytest.mark.root
 def test_permission_denied_says_so(tmp_path: Path) -> None:
     # Root passes every permission check, so a child drops to nobody first.
     sock = tmp_path / "s"

@@ -262,7 +262,7 @@ def test_concurrent_uploads_of_one_resource_get_distinct_versions(upstream: Upst
     assert get(upstream).json()["version"] == 6
 
 
-# requests removes literal dot segments; the raw ones are in test_upstream_bad_input.
+# requests removes literal dot segments; the raw ones are in test_bad_input.
 BAD_NAMES = [
     "%2E",
     "%2E%2E",

@@ -12,6 +12,7 @@ import binascii
 import hmac
 from collections.abc import Callable
 
+from coffer.names import BadName, check_name
 from coffer_upstream.bodies import field_base64, field_int, field_sha256, field_str
 from coffer_upstream.config import ServerConfig
 from coffer_upstream.errors import (
@@ -30,8 +31,6 @@ from coffer_upstream.responses import JsonResponse
 from coffer_upstream.signing import Signer
 from coffer_upstream.store import Store, Version
 from coffer_upstream.uploads import Publisher
-from cofferd.errors import BadName
-from cofferd.names import check_name
 
 KEY_BYTES = 32
 #: What each role may do, as the set of roles allowed per kind of call.

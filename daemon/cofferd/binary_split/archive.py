@@ -5,7 +5,7 @@ Layout (``docs/archive-format.md``)::
     magic       8 bytes   b"COFFERAR"
     version     1 byte    1
     id length   1 byte    1..128
-    archive id  n bytes   ASCII, the name rule of cofferd.names
+    archive id  n bytes   ASCII, the name rule of coffer.names
     stream      the rest  Tink AES256_GCM_HKDF_1MB streaming AEAD (cofferd.binary_split.stream)
                           of a ``docker save`` tar, associated data ``coffer/v1/archive/<id>``
 

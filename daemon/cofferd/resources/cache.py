@@ -1,7 +1,7 @@
 """The model cache dir: big parts, by folder/name/version, verified before they land.
 
 Layout: ``<cache_dir>/big/<folder>/<name>/<version>-<sha256>``; names follow
-:mod:`cofferd.names`, so each is a safe single path component. Temporary
+:mod:`coffer.names`, so each is a safe single path component. Temporary
 files start with a dot, which no name may, so they never clash with an entry.
 
 Invariants:

@@ -277,3 +277,35 @@ def test_inspect_refuses_what_is_not_an_archive(
     done = coffer("archive", "inspect", str(path))
     assert done.returncode == 1
     assert message in done.stderr
+
+
+PLUGIN_PROBE = """\
+import sys
+from coffer.cli import build_parser
+build_parser(sys.argv[1:])
+print("cofferd.tools.archive_cli" in sys.modules, "cryptography" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "loaded"),
+    [
+        (["--socket", "/s", "health"], "False False"),
+        (["--timeout", "5", "load", "archive", "-o", "x"], "False False"),
+        (["archive", "inspect", "f"], "True True"),
+        (["--json", "archive", "--help"], "True True"),
+        ([], "True True"),  # no command: the usage lists the plugins
+    ],
+)
+def test_the_plugin_is_imported_only_when_no_built_in_command_is_chosen(
+    argv: list[str], loaded: str
+) -> None:
+    # `coffer health` must not pay for the daemon's crypto.
+    done = subprocess.run(
+        [sys.executable, "-c", PLUGIN_PROBE, *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split("\n")[-2] == loaded

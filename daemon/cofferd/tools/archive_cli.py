@@ -1,5 +1,10 @@
 """``coffer archive``: seal a ``docker save`` tar into an encrypted image archive, or inspect one.
 
+A plugin of the ``coffer`` CLI, shipped with cofferd because it needs the
+daemon's crypto: cofferd's distribution registers :func:`add_parser` in the
+``coffer.commands`` entry-point group, and :mod:`coffer.cli` adds it. Without
+cofferd installed, ``coffer archive`` does not exist.
+
 ``coffer archive seal IMAGE_TAR OUT --id ID`` is a publisher's command: it
 talks to the upstream directly (``--upstream`` / ``COFFER_UPSTREAM_URL``,
 ``--email`` / ``COFFER_EMAIL``, the password from ``--password-stdin``,
@@ -14,8 +19,7 @@ exists without its key and no key is left registered for nothing:
 4. rename the temp file to OUT and fsync the directory.
 
 The key is printed nowhere. ``coffer archive inspect FILE`` shows the id, the
-format version and the sizes. Heavy modules are imported inside the handlers,
-so ``import coffer.client`` stays light.
+format version and the sizes.
 """
 
 from __future__ import annotations
@@ -24,14 +28,18 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from coffer.atomic import atomic_file
-from coffer.cli import CommandError, ExitCode, read_password
+from coffer.cli import CommandError, ExitCode, exit_code_for, read_password
+from coffer.errors import error_from_wire
+from coffer.names import BadName, check_name
 from coffer.progress import progress_on_terminal
-
-if TYPE_CHECKING:
-    from cofferd.binary_split.archive import ArchiveInfo
+from cofferd import errors
+from cofferd.binary_split import archive, stream
+from cofferd.binary_split.archive import ArchiveInfo
+from cofferd.resources.upstream import ApiClient
+from cofferd.rpc.errors import to_rpc_error
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -77,12 +85,9 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
-    from cofferd import errors
-    from cofferd.names import check_name
-
     try:
         archive_id = check_name(args.archive_id, "archive id")
-    except errors.BadName as exc:
+    except BadName as exc:
         raise CommandError(str(exc), ExitCode.BAD_REQUEST) from exc
     url = _setting(args.upstream, "COFFER_UPSTREAM_URL", "upstream")
     args.email = _setting(args.email, "COFFER_EMAIL", "email")
@@ -99,7 +104,9 @@ def cmd_seal(args: argparse.Namespace) -> int:
             ExitCode.CONFLICT,
         ) from exc
     except errors.CofferError as exc:
-        raise CommandError(f"{exc} ({out} was not written)", _exit_code(exc)) from exc
+        # The exit code of the CLI's own mapping, through the wire code cofferd gives exc.
+        code = exit_code_for(error_from_wire({"code": to_rpc_error(exc).code}))
+        raise CommandError(f"{exc} ({out} was not written)", code) from exc
     text = (
         f"sealed {args.image_tar} into {out}: archive id {archive_id}, "
         f"{result['size']} bytes; images: {', '.join(result['images']) or '(untagged)'}"
@@ -111,10 +118,6 @@ def cmd_seal(args: argparse.Namespace) -> int:
 def _seal(
     tar: Path, out: Path, archive_id: str, url: str, email: str, password: str
 ) -> dict[str, Any]:
-    from cofferd.binary_split import archive, stream
-    from cofferd.errors import BadRequest
-    from cofferd.resources.upstream import ApiClient
-
     client = ApiClient(url)
     try:
         client.login(email, password)
@@ -133,8 +136,8 @@ def _seal(
                 )
                 try:
                     images = reader.images()
-                except BadRequest as exc:
-                    raise BadRequest(f"{tar} is not a `docker save` archive: {exc}") from exc
+                except errors.BadRequest as exc:
+                    raise errors.BadRequest(f"{tar} is not a `docker save` archive: {exc}") from exc
                 # Registered only once the archive is whole on disk; renamed only once registered.
                 client.put_archive_key(archive_id, key)
     finally:
@@ -147,29 +150,11 @@ def _seal(
     }
 
 
-def _exit_code(exc: Exception) -> ExitCode:
-    from cofferd import errors
-
-    for kind, code in (
-        (errors.Unauthorized, ExitCode.UNAUTHORIZED),
-        (errors.NotFound, ExitCode.NOT_FOUND),
-        (errors.Conflict, ExitCode.CONFLICT),
-        (errors.BadRequest, ExitCode.BAD_REQUEST),
-        (errors.UpstreamError, ExitCode.UPSTREAM),
-    ):
-        if isinstance(exc, kind):
-            return code
-    return ExitCode.OTHER
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from cofferd.binary_split import archive
-    from cofferd.errors import DecryptionError
-
     with open(args.file, "rb") as src:
         try:
             info = archive.inspect(src, os.fstat(src.fileno()).st_size)
-        except DecryptionError as exc:
+        except errors.DecryptionError as exc:
             raise CommandError(f"{args.file}: {exc}") from exc
     if args.json:
         print(json.dumps(_as_dict(info), sort_keys=True))
