@@ -220,6 +220,8 @@ def _exit_codes(epilog: str) -> str:
             inside = True
         elif inside and line.startswith("  ") and line.strip()[:1].isdigit():
             rows.append(line.strip())
+        elif inside and rows and line.startswith("     "):  # a row's continuation
+            rows[-1] += " " + line.strip()
         elif inside:
             break
     return "\n".join(rows)

@@ -23,6 +23,7 @@ PACKAGES = {
     "coffer_upstream": REPO / "upstream",
 }
 
+
 #: Import cycles known today and being removed; each entry is one strongly
 #: connected component, exactly. Nothing else may be added here: empty it once
 #: the cycle is gone (the test fails on an entry that no longer matches).
