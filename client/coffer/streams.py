@@ -21,10 +21,10 @@ import os
 import selectors
 import stat
 from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
+#: What the write loops take (``collections.abc.Buffer`` once Python 3.12 is the floor).
+ReadableBuffer = bytes | bytearray | memoryview
 
 #: ``progress(done, total)``: bytes moved so far, and the total when known.
 Progress = Callable[[int, int | None], None]
