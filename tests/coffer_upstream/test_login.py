@@ -113,11 +113,13 @@ def test_malformed_login_is_400(upstream: Upstream, body: object) -> None:
 
 
 def test_expired_token_is_401(upstream_factory: Callable[..., Upstream]) -> None:
-    upstream = upstream_factory(token_ttl=1)
+    # Three seconds: a loaded machine must still get the first call in before expiry.
+    upstream = upstream_factory(token_ttl=3)
+    issued = time.monotonic()
     headers = upstream.auth(upstream.reader)
     url = f"{upstream.url}/v1/archives/none/key"
     assert requests.get(url, headers=headers, timeout=30).status_code == 404
-    time.sleep(2.1)
+    time.sleep(max(0.0, issued + 4.1 - time.monotonic()))
     expired = requests.get(url, headers=headers, timeout=30)
     assert expired.status_code == 401
     assert expired.json() == {"detail": "token expired"}
