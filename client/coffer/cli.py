@@ -42,6 +42,7 @@ class ExitCode(enum.IntEnum):
     BAD_REQUEST = 7
     UPSTREAM = 8
     SHUTTING_DOWN = 9
+    OFFLINE_REFUSED = 10
     INTERRUPTED = 130
 
 
@@ -58,6 +59,7 @@ exit codes:
   7  bad request: a bad name or parameter, or over a size limit
   8  upstream unavailable, or it served corrupt or tampered data
   9  the daemon is shutting down
+  10 offline use refused: upstream unreachable and no valid lease, clock or cache for it
   130 interrupted (Ctrl-C)
 
 The socket is --socket, else $COFFER_SOCKET, else /run/coffer/cofferd.sock.
@@ -75,6 +77,7 @@ EXIT_CODES: dict[ErrorCode, ExitCode] = {
     ErrorCode.UNAUTHORIZED: ExitCode.UNAUTHORIZED,
     ErrorCode.NOT_FOUND: ExitCode.NOT_FOUND,
     ErrorCode.CONFLICT: ExitCode.CONFLICT,
+    ErrorCode.OFFLINE_REFUSED: ExitCode.OFFLINE_REFUSED,
     ErrorCode.TOO_LARGE: ExitCode.BAD_REQUEST,
     ErrorCode.BUSY: ExitCode.DAEMON_UNAVAILABLE,
     ErrorCode.UPSTREAM_BAD_DATA: ExitCode.UPSTREAM,
