@@ -100,10 +100,12 @@ def test_boot_login_then_offline_within_the_lease_and_after_a_restart(device: De
     device.start()
     device.upload("m.bin", content)  # no login call: the boot credential is used
     data, resp = device.load("m.bin")
-    assert data == content and resp["result"]["version"] == 1
+    assert data == content
+    assert resp["result"]["version"] == 1
     field = device.field()
     assert field["login_source"] == "credential"
-    assert field["device_key"] is True and field["mode"] == "online"
+    assert field["device_key"] is True
+    assert field["mode"] == "online"
     (record,) = field["records"]
     assert record["filename"] == "m.bin"
     assert record["lease_expires"] == pytest.approx(time.time() + LEASE, abs=60)
@@ -114,7 +116,8 @@ def test_boot_login_then_offline_within_the_lease_and_after_a_restart(device: De
     assert data == content, resp
     assert time.monotonic() - began < 5  # refused connections decide at once
     field = device.field()
-    assert field["mode"] == "offline" and field["upstream_reachable"] is False
+    assert field["mode"] == "offline"
+    assert field["upstream_reachable"] is False
     assert field["records"][0]["lease_expires"] == record["lease_expires"]
 
     # Restarted while the upstream is down: the sealed record still serves.
@@ -141,7 +144,8 @@ def test_boot_login_then_offline_within_the_lease_and_after_a_restart(device: De
     device.upstream.start()
     device.start()
     data, resp = device.load("m.bin")
-    assert data == content and device.field()["mode"] == "online"
+    assert data == content
+    assert device.field()["mode"] == "online"
 
 
 def test_retired_resource_is_erased_at_once(device: Device) -> None:
@@ -167,7 +171,8 @@ def test_logout_drops_login_and_records(device: Device) -> None:
     assert device.load("a.bin")[0] == b"a" * 1000
     assert daemon.call("logout")["result"] == {"status": "ok", "records_erased": 1}
     field = device.field()
-    assert field["records"] == [] and field["login_source"] == "none"
+    assert field["records"] == []
+    assert field["login_source"] == "none"
     assert daemon.call("status")["result"]["authenticated"] is False
     assert device.load("a.bin")[1]["error"]["code"] == ErrorCode.UNAUTHORIZED
 
@@ -253,5 +258,3 @@ def test_upstream_killed_and_restarted_while_loads_run(device: Device) -> None:
             t.join(60)
     assert not failures, failures[:3]
     assert count > 10
-
-
