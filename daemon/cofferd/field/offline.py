@@ -33,6 +33,7 @@ from cofferd.field.lease import LeaseInvalid, check_matches, pinned_keys, verify
 from cofferd.field.records import Held, RecordStore
 from cofferd.field.sealing import RecordUnreadable
 from cofferd.resources.cache import BigPartCache
+from cofferd.resources.translate import describe
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
 
@@ -61,6 +62,7 @@ class Field:
         self._cond = threading.Condition()
         self._failures = 0
         self.reachable: bool | None = None
+        self._last_failure = "no answer"
         self.last_served_offline: float | None = None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="online")
 
@@ -89,7 +91,9 @@ class Field:
         self.clock.contact(upstream_time)
 
     def failed(self, exc: BaseException | None) -> None:
+        what = "it answered 5xx" if exc is None else describe(exc)
         with self._cond:
+            self._last_failure = what
             self.reachable = False
             self._failures += 1
             self._cond.notify_all()
@@ -121,7 +125,12 @@ class Field:
                 return future.result(), False
             except UpstreamUnavailable as exc:
                 return self._offline(folder, name, str(exc)), True
-        why = "no answer" if self._failures == start else "it failed"
+        with self._cond:
+            why = (
+                f"no answer within {self._decide_within:g} s"
+                if self._failures == start
+                else self._last_failure
+            )
         return self._offline(folder, name, f"the upstream is unreachable ({why})"), True
 
     def _wake(self) -> None:
