@@ -258,3 +258,18 @@ def test_upstream_killed_and_restarted_while_loads_run(device: Device) -> None:
             t.join(60)
     assert not failures, failures[:3]
     assert count > 10
+
+
+def test_boot_login_retries_until_the_upstream_comes(device: Device) -> None:
+    device.upstream.stop()
+    daemon = device.start()
+    assert daemon.call("status")["result"]["authenticated"] is False
+    device.upstream.start()
+    deadline = time.monotonic() + 30  # backoff of 1, 2, 4, 8 s (jittered down)
+    while not daemon.call("status")["result"]["authenticated"]:
+        assert time.monotonic() < deadline, daemon.stderr_text()[-2000:]
+        time.sleep(0.2)
+    assert device.field()["login_source"] == "credential"
+    log = daemon.stderr_text()
+    assert "boot login failed" in log
+    assert device.upstream.publisher.password not in log
