@@ -4,7 +4,10 @@ Starts ``coffer-upstream serve`` on a free loopback port with its data in
 ``.run/upstream`` and, on its first run, a first publisher user: the one named
 by ``COFFER_ADMIN_EMAIL`` / ``COFFER_ADMIN_PASSWORD``, or a generated one whose
 password is printed once (the upstream keeps only its hash). Then cofferd on
-``.run/cofferd.sock`` against it, with its cache and state under ``.run/``.
+``.run/cofferd.sock`` against it, with its cache and state under ``.run/``,
+the upstream's lease key pinned, and ``.run/credentials/`` as its
+``$CREDENTIALS_DIRECTORY`` holding a generated device key (and a
+``coffer-login`` file if one is put there), as systemd would give them.
 Prints the ``coffer`` commands to try. Ctrl-C (SIGINT) or SIGTERM stops both,
 cofferd first, and exits 0; if either dies on its own, the other is stopped and
 the exit status is 1.
