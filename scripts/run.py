@@ -4,7 +4,10 @@ Starts ``coffer-upstream serve`` on a free loopback port with its data in
 ``.run/upstream`` and, on its first run, a first publisher user: the one named
 by ``COFFER_ADMIN_EMAIL`` / ``COFFER_ADMIN_PASSWORD``, or a generated one whose
 password is printed once (the upstream keeps only its hash). Then cofferd on
-``.run/cofferd.sock`` against it, with its cache and state under ``.run/``.
+``.run/cofferd.sock`` against it, with its cache and state under ``.run/``,
+the upstream's lease key pinned, and ``.run/credentials/`` as its
+``$CREDENTIALS_DIRECTORY`` holding a generated device key (and a
+``coffer-login`` file if one is put there), as systemd would give them.
 Prints the ``coffer`` commands to try. Ctrl-C (SIGINT) or SIGTERM stops both,
 cofferd first, and exits 0; if either dies on its own, the other is stopped and
 the exit status is 1.
@@ -180,6 +183,9 @@ def start_upstream(run_dir: Path, running: list[Child]) -> str:
         "--data-dir",
         str(run_dir / "upstream"),
     ]
+    # A short lease to try offline expiry by hand: COFFER_RUN_LEASE_SECONDS=60 make run
+    if os.environ.get("COFFER_RUN_LEASE_SECONDS"):
+        command += ["--lease-seconds", os.environ["COFFER_RUN_LEASE_SECONDS"]]
     env = child_env(run_dir, {})
     child = Child(running, "coffer-upstream", command, env, run_dir / "upstream.log", out)
     deadline = time.monotonic() + START_TIMEOUT
@@ -191,13 +197,38 @@ def start_upstream(run_dir: Path, running: list[Child]) -> str:
     raise RunError(f"coffer-upstream did not start:\n{child.tail()}")
 
 
+def lease_key(run_dir: Path) -> str:
+    """The public key that signs the reference upstream's leases, for cofferd to pin."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coffer_upstream",
+            "lease-key",
+            "--data-dir",
+            str(run_dir / "upstream"),
+        ],
+        capture_output=True,
+        check=True,
+        timeout=START_TIMEOUT,
+        env=child_env(run_dir, {}),
+    )
+    return out.stdout.decode().strip()
+
+
 def start_cofferd(run_dir: Path, upstream_url: str, running: list[Child]) -> Path:
     sock = run_dir / "cofferd.sock"
     config = run_dir / "cofferd.toml"
     if not config.exists():
         config.write_text("# cofferd settings for `make run` (see systemd/ for the keys)\n")
-    for d in ("cache", "state"):
+    for d in ("cache", "state", "credentials"):
         (run_dir / d).mkdir(mode=0o700, exist_ok=True)
+    # As systemd would: a credentials dir with a device key, so offline records
+    # survive a restart; a coffer-login file put there logs in at start.
+    device_key = run_dir / "credentials" / "coffer-device-key"
+    if not device_key.exists():
+        device_key.write_bytes(os.urandom(32))
+        device_key.chmod(0o600)
     env = child_env(
         run_dir,
         {
@@ -206,6 +237,8 @@ def start_cofferd(run_dir: Path, upstream_url: str, running: list[Child]) -> Pat
             "COFFER_CACHE_DIR": str(run_dir / "cache"),
             "COFFER_STATE_DIR": str(run_dir / "state"),
             "COFFER_ARCHIVE_PATH": str(run_dir / "state" / "images.coffer"),
+            "COFFER_LEASE_PUBLIC_KEYS": lease_key(run_dir),
+            "CREDENTIALS_DIRECTORY": str(run_dir / "credentials"),
         },
     )
     command = [sys.executable, "-m", "cofferd", "--socket", str(sock)]

@@ -19,7 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from coffer import __version__
+from coffer import __version__, cli_field
 from coffer.atomic import atomic_file
 from coffer.client import DEFAULT_FOLDER, DEFAULT_TIMEOUT, Client, Progress
 from coffer.errors import (
@@ -42,6 +42,7 @@ class ExitCode(enum.IntEnum):
     BAD_REQUEST = 7
     UPSTREAM = 8
     SHUTTING_DOWN = 9
+    OFFLINE_REFUSED = 10
     INTERRUPTED = 130
 
 
@@ -58,6 +59,7 @@ exit codes:
   7  bad request: a bad name or parameter, or over a size limit
   8  upstream unavailable, or it served corrupt or tampered data
   9  the daemon is shutting down
+  10 offline use refused: upstream unreachable and no valid lease, clock or cache for it
   130 interrupted (Ctrl-C)
 
 The socket is --socket, else $COFFER_SOCKET, else /run/coffer/cofferd.sock.
@@ -75,6 +77,7 @@ EXIT_CODES: dict[ErrorCode, ExitCode] = {
     ErrorCode.UNAUTHORIZED: ExitCode.UNAUTHORIZED,
     ErrorCode.NOT_FOUND: ExitCode.NOT_FOUND,
     ErrorCode.CONFLICT: ExitCode.CONFLICT,
+    ErrorCode.OFFLINE_REFUSED: ExitCode.OFFLINE_REFUSED,
     ErrorCode.TOO_LARGE: ExitCode.BAD_REQUEST,
     ErrorCode.BUSY: ExitCode.DAEMON_UNAVAILABLE,
     ErrorCode.UPSTREAM_BAD_DATA: ExitCode.UPSTREAM,
@@ -150,6 +153,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     command("health", cmd_health, "is the daemon serving?")
     command("status", cmd_status, "login state, model cache dir, upstream")
     _add_credentials(command("login", cmd_login, "give cofferd your upstream credentials"))
+    cli_field.add_commands(command, cmd_logout)
 
     p = command("load", cmd_load, "fetch and decrypt a resource")
     p.add_argument("name", metavar="NAME")
@@ -266,6 +270,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"upstream:        {r.get('upstream_url')}",
         f"version:         {r.get('version')}",
         f"unlock:          {unlock.get('state') if isinstance(unlock, dict) else unlock}",
+        *cli_field.field_lines(r),
     ]
     _emit(args, r, "\n".join(lines), sys.stdout)
     return 0
@@ -290,6 +295,13 @@ def cmd_login(args: argparse.Namespace) -> int:
     with _client(args) as c:
         r = c.login(args.email, password)
     _emit(args, r, f"logged in as {args.email}", sys.stdout)
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        r = c.logout()
+    _emit(args, r, cli_field.print_logout(r), sys.stdout)
     return 0
 
 

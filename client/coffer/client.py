@@ -329,6 +329,10 @@ class Client:
         """Give the daemon credentials; raises :class:`Unauthorized` if the upstream refuses."""
         return _object(self.call("login", {"email": email, "password": password}))
 
+    def logout(self) -> dict[str, Any]:
+        """Make the daemon drop its login, token and offline records and leases."""
+        return _object(self.call("logout", {}))
+
     def unlock(self, email: str, password: str) -> dict[str, Any]:
         """Start unlocking the device's Docker image archive; poll :meth:`unlock_status`."""
         return _object(self.call("unlock", {"email": email, "password": password}))

@@ -93,6 +93,11 @@ class Conflict(CofferRPCError):
     default_message = "Conflict"
 
 
+class OfflineRefused(CofferRPCError):
+    code = ErrorCode.OFFLINE_REFUSED
+    default_message = "Offline use refused"
+
+
 class UpstreamError(CofferRPCError):
     default_message = "Upstream error"
 
@@ -151,6 +156,7 @@ _ERRORS: dict[int, type[CofferRPCError]] = {
     ErrorCode.UNAUTHORIZED: Unauthorized,
     ErrorCode.NOT_FOUND: NotFound,
     ErrorCode.CONFLICT: Conflict,
+    ErrorCode.OFFLINE_REFUSED: OfflineRefused,
     ErrorCode.TOO_LARGE: TooLarge,
     ErrorCode.BUSY: DaemonBusy,
     ErrorCode.UPSTREAM_BAD_DATA: UpstreamBadData,
@@ -202,6 +208,7 @@ __all__ = [
     "InvalidParams",
     "MethodNotFound",
     "NotFound",
+    "OfflineRefused",
     "ProtocolError",
     "ShuttingDown",
     "TooLarge",

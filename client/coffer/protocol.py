@@ -31,6 +31,7 @@ class ErrorCode(enum.IntEnum):
     UNAUTHORIZED = 401  # no credentials, or refused upstream
     NOT_FOUND = 404  # resource, key or archive
     CONFLICT = 409  # e.g. an unlock already runs
+    OFFLINE_REFUSED = 412  # upstream unreachable and offline use not allowed (the rule is said)
     TOO_LARGE = 413  # over the inline cap or the line limit
     BUSY = 429  # cofferd serves too many connections: sent on accepting, then closed
     UPSTREAM_BAD_DATA = 502  # the upstream answered nonsense or served corrupt data

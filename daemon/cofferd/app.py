@@ -10,15 +10,27 @@ passes them. The method table is built inside ``rpc/``
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 
+from cofferd.field.clock import TrustedClock
+from cofferd.field.credentials import CredentialError, read_device_key
+from cofferd.field.login import BootLogin
+from cofferd.field.offline import Field
+from cofferd.field.records import RecordStore
+from cofferd.field.sealing import Sealer
 from cofferd.notify import Notifier
 from cofferd.resources.cache import BigPartCache
+from cofferd.resources.index import INDEX_NAME, Index
 from cofferd.resources.upstream import ApiClient
 from cofferd.rpc.dispatch import Dispatcher
 from cofferd.rpc.table import TABLE
 from cofferd.settings import Settings
 from cofferd.unlock import UnlockWorkflow
+
+log = logging.getLogger(__name__)
 
 
 class App:
@@ -33,22 +45,54 @@ class App:
         self._client_lock = threading.Lock()
         self._client: ApiClient | None = None
         self.unlock = UnlockWorkflow.from_settings(settings, self.api_client, notifier)
+        self.index = Index(settings.state_dir / INDEX_NAME)
+        self.boot_login = BootLogin(settings.credentials_dir, settings.login_credential)
+        self.field = _build_field(settings, self.index, self.cache, self.api_client)
+        self.boot_login.start(self.api_client)
 
     def api_client(self) -> ApiClient:
         """The process's one API client for ``settings.upstream_url``, built on first use."""
         with self._client_lock:
             if self._client is None:
                 self._client = ApiClient(
-                    self.settings.upstream_url, timeout=self.settings.upstream_timeout
+                    self.settings.upstream_url,
+                    timeout=self.settings.upstream_timeout,
+                    credential_source=self.boot_login.credential,
+                    observer=self.field,
                 )
             return self._client
 
     def close(self) -> None:
         """Close the API client (daemon shutdown); a later use builds a new one."""
+        self.boot_login.stop()
+        self.field.close()
         with self._client_lock:
             if self._client is not None:
                 self._client.close()
             self._client = None
+
+
+def _build_field(
+    settings: Settings, index: Index, cache: BigPartCache, client: Callable[[], ApiClient]
+) -> Field:
+    try:
+        key = read_device_key(settings.credentials_dir, settings.device_key_credential)
+    except CredentialError as exc:
+        log.error("%s; offline records are kept in memory only", exc)  # noqa: TRY400
+        key = None
+    if key is None:
+        log.warning("no device key: offline records are kept in memory only (lost at restart)")
+    offset = settings.clock_offset
+    clock = TrustedClock(index, max_skew=settings.max_clock_skew, wall=lambda: time.time() + offset)
+    store = RecordStore(index, Sealer(key) if key is not None else None)
+    return Field(
+        client,
+        cache,
+        store,
+        clock,
+        lease_public_keys=settings.lease_public_keys,
+        decide_within=settings.upstream_timeout,
+    )
 
 
 def build_dispatcher() -> Dispatcher:

@@ -22,6 +22,7 @@ socket cofferd cannot serve on, a caller who is no longer there to answer.
     ├── Unauthorized             no credentials, or the upstream refused them
     ├── NotFound                 no such resource, key or archive
     ├── Conflict                 the operation clashes with one under way or with stored state
+    ├── OfflineRefused           the upstream is unreachable and no offline use is allowed (412)
     ├── UpstreamError            the upstream failed us
     │   ├── UpstreamUnavailable  unreachable, timed out, or 5xx after bounded retries
     │   ├── UpstreamProtocolError  it answered something the protocol does not allow
@@ -85,6 +86,15 @@ class NotFound(CofferError):
 
 class Conflict(CofferError):
     """The operation clashes with one under way or with stored state."""
+
+
+class OfflineRefused(CofferError):
+    """The upstream is unreachable and the rules for offline use say no.
+
+    The message names the rule: no record, lease expired at T, clock behind the
+    trusted time, offline longer than the lease allows, not cached, or a record
+    or lease that does not verify.
+    """
 
 
 class UpstreamError(CofferError):
@@ -159,6 +169,7 @@ WIRE: dict[type[CofferError], tuple[ErrorCode, str]] = {
     DockerError: (ErrorCode.UPSTREAM_BAD_DATA, "Docker refused"),
     DockerUnavailable: (ErrorCode.UPSTREAM_UNAVAILABLE, "Docker unavailable"),
     ShuttingDown: (ErrorCode.SHUTTING_DOWN, "Shutting down"),
+    OfflineRefused: (ErrorCode.OFFLINE_REFUSED, "Offline use refused"),
 }
 
 

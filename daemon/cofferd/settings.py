@@ -49,6 +49,22 @@ class Settings:
     #: Python logging level name.
     log_level: str = "INFO"
 
+    # -- unattended in the field (boot login, offline leases: cofferd.field) --
+    #: Ed25519 public keys (standard base64 of 32 bytes) whose leases are
+    #: trusted; empty: no offline use. From the environment: comma-separated.
+    lease_public_keys: tuple[str, ...] = ()
+    #: Seconds the wall clock may be behind the trusted time before offline use is refused.
+    max_clock_skew: float = 300.0
+    #: Name of the systemd credential holding the upstream login (JSON email/password).
+    login_credential: str = "coffer-login"
+    #: Name of the systemd credential holding the device key that seals offline records.
+    device_key_credential: str = "coffer-device-key"
+    #: Where credentials are read; None: ``$CREDENTIALS_DIRECTORY`` (set by systemd).
+    credentials_dir: Path | None = None
+    #: Seconds added to the system clock for lease checks (tests; same as moving
+    #: the clock, so the trusted-time defences apply to it alike).
+    clock_offset: float = 0.0
+
     @classmethod
     def load(
         cls,
@@ -73,6 +89,9 @@ class Settings:
         # COFFER_SOCKET and COFFER_CACHE_DIR are the documented short names.
         if "COFFER_SOCKET" in env:
             values["socket_path"] = env["COFFER_SOCKET"]
+        # systemd's own variable, unless the operator named a directory.
+        if env.get("CREDENTIALS_DIRECTORY") and "COFFER_CREDENTIALS_DIR" not in env:
+            values.setdefault("credentials_dir", env["CREDENTIALS_DIRECTORY"])
         return cls.from_mapping(values)
 
     @classmethod
@@ -96,6 +115,13 @@ class Settings:
                 raise SettingsError(f"{name} must be positive")
         if self.inline_max_bytes < 0:
             raise SettingsError("inline_max_bytes must not be negative")
+        if self.max_clock_skew < 0:
+            raise SettingsError("max_clock_skew must not be negative")
+        for key in self.lease_public_keys:
+            if len(key) != 44 or not key.endswith("="):
+                raise SettingsError(
+                    f"lease_public_keys: {key[:12]!r}... is not the base64 of a 32-byte key"
+                )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -106,6 +132,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise SettingsError(f"config file {path} does not exist") from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SettingsError(f"cannot read config file {path}: {exc}") from exc
+
+
+def _text(item: object) -> str:
+    if not isinstance(item, str):
+        raise TypeError(item)
+    return item
 
 
 def _coerce(key: str, annotation: object, raw: Any) -> Any:
@@ -119,6 +151,11 @@ def _coerce(key: str, annotation: object, raw: Any) -> Any:
             return int(raw)
         if kind == "str | None":
             return None if raw in ("", None) else str(raw)
+        if kind == "Path | None":
+            return None if raw in ("", None) else Path(str(raw))
+        if kind == "tuple[str, ...]":
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(i.strip() for i in map(_text, items) if i.strip())
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"setting {key!r}: {raw!r} is not a valid {kind}") from exc

@@ -14,7 +14,11 @@ from cofferd.settings import Settings
 
 
 def make_app(tmp_path: Path) -> App:
-    settings = Settings(upstream_url="http://127.0.0.1:9", cache_dir=tmp_path / "cache")
+    settings = Settings(
+        upstream_url="http://127.0.0.1:9",
+        cache_dir=tmp_path / "cache",
+        state_dir=tmp_path / "state",
+    )
     return App(settings, Notifier.from_environ({}))
 
 

@@ -241,3 +241,92 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         device.run("rm", "-f", dropin)
         device.run("systemctl", "daemon-reload")
         device.run("systemctl", "restart", "cofferd.service")
+
+
+#: Run in the container: the offline record the daemon sealed opens with the
+#: device key the postinst made (decrypted by systemd-creds), and with no other.
+RECORD_CHECK = """
+import json, os, sqlite3, subprocess, sys
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+db = sqlite3.connect("file:/var/lib/coffer/index.sqlite3?mode=ro", uri=True)
+folder, name, sealed = db.execute("SELECT folder, name, sealed FROM records").fetchone()
+key = subprocess.run(
+    ["systemd-creds", "decrypt", "--name=coffer-device-key", "/etc/coffer/device-key.cred", "-"],
+    capture_output=True, check=True,
+).stdout
+ad = f"coffer/v1/record/{folder}/{name}".encode()
+nonce, body = sealed[3:15], sealed[15:]
+try:
+    AESGCM(os.urandom(32)).decrypt(nonce, body, ad)
+    sys.exit("opened with a random key")
+except InvalidTag:
+    pass
+print(json.loads(AESGCM(key).decrypt(nonce, body, ad))["name"])
+"""
+
+
+def test_boot_login_from_the_operator_credential_and_sealed_records(
+    device: SystemdContainer,
+) -> None:
+    # The operator stores a login with `coffer credentials set-login`; after a
+    # restart a caller's load works without any `coffer login`, and the record
+    # it leaves is sealed with the device key the postinst made.
+    device.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
+    upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
+    data = "--data-dir=/srv/field-upstream"
+    device.run(*upstream, "user", "add", EMAIL, "--role=publisher", data, input=PASSWORD + "\n")
+    key = device.run(*upstream, "lease-key", data).stdout.strip()
+    device.run(
+        "systemd-run",
+        "--unit=field-upstream",
+        *upstream,
+        "serve",
+        "--host=127.0.0.1",
+        "--port=8098",
+        data,
+    )
+    dropin = "/etc/systemd/system/cofferd.service.d/test-field.conf"
+    device.run("mkdir", "-p", str(Path(dropin).parent))
+    device.run(
+        "sh",
+        "-c",
+        "printf '[Service]\\nEnvironment=COFFER_UPSTREAM_URL=http://127.0.0.1:8098\\n"
+        f"Environment=COFFER_LEASE_PUBLIC_KEYS={key}\\n' > {dropin}",
+    )
+    try:
+        assert device.run("stat", "-c", "%a", "/etc/coffer/device-key.cred").stdout.strip() == "600"
+        device.wait_for("field-upstream.service", ActiveState="active")
+        device.run(
+            "coffer",
+            "credentials",
+            "set-login",
+            "--email",
+            EMAIL,
+            "--password-stdin",
+            input=PASSWORD + "\n",
+        )
+        assert (
+            "LoadCredentialEncrypted=coffer-login:/etc/coffer/login.cred"
+            in device.run("cat", "/etc/systemd/system/cofferd.service.d/login.conf").stdout
+        )
+        device.run("systemctl", "restart", "cofferd.service")
+        device.run(
+            "sh",
+            "-c",
+            "head -c 1000000 /dev/urandom > ~/field.bin && coffer upload ~/field.bin"
+            " && coffer load field.bin -o ~/field.out && cmp ~/field.bin ~/field.out",
+            user=MEMBER,
+        )
+        status = device.run("coffer", "status", "--json", user=MEMBER).stdout
+        assert '"login_source": "credential"' in status
+        assert '"device_key": true' in status
+        opened = device.run("/opt/coffer/bin/python", "-c", RECORD_CHECK).stdout.strip()
+        assert opened == "field.bin"
+        assert PASSWORD not in device.journal("cofferd.service", lines=300)
+    finally:
+        device.run("coffer", "credentials", "remove-login", check=False)
+        device.run("systemctl", "stop", "field-upstream.service", check=False)
+        device.run("rm", "-f", dropin)
+        device.run("systemctl", "daemon-reload")
+        device.run("systemctl", "restart", "cofferd.service")

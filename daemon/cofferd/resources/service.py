@@ -16,7 +16,7 @@ import errno
 import hashlib
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, cast
 
 from coffer.streams import write_all
@@ -28,13 +28,24 @@ from cofferd.binary_split.stream import (
     new_key,
     resource_associated_data,
 )
-from cofferd.errors import BadRequest, CorruptData, DecryptionError, PeerGone, TooLarge
+from cofferd.errors import (
+    BadRequest,
+    CorruptData,
+    DecryptionError,
+    OfflineRefused,
+    PeerGone,
+    TooLarge,
+)
 from cofferd.models import LoadResult, UploadResult
 from cofferd.resources.cache import BackgroundWriter, BigPartCache
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
 
 log = logging.getLogger(__name__)
+
+#: The field layer's decision for ``(folder, name)``: the info, and whether it
+#: is an offline record (served from the cache only).
+Resolver = Callable[[str, str], tuple[ResourceInfo, bool]]
 
 #: Plaintext read from an upload's source per call.
 READ_CHUNK = 1 << 20
@@ -48,6 +59,7 @@ def load(
     out: BinaryIO,
     *,
     max_size: int | None = None,
+    resolve: Resolver | None = None,
 ) -> LoadResult:
     """Write the plaintext of ``folder/name``'s current version into ``out``.
 
@@ -58,8 +70,15 @@ def load(
     written yet it is fetched once more from the CDN, otherwise the load fails
     with :class:`CorruptData` and ``out`` holds a verified prefix, which the
     caller discards.
+
+    ``resolve`` (the field layer's decision, ``cofferd.field.offline``) gives
+    the resource's info and whether it comes from an offline record; an
+    offline answer is served from the cache only, never from the CDN.
     """
-    info = client.get_resource(folder, name)
+    if resolve is None:
+        info, offline = client.get_resource(folder, name), False
+    else:
+        info, offline = resolve(folder, name)
     if len(info.small) + info.big_size != ciphertext_size(info.plaintext_size):
         raise CorruptData(f"resource {folder}/{name}: sizes announced by the upstream disagree")
     if max_size is not None and info.plaintext_size > max_size:
@@ -71,6 +90,8 @@ def load(
     refetched = False
     while True:
         path = cache.lookup(info)
+        if path is None and offline:
+            raise OfflineRefused(f"offline use of {folder}/{name} refused: it is not cached")
         if path is None:
             with cache.lock(info):
                 # Another thread may have fetched it while this one waited.
@@ -88,6 +109,11 @@ def load(
             continue
         except (DecryptionError, _SourceError) as exc:
             cache.evict(path)
+            if offline and not sink.written:
+                raise OfflineRefused(
+                    f"offline use of {folder}/{name} refused: its cached big part failed"
+                    " authentication and the upstream is unreachable"
+                ) from exc
             if sink.written or refetched:
                 raise CorruptData(
                     f"resource {folder}/{name}: the cached big part failed authentication"

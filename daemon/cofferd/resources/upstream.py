@@ -14,6 +14,11 @@ Contracts:
   are presigned and may point at a third party.
 - Foreign exceptions become :mod:`cofferd.errors`; messages carry no token,
   password, key or presigned URL.
+- Hooks for the field layer (``cofferd.field``), so it wraps this client
+  rather than living in it: ``credential_source`` is asked for an
+  ``(email, password)`` when a call needs a login and none is held (the boot
+  credential); ``observer`` hears of every answer (contact, the ``Date``
+  header) and every failed exchange (reachability).
 - Thread-safe: one :class:`requests.Session` is shared. Its only per-request
   mutable state is the cookie jar, which is switched off; urllib3's connection
   pool is thread-safe. Token refresh happens under a lock, so many threads
@@ -28,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 import requests.adapters
@@ -76,6 +81,14 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+class UpstreamObserver(Protocol):
+    """Told of each exchange with the resource API; must be quick and never raise."""
+
+    def answered(self, resp: requests.Response) -> None: ...
+
+    def failed(self, exc: BaseException) -> None: ...
+
+
 class ApiClient:
     """Talks to one upstream: its resource API and the CDN URLs it hands out."""
 
@@ -88,6 +101,8 @@ class ApiClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         pool_size: int = 32,
+        credential_source: Callable[[], tuple[str, str] | None] | None = None,
+        observer: UpstreamObserver | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._timeout = (timeout, timeout)
@@ -103,6 +118,8 @@ class ApiClient:
         self._credentials: tuple[str, str] | None = None
         self._token: str | None = None
         self._token_expires = 0.0
+        self._credential_source = credential_source
+        self._observer = observer
 
     def close(self) -> None:
         self._session.close()
@@ -126,6 +143,13 @@ class ApiClient:
             self._credentials = (email, password)
         log.info("logged in to the upstream")
 
+    def logout(self) -> None:
+        """Forget the credentials and the token; later calls need a login again."""
+        with self._lock:
+            self._credentials = None
+            self._token = None
+            self._token_expires = 0.0
+
     def _fetch_token(self, email: str, password: str) -> None:
         # Caller holds self._lock.
         resp = self._send("POST", "/v1/login", json={"email": email, "password": password})
@@ -144,6 +168,12 @@ class ApiClient:
 
     def _current_token(self) -> str:
         with self._lock:
+            if self._credentials is None and self._credential_source is not None:
+                found = self._credential_source()
+                if found is not None:
+                    self._fetch_token(*found)
+                    self._credentials = found
+                    log.info("logged in to the upstream with the boot credential")
             if self._credentials is None:
                 raise Unauthorized("log in first")
             if self._token is None or self._clock() >= self._token_expires:
@@ -319,6 +349,8 @@ class ApiClient:
                     **kwargs,
                 )
             except requests.RequestException as exc:
+                if self._observer is not None:
+                    self._observer.failed(exc)
                 if (idempotent or never_sent(exc)) and attempt < self._retry.retries:
                     log.debug(
                         "upstream %s %s failed (%s); retrying",
@@ -330,6 +362,8 @@ class ApiClient:
                     attempt += 1
                     continue
                 raise UpstreamUnavailable(f"upstream unreachable: {describe(exc)}") from exc
+            if self._observer is not None:
+                self._observer.answered(resp)
             if resp.status_code >= 500 and idempotent and attempt < self._retry.retries:
                 log.debug("upstream %s %s answered %d; retrying", method, path, resp.status_code)
                 wait = self._retry.delay(attempt)

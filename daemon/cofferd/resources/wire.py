@@ -46,6 +46,9 @@ class ResourceInfo:
     big_size: int
     big_sha256: str
     plaintext_size: int
+    #: The upstream's signed lease as received (payload, signature, key_id), or
+    #: None when it sends none; checked by ``cofferd.field.lease``, not here.
+    lease: dict[str, Any] | None = None
 
     def __repr__(self) -> str:  # key, small part and presigned URL stay out of logs
         return (
@@ -113,6 +116,7 @@ def parse_resource(body: object, folder: str, name: str) -> ResourceInfo:
         big_size=_int(obj, "big_size", what),
         big_sha256=_sha256(obj, "big_sha256", what),
         plaintext_size=_int(obj, "plaintext_size", what),
+        lease=obj["lease"] if isinstance(obj.get("lease"), dict) else None,
     )
 
 

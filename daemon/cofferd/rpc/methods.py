@@ -21,6 +21,7 @@ from cofferd.models import LoadResult, UnlockState, UploadResult
 from cofferd.resources import service
 from cofferd.rpc.context import Call
 from cofferd.rpc.fdio import CappedBuffer, FdReader, FdWriter
+from cofferd.rpc.field_methods import FIELD_STATUS, field_status
 from cofferd.rpc.params import NAME_SCHEMA, check_name, text
 from cofferd.rpc.services import Services
 from cofferd.rpc.spec import MethodSpec, obj
@@ -52,13 +53,16 @@ def status(call: Call, /) -> dict[str, Any]:
         "upstream_url": app.settings.upstream_url,
         "version": __version__,
         "unlock": {"state": app.unlock.state.value},
+        "field": field_status(app),
     }
 
 
 def login(call: Call, /, email: object, password: object) -> dict[str, Any]:
     # The upstream decides; its refusal is Unauthorized (401), the same for a
     # wrong email as for a wrong password.
-    services(call).api_client().login(text(email, "email"), text(password, "password"))
+    app = services(call)
+    app.api_client().login(text(email, "email"), text(password, "password"))
+    app.boot_login.login_called()
     return {"status": "ok"}
 
 
@@ -75,12 +79,27 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
         if fd is None:
             cap = _inline_cap(app)
             buffer = CappedBuffer(cap)  # the upstream's announced size is checked first
-            result = service.load(app.api_client(), app.cache, folder_, name, buffer, max_size=cap)
+            result = service.load(
+                app.api_client(),
+                app.cache,
+                folder_,
+                name,
+                buffer,
+                max_size=cap,
+                resolve=app.field.resolve,
+            )
             data = base64.b64encode(buffer.getbuffer()).decode("ascii")
             return {**_loaded(result), "data": data}
         # Closed before the result goes out, so the caller's EOF comes first.
         with FdWriter(fd, call) as out:
-            result = service.load(app.api_client(), app.cache, folder_, name, cast(BinaryIO, out))
+            result = service.load(
+                app.api_client(),
+                app.cache,
+                folder_,
+                name,
+                cast(BinaryIO, out),
+                resolve=app.field.resolve,
+            )
     return _loaded(result)
 
 
@@ -184,8 +203,9 @@ SPECS: tuple[MethodSpec, ...] = (
                 "upstream_url": {"type": "string"},
                 "version": {"type": "string"},
                 "unlock": obj({"state": {"enum": [s.value for s in UnlockState]}}, ("state",)),
+                "field": FIELD_STATUS,
             },
-            ("authenticated", "model_cache_dir", "upstream_url", "version", "unlock"),
+            ("authenticated", "model_cache_dir", "upstream_url", "version", "unlock", "field"),
         ),
     ),
     MethodSpec(
@@ -218,6 +238,7 @@ SPECS: tuple[MethodSpec, ...] = (
             ErrorCode.TOO_LARGE,
             ErrorCode.UPSTREAM_BAD_DATA,
             ErrorCode.UPSTREAM_UNAVAILABLE,
+            ErrorCode.OFFLINE_REFUSED,
         ),
         fd="takes",
     ),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from cofferd.field.login import BootLogin
+from cofferd.field.offline import Field
 from cofferd.models import UnlockState
 from cofferd.notify import Notifier
 from cofferd.resources.cache import BigPartCache
@@ -44,4 +46,14 @@ class Services(Protocol):
 
     def api_client(self) -> ApiClient:
         """The process's one upstream API client (built on first use)."""
+        ...
+
+    @property
+    def field(self) -> Field:
+        """Offline decisions and records (``cofferd.field``)."""
+        ...
+
+    @property
+    def boot_login(self) -> BootLogin:
+        """Where the login came from (the boot credential, a ``login`` call)."""
         ...
