@@ -49,6 +49,12 @@ class Settings:
     #: Python logging level name.
     log_level: str = "INFO"
 
+    # -- memfd delivery (load_memfd, coffer exec) --
+    #: Largest plaintext one load_memfd call may pin in memory, in bytes. The
+    #: pages are charged to cofferd's service (its MemoryMax=) while any caller
+    #: holds the fd.
+    memfd_max_bytes: int = 8 * 1024 * 1024 * 1024
+
     @classmethod
     def load(
         cls,
@@ -96,6 +102,8 @@ class Settings:
                 raise SettingsError(f"{name} must be positive")
         if self.inline_max_bytes < 0:
             raise SettingsError("inline_max_bytes must not be negative")
+        if self.memfd_max_bytes < 0:
+            raise SettingsError("memfd_max_bytes must not be negative")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
