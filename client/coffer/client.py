@@ -426,18 +426,11 @@ class Client:
         params = {"filename": name, "folder": folder}
         result, fds = self.call_returning_fds("load_memfd", params)
         try:
-            result = _object(result)
-            if len(fds) != 1:
-                raise ProtocolError(f"cofferd answered load_memfd with {len(fds)} fds, not 1")
-            size = result.get("size")
-            if type(size) is not int:
-                raise ProtocolError("cofferd's load_memfd result has no size")
-            memfd = Memfd.adopt(fds[0], size)
+            return _adopt_memfd(_object(result), fds)
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
-        return memfd
 
     def upload_bytes(self, name: str, folder: str, data: bytes) -> dict[str, Any]:
         """Publish ``data`` inline as ``folder/name`` (capped like :meth:`load_bytes`)."""
@@ -464,6 +457,15 @@ class Client:
                     f"cofferd reported {result['size']} bytes but sent {stream.done}"
                 )
             return result
+
+
+def _adopt_memfd(result: dict[str, Any], fds: list[int]) -> Memfd:
+    if len(fds) != 1:
+        raise ProtocolError(f"cofferd answered load_memfd with {len(fds)} fds, not 1")
+    size = result.get("size")
+    if type(size) is not int:
+        raise ProtocolError("cofferd's load_memfd result has no size")
+    return Memfd.adopt(fds[0], size)
 
 
 def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:

@@ -53,7 +53,7 @@ class Memfd:
 
     @property
     def path(self) -> str:
-        """``/proc/self/fd/N``: a path any program of this process (or a child given the fd) opens."""
+        """``/proc/self/fd/N``: a path this process, or a child given the fd, can open."""
         return f"/proc/self/fd/{self.fd}"
 
     def file(self) -> FileIO:

@@ -50,11 +50,15 @@ def publish(daemon: CofferdProcess, name: str, data: bytes) -> None:
     assert writer.wait(TIMEOUT) == 0
 
 
+def exec_argv(daemon: CofferdProcess, *args: str) -> list[str]:
+    return [COFFER, "--socket", str(daemon.socket_path), "exec", *args]
+
+
 def coffer_exec(
     daemon: CofferdProcess, *args: str, **kwargs: object
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [COFFER, "--socket", str(daemon.socket_path), "exec", *args],
+        exec_argv(daemon, *args),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=TIMEOUT,
@@ -76,10 +80,10 @@ def test_sha256sum_and_cmp_read_the_memfd_path(daemon: CofferdProcess) -> None:
     # cmp against a copy of the same bytes on a pipe: equal, and unequal when one differs.
     for tail, status in ((b"", 0), (b"x", 1)):
         feeder = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert feeder.stdin is not None and feeder.stdout is not None
+        assert feeder.stdin is not None
+        assert feeder.stdout is not None
         done_cmp = subprocess.Popen(
-            [COFFER, "--socket", str(daemon.socket_path), "exec", "--load", "model.bin=M"]
-            + ["--", "sh", "-c", 'cmp -s "$M" -'],
+            [*exec_argv(daemon, "--load", "model.bin=M"), "--", "sh", "-c", 'cmp -s "$M" -'],
             stdin=feeder.stdout,
         )
         feeder.stdout.close()
@@ -124,10 +128,11 @@ def test_no_byte_of_the_plaintext_reaches_a_file_system(
     marker = os.urandom(32).hex().encode()  # found only if these bytes were written
     data = (marker + os.urandom(4096)) * 300
     publish(daemon, "secret.bin", data)
-    child = 'import os; d = open(os.environ["S"], "rb").read(); assert d.count(b"%s") == 300' % (
-        marker.decode()
-    )
-    done = coffer_exec(daemon, "--load", "secret.bin=S", "--", sys.executable, "-c", child)
+    # The child gets the marker from its environment, not its command line.
+    child = "import os; d = open(os.environ['S'], 'rb').read(); assert d.count(os.environb[b'M'])"
+    env = {**os.environ, "M": marker.decode()}
+    child += " == 300"
+    done = coffer_exec(daemon, "--load", "secret.bin=S", "--", sys.executable, "-c", child, env=env)
     assert done.returncode == 0, done.stderr
     roots = {
         Path(tempfile.gettempdir()),
@@ -150,8 +155,7 @@ def test_exit_status_and_signals_pass_through(daemon: CofferdProcess) -> None:
     # SIGTERM to coffer exec reaches the child, which reports it and exits 3.
     trap = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.05; done"
     proc = subprocess.Popen(
-        [COFFER, "--socket", str(daemon.socket_path), "exec", "--load", "m=M", "--"]
-        + ["sh", "-c", trap],
+        [*exec_argv(daemon, "--load", "m=M"), "--", "sh", "-c", trap],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )

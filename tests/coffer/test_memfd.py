@@ -69,7 +69,7 @@ def test_empty_resource_gives_an_empty_sealed_memfd(c: cc.Client) -> None:
         assert memfd.size == 0
         with memfd.file() as f:
             assert f.read() == b""
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="empty memfd"):
             memfd.mmap()
 
 

@@ -135,8 +135,7 @@ def segments(
     Slot = tuple[memoryview, memoryview]  # (input buffer, output buffer)
     out_size = 0 if into is not None else size + max(delta, 0)
     free: deque[Slot] = deque(
-        (memoryview(bytearray(size)), memoryview(bytearray(out_size)))
-        for _ in range(workers + 2)
+        (memoryview(bytearray(size)), memoryview(bytearray(out_size))) for _ in range(workers + 2)
     )
     at = 0  # where the next output goes in ``into``
     pending: deque[tuple[Future[None], Slot, memoryview]] = deque()

@@ -177,9 +177,7 @@ def _load_from_cdn(
             writer.abort()
 
 
-def _decrypt(
-    info: ResourceInfo, big: _CachedFile | _ChunkReader, sink: _Output | _Mapped
-) -> None:
+def _decrypt(info: ResourceInfo, big: _CachedFile | _ChunkReader, sink: _Output | _Mapped) -> None:
     # Not map_src: a disk error on a mapped cache file would kill the daemon (SIGBUS).
     ad = resource_associated_data(info.folder, info.name)
     src = cast(BinaryIO, big)

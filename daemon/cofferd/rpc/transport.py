@@ -334,9 +334,7 @@ def _close_all(fds: list[int]) -> None:
                 os.close(fd)
 
 
-def _send_quietly(
-    sock: socket.socket, response: dict[str, Any], fds: Sequence[int] = ()
-) -> bool:
+def _send_quietly(sock: socket.socket, response: dict[str, Any], fds: Sequence[int] = ()) -> bool:
     """Send one response line, ``fds`` riding on its first byte(s) (SCM_RIGHTS).
 
     A peer that hung up is not an error worth a log line. The fds are the
