@@ -41,11 +41,27 @@ EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
 
 
+_DESCRIPTION = """\
+Run COMMAND with resources in sealed memfds: each --load NAME=VAR loads NAME
+into memory only (never a file), and sets VAR to /proc/self/fd/N, a path the
+command can open, seek and mmap. Example:
+
+  coffer exec --load model.bin=MODEL -- sh -c 'sha256sum "$MODEL"'
+
+coffer exec exits with COMMAND's status (128 + the signal that killed it, 127
+if it cannot be found) and passes on SIGINT, SIGTERM and SIGHUP sent to it."""
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``exec`` to the ``coffer`` subcommands."""
     help = "run a command with resources in sealed memfds (never on disk)"
-    p = sub.add_parser("exec", parents=[common], help=help, description=__doc__)
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "exec",
+        parents=[common],
+        help=help,
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(handler=cmd_exec)
     p.add_argument(
         "--load",
