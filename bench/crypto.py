@@ -5,15 +5,17 @@ Measures, on the same machine in the same run:
 - coffer ``decrypt_file`` (file to /dev/null) and ``encrypt_chunks`` (1 MiB
   chunks of a file to /dev/null) on one thread and on the default worker count
   (two where two cores are ours), and ``decrypt_chunks`` over 1 MiB chunks;
-- raw ``AESGCM.decrypt`` over 1 MiB buffers held in memory (the ceiling for
-  one core: no I/O, no framing);
+- raw ``AESGCM.decrypt_into`` of 1 MiB segments held in memory into one reused
+  buffer (the ceiling for one core: no I/O, no framing, no allocation);
 - the ``tink`` package's streaming AEAD decrypting the same format (on a
   smaller size if asked, scaled to MiB/s);
 - peak RSS growth of each coffer phase (VmHWM, reset per phase through
   /proc/self/clear_refs, over the RSS before it).
 
-Targets (ratios): decrypt >= 0.9x raw AESGCM on one core, >= 6x tink; peak
-RSS growth < 64 MiB. The last line printed is one JSON object.
+Targets (ratios): decrypt on one thread >= 0.95x raw AESGCM (one core), on
+two threads >= 1.8x that one-core figure (where two cores are free: the CPU
+seconds per GiB tell a busy machine from a slow route), >= 6x tink; peak RSS
+growth < 64 MiB. The last line printed is one JSON object.
 
 Usage: python bench/crypto.py [--size-mib 1024] [--tink-mib 256] [--repeat 3]
 """
@@ -153,15 +155,17 @@ def main() -> None:
             assert n == size
             return size
 
-        # Raw AESGCM over 1 MiB buffers in memory, the same number of bytes.
+        # Raw AESGCM over 1 MiB segments in memory, the same number of bytes,
+        # decrypt_into one reused buffer, as the pipeline does.
         aead = AESGCM(key)
         nonces = [os.urandom(12) for _ in range(16)]
         block = os.urandom(MIB - 16)
         sealed = [aead.encrypt(n, block, None) for n in nonces]
+        plain_out = bytearray(MIB - 16)
 
         def run_raw() -> int:
             for i in range(size // MIB):
-                aead.decrypt(nonces[i % 16], sealed[i % 16], None)
+                aead.decrypt_into(nonces[i % 16], sealed[i % 16], None, plain_out)
             return (size // MIB) * MIB
 
         # The tink package on the same format (its C++ core behind Python streams).
@@ -201,11 +205,10 @@ def main() -> None:
 
     speed = {name: figures.mib_s for name, figures in results.items()}
     aesgcm, tink = speed["aesgcm"], speed["tink"]
-    best_decrypt = max(speed[k] for k in ("decrypt_1", "decrypt_n"))
     rss = max(f.rss_growth_mib for name, f in results.items() if name not in ("aesgcm", "tink"))
     print(f"data: {args.size_mib} MiB (tink {tink_size // MIB} MiB), best of {args.repeat} rounds")
     for name, label in [
-        ("aesgcm", "raw AESGCM.decrypt, 1 MiB buffers"),
+        ("aesgcm", "raw AESGCM.decrypt_into, 1 MiB segments"),
         ("tink", "tink streaming AEAD decrypt"),
         ("decrypt_1", "coffer decrypt_file, 1 thread"),
         ("decrypt_n", f"coffer decrypt_file, {parallel} threads"),
@@ -222,7 +225,8 @@ def main() -> None:
         f"vs tink: {speed['decrypt_n'] / tink:.1f}x"
     )
     for label, ok in [
-        ("decrypt >= 0.9x raw AESGCM (best coffer path)", best_decrypt >= 0.9 * aesgcm),
+        ("decrypt 1 thread >= 0.95x raw AESGCM", speed["decrypt_1"] >= 0.95 * aesgcm),
+        (f"decrypt {parallel} threads >= 1.8x raw AESGCM", speed["decrypt_n"] >= 1.8 * aesgcm),
         ("decrypt >= 6x tink", speed["decrypt_n"] >= 6 * tink),
         ("peak RSS growth < 64 MiB", rss < 64),
     ]:
@@ -239,6 +243,8 @@ def main() -> None:
         "tink_mib_s": round(tink),
         "decrypt_vs_aesgcm": round(speed["decrypt_n"] / aesgcm, 2),
         "decrypt_1core_vs_aesgcm": round(speed["decrypt_1"] / aesgcm, 2),
+        "decrypt_2core_vs_aesgcm": round(speed["decrypt_n"] / aesgcm, 2),
+        "aesgcm_cpu_s_per_gib": round(results["aesgcm"].cpu_s_per_gib, 3),
         "decrypt_vs_tink": round(speed["decrypt_n"] / tink, 1),
         "decrypt_cpu_s_per_gib": round(results["decrypt_1"].cpu_s_per_gib, 3),
         "decrypt_2threads_cpu_s_per_gib": round(results["decrypt_n"].cpu_s_per_gib, 3),

@@ -17,7 +17,9 @@ The exceptions live in :mod:`coffer.errors` and are re-exported here.
 
 from __future__ import annotations
 
+import array
 import base64
+import contextlib
 import json
 import os
 import select
@@ -50,6 +52,7 @@ from coffer.errors import (
     daemon_unavailable,
     error_from_wire,
 )
+from coffer.memfd import Memfd
 from coffer.protocol import DEFAULT_SOCKET, MAX_FDS, MAX_LINE_BYTES
 from coffer.streams import Drain, Progress, Pump, Stream, remaining
 
@@ -63,6 +66,8 @@ DEFAULT_TIMEOUT = 120.0
 _MAX_RESPONSE_BYTES = MAX_LINE_BYTES
 # How often a wait wakes up to check the silence deadline.
 _TICK = 0.5
+# Room for the fds an answer may carry (one today), and a few more to notice excess.
+_ANCILLARY = socket.CMSG_SPACE(8 * array.array("i").itemsize)
 
 
 def default_socket_path(environ: Mapping[str, str] | None = None) -> str:
@@ -92,6 +97,8 @@ class Client:
         self._scanned = 0
         self._next_id = 1
         self._lock = threading.Lock()
+        # Fds that came with the response being read (SCM_RIGHTS); ours to close.
+        self._fds: list[int] = []
 
     # -- connection ----------------------------------------------------------
 
@@ -111,8 +118,14 @@ class Client:
         sock, self._sock = self._sock, None
         self._buf.clear()
         self._scanned = 0
+        self._close_received()
         if sock is not None:
             sock.close()
+
+    def _close_received(self) -> None:
+        while self._fds:
+            with contextlib.suppress(OSError):  # nothing left to release
+                os.close(self._fds.pop())
 
     def _connect(self) -> socket.socket:
         if self._sock is not None:
@@ -154,8 +167,21 @@ class Client:
         (and must close) its own copies. Raises a :class:`CofferRPCError`
         subclass for an error answer or when the daemon cannot be reached.
         """
+        result, received = self.call_returning_fds(method, params, fds)
+        for fd in received:
+            os.close(fd)  # a method that answers with fds was called without wanting them
+        return result
+
+    def call_returning_fds(
+        self, method: str, params: Mapping[str, Any] | None = None, fds: Iterable[int] = ()
+    ) -> tuple[Any, list[int]]:
+        """Like :meth:`call`, and the fds that came with the answer, now the caller's to close.
+
+        An error answer never carries fds; anything that came with one is closed.
+        """
         fd_list = list(fds)
         with self._lock:
+            self._close_received()
             reused = self._sock is not None
             request_id = self._send(method, params, fd_list)
             try:
@@ -167,7 +193,13 @@ class Client:
                 # request (a reset says so), so it never ran: send it again.
                 request_id = self._send(method, params, fd_list)
                 line = self._wait_line(None)
-            return self._finish(request_id, line)
+            try:
+                result = self._finish(request_id, line)
+            except BaseException:
+                self._close_received()
+                raise
+            received, self._fds = self._fds, []
+            return result, received
 
     def _send(self, method: str, params: Mapping[str, Any] | None, fds: list[int]) -> int:
         if len(fds) > MAX_FDS:
@@ -256,7 +288,14 @@ class Client:
         """Read what the socket has (it is readable) into the line buffer."""
         assert self._sock is not None
         try:
-            chunk = self._sock.recv(256 * 1024)
+            # CLOEXEC at once: a child spawned meanwhile must not inherit them.
+            chunk, ancdata, flags, _ = self._sock.recvmsg(
+                256 * 1024, _ANCILLARY, socket.MSG_CMSG_CLOEXEC
+            )
+            self._fds.extend(_fds_of(ancdata))
+            if flags & socket.MSG_CTRUNC:
+                self.close()
+                raise ProtocolError("cofferd sent more fds with an answer than a client takes")
         except ConnectionResetError as exc:
             self.close()
             raise _Unread("cofferd closed the connection without reading the request") from exc
@@ -381,6 +420,22 @@ class Client:
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError("cofferd's load result has no valid base64 data") from exc
 
+    def load_memfd(self, name: str, folder: str = DEFAULT_FOLDER) -> Memfd:
+        """The plaintext of ``folder/name`` in a sealed memfd: nothing written to any disk.
+
+        The answer's fd is checked (a memfd with all four seals, of the size
+        announced) before it is trusted; :class:`ProtocolError` otherwise.
+        Close the returned :class:`~coffer.memfd.Memfd` when done.
+        """
+        params = {"filename": name, "folder": folder}
+        result, fds = self.call_returning_fds("load_memfd", params)
+        try:
+            return _adopt_memfd(_object(result), fds)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+
     def upload_bytes(self, name: str, folder: str, data: bytes) -> dict[str, Any]:
         """Publish ``data`` inline as ``folder/name`` (capped like :meth:`load_bytes`)."""
         params = {"filename": name, "folder": folder, "data": base64.b64encode(data).decode()}
@@ -406,6 +461,25 @@ class Client:
                     f"cofferd reported {result['size']} bytes but sent {stream.done}"
                 )
             return result
+
+
+def _adopt_memfd(result: dict[str, Any], fds: list[int]) -> Memfd:
+    if len(fds) != 1:
+        raise ProtocolError(f"cofferd answered load_memfd with {len(fds)} fds, not 1")
+    size = result.get("size")
+    if type(size) is not int:
+        raise ProtocolError("cofferd's load_memfd result has no size")
+    return Memfd.adopt(fds[0], size)
+
+
+def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+            fds.extend(arr)
+    return fds
 
 
 class _Unread(DaemonUnavailable):
@@ -438,6 +512,7 @@ __all__ = [
     "DaemonUnavailable",
     "InternalError",
     "InvalidParams",
+    "Memfd",
     "MethodNotFound",
     "NotFound",
     "Progress",

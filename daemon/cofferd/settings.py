@@ -65,6 +65,12 @@ class Settings:
     #: the clock, so the trusted-time defences apply to it alike).
     clock_offset: float = 0.0
 
+    # -- memfd delivery (load_memfd, coffer exec) --
+    #: Largest plaintext one load_memfd call may pin in memory, in bytes. The
+    #: pages are charged to cofferd's service (its MemoryMax=) while any caller
+    #: holds the fd.
+    memfd_max_bytes: int = 8 * 1024 * 1024 * 1024
+
     @classmethod
     def load(
         cls,
@@ -122,6 +128,8 @@ class Settings:
                 raise SettingsError(
                     f"lease_public_keys: {key[:12]!r}... is not the base64 of a 32-byte key"
                 )
+        if self.memfd_max_bytes < 0:
+            raise SettingsError("memfd_max_bytes must not be negative")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -4,9 +4,9 @@ The layout and the per-segment crypto live in
 :mod:`cofferd.binary_split.segment` (and ``docs/format.md``); this module
 streams whole ciphertexts over chunks, file objects and pipes: one encrypting
 face, :func:`encrypt_chunks` (upload and archive seal feed it chunks), and one
-decrypting pipeline with two faces, :func:`decrypt_file` (load writes into the
-caller's file) and :func:`decrypt_chunks` (unlock hands the Docker SDK a body
-of chunks). Any Tink
+decrypting pipeline with three faces, :func:`decrypt_file` (load writes into the
+caller's file), :func:`decrypt_file_into` (load into a memfd's mapping) and
+:func:`decrypt_chunks` (unlock hands the Docker SDK a body of chunks). Any Tink
 implementation given the key (as an ``AesGcmHkdfStreamingKey`` with
 HKDF-SHA256, 32-byte derived keys and this segment size) and the associated
 data decrypts what this module encrypts, and the other way round.
@@ -45,6 +45,7 @@ from cofferd.binary_split.segment import (
     parse_header,
     plaintext_size,
 )
+from cofferd.errors import DecryptionError
 from cofferd.names import check_name
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "ciphertext_size",
     "decrypt_chunks",
     "decrypt_file",
+    "decrypt_file_into",
     "default_workers",
     "encrypt_chunks",
     "new_key",
@@ -129,7 +131,12 @@ def _encrypt(
 
 
 def _decrypt(
-    read: Reader, key: bytes, associated_data: bytes, segment_size: int, workers: int | None
+    read: Reader,
+    key: bytes,
+    associated_data: bytes,
+    segment_size: int,
+    workers: int | None,
+    into: memoryview | None = None,
 ) -> Iterator[memoryview]:
     check_key(key)
     check_segment_size(segment_size)
@@ -143,6 +150,7 @@ def _decrypt(
         delta=-TAG_SIZE,
         transform=seg.decrypt_into,
         workers=nworkers,
+        into=into,
     )
 
 
@@ -204,4 +212,37 @@ def decrypt_file(
     for view in _decrypt(read, key, associated_data, segment_size, workers):
         write_all(dst, view)
         total += len(view)
+    return total
+
+
+def decrypt_file_into(
+    src: BinaryIO,
+    into: memoryview,
+    key: bytes,
+    associated_data: bytes,
+    *,
+    prefix: bytes = b"",
+    segment_size: int = SEGMENT_SIZE,
+    workers: int | None = None,
+) -> int:
+    """Decrypt ``prefix`` then ``src`` straight into ``into``; returns plaintext bytes.
+
+    The same pipeline as :func:`decrypt_file`, but each segment's plaintext is
+    written by ``decrypt_into`` into its place in ``into`` (e.g. a memfd's
+    mapping): no buffer and no copy for the plaintext. OpenSSL writes before it
+    checks a tag, so on :class:`DecryptionError` ``into`` may hold unverified
+    bytes past the verified prefix: the caller must discard all of it. A
+    plaintext longer than ``into`` is :class:`DecryptionError` too, nothing
+    being written past its end; a shorter one is for the caller to notice from
+    the count returned.
+    """
+    read = file_reader(src)
+    if prefix:
+        read = prefixed(prefix, read)
+    total = 0
+    try:
+        for view in _decrypt(read, key, associated_data, segment_size, workers, into):
+            total += len(view)
+    except OverflowError:
+        raise DecryptionError from None
     return total

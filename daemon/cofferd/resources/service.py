@@ -24,6 +24,7 @@ from cofferd.binary_split.split import DEFAULT_SMALL_SIZE, split
 from cofferd.binary_split.stream import (
     ciphertext_size,
     decrypt_file,
+    decrypt_file_into,
     encrypt_chunks,
     new_key,
     resource_associated_data,
@@ -38,6 +39,7 @@ from cofferd.errors import (
 )
 from cofferd.models import LoadResult, UploadResult
 from cofferd.resources.cache import BackgroundWriter, BigPartCache
+from cofferd.resources.memfd import MemfdSink
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
 
@@ -56,12 +58,16 @@ def load(
     cache: BigPartCache,
     folder: str,
     name: str,
-    out: BinaryIO,
+    out: BinaryIO | MemfdSink,
     *,
     max_size: int | None = None,
     resolve: Resolver | None = None,
 ) -> LoadResult:
     """Write the plaintext of ``folder/name``'s current version into ``out``.
+
+    ``out`` is a file object, or a :class:`MemfdSink`, which is sized from the
+    upstream's answer (its cap checked before any byte is fetched) and
+    decrypted into in place; the caller seals it once this returns.
 
     With ``max_size``, a resource whose plaintext is larger is refused with
     :class:`TooLarge` before any byte is fetched from the CDN or the cache.
@@ -86,7 +92,12 @@ def load(
             f"resource {folder}/{name} has {info.plaintext_size} bytes, over the cap of"
             f" {max_size}; pass an fd instead"
         )
-    sink = _Output(out)
+    sink: _Output | _Mapped
+    if isinstance(out, MemfdSink):
+        out.reserve(info.plaintext_size)
+        sink = _Mapped(out)
+    else:
+        sink = _Output(out)
     refetched = False
     while True:
         path = cache.lookup(info)
@@ -165,7 +176,7 @@ def upload(
 
 
 def _load_from_cdn(
-    client: ApiClient, cache: BigPartCache, info: ResourceInfo, sink: _Output
+    client: ApiClient, cache: BigPartCache, info: ResourceInfo, sink: _Output | _Mapped
 ) -> None:
     writer: BackgroundWriter | None
     try:
@@ -192,13 +203,19 @@ def _load_from_cdn(
             writer.abort()
 
 
-def _decrypt(info: ResourceInfo, big: _CachedFile | _ChunkReader, sink: _Output) -> None:
+def _decrypt(info: ResourceInfo, big: _CachedFile | _ChunkReader, sink: _Output | _Mapped) -> None:
     # Not map_src: a disk error on a mapped cache file would kill the daemon (SIGBUS).
     ad = resource_associated_data(info.folder, info.name)
-    decrypt_file(cast(BinaryIO, big), cast(BinaryIO, sink), info.key, ad, prefix=info.small)
+    src = cast(BinaryIO, big)
+    if isinstance(sink, _Mapped):
+        # Nothing of the mapping is handed out before load returns, so a
+        # failure part-way leaves nothing verified "written": a retry may start over.
+        sink.written = decrypt_file_into(src, sink.memfd.view, info.key, ad, prefix=info.small)
+    else:
+        decrypt_file(src, cast(BinaryIO, sink), info.key, ad, prefix=info.small)
 
 
-def _result(info: ResourceInfo, sink: _Output, *, from_cache: bool) -> LoadResult:
+def _result(info: ResourceInfo, sink: _Output | _Mapped, *, from_cache: bool) -> LoadResult:
     if sink.written != info.plaintext_size:
         raise CorruptData(f"resource {info.folder}/{info.name}: plaintext size differs")
     return LoadResult(
@@ -268,6 +285,14 @@ class _Output(io.RawIOBase):
             raise BadRequest(f"cannot write the output: {exc.strerror}") from exc
         self.written += len(data)
         return len(data)
+
+
+class _Mapped:
+    """A memfd's mapping as the output: filled in place, counted once complete."""
+
+    def __init__(self, memfd: MemfdSink) -> None:
+        self.memfd = memfd
+        self.written = 0
 
 
 class _Input:

@@ -76,6 +76,10 @@ class Call:
     method: str = ""
     #: Set when the method found the caller gone: no response is sent.
     hung_up: bool = False
+    #: Fds to send back with a successful response (SCM_RIGHTS on its line),
+    #: owned by the call: the transport closes its copies once sent, and all of
+    #: them unsent when the answer is an error or nobody is left to take it.
+    reply_fds: list[int] = field(default_factory=list)
 
     def take_fd(self) -> int | None:
         """The request's fd, now owned by the caller, or None when none came."""
@@ -90,6 +94,11 @@ class Call:
                 OSError
             ):  # already closed by its user: nothing left to release
                 os.close(fd)
+
+    def close_reply_fds(self) -> None:
+        while self.reply_fds:
+            with contextlib.suppress(OSError):  # nothing left to release
+                os.close(self.reply_fds.pop())
 
     def peer_gone(self) -> bool:
         """Whether the peer has hung up (or shut down its writing side) by now."""

@@ -23,7 +23,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -275,6 +275,14 @@ class Server:
         finally:
             call.close_fds()
             conn.call = None
+        try:
+            return self._respond(conn, call, response, started)
+        finally:
+            call.close_reply_fds()
+
+    def _respond(
+        self, conn: _Conn, call: Call, response: dict[str, Any] | None, started: float
+    ) -> bool:
         if call.hung_up:
             # Nobody is left to read an answer (docs/protocol.md: hang-up is local-only).
             if self._call_log is not None:
@@ -286,8 +294,10 @@ class Server:
             error = response.get("error")
             outcome = "ok" if error is None else f"error {error['code']}"
             self._call_log.record(call.method or "-", outcome, conn.peer, self._clock() - started)
+        # Fds go only with a success: an error answer leaves nothing to close.
+        fds = call.reply_fds if "error" not in response else []
         # Once stopping, a connection ends with its call rather than idle on.
-        return _send_quietly(conn.sock, response) and not self._stopping.is_set()
+        return _send_quietly(conn.sock, response, fds) and not self._stopping.is_set()
 
 
 def _fds_of(ancdata: list[tuple[int, int, bytes]], flags: int) -> list[int]:
@@ -324,11 +334,17 @@ def _close_all(fds: list[int]) -> None:
                 os.close(fd)
 
 
-def _send_quietly(sock: socket.socket, response: dict[str, Any]) -> bool:
-    """Send one response line; a peer that hung up is not an error worth a log line."""
+def _send_quietly(sock: socket.socket, response: dict[str, Any], fds: Sequence[int] = ()) -> bool:
+    """Send one response line, ``fds`` riding on its first byte(s) (SCM_RIGHTS).
+
+    A peer that hung up is not an error worth a log line. The fds are the
+    caller's duplicates once sent; the sender still owns (and closes) its own.
+    """
     payload = _ENCODER.encode(response).encode() + b"\n"
     try:
-        sock.sendall(payload)
+        sent = socket.send_fds(sock, [payload], fds, socket.MSG_NOSIGNAL) if fds else 0
+        if sent < len(payload):
+            sock.sendall(memoryview(payload)[sent:])
     except OSError:
         return False
     return True

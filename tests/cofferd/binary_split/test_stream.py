@@ -103,6 +103,36 @@ def test_every_route_round_trips(size: int, workers: int) -> None:
     )
     assert (n, out.getvalue()) == (size, plain)
 
+    into = bytearray(size + 3)  # room to spare: the count says where it ends
+    n = stream.decrypt_file_into(
+        io.BytesIO(ct[11:]),
+        memoryview(into),
+        key,
+        b"ad",
+        prefix=ct[:11],
+        segment_size=SEG,
+        workers=workers,
+    )
+    assert (n, bytes(into[:n]), bytes(into[n:])) == (size, plain, bytes(3))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_decrypt_into_a_short_space_fails_and_writes_nothing_past_it(workers: int) -> None:
+    key, plain = stream.new_key(), os.urandom(FIRST + 3 * FULL)
+    ct = b"".join(stream.encrypt_chunks([plain], key, b"ad", segment_size=SEG))
+    into = bytearray(len(plain) + 10)
+    with pytest.raises(DecryptionError):
+        stream.decrypt_file_into(
+            io.BytesIO(ct), memoryview(into)[: len(plain) - 1], key, b"ad", segment_size=SEG
+        )
+    assert into[len(plain) - 1 :] == bytes(11)
+    damaged = bytearray(ct)
+    damaged[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        stream.decrypt_file_into(
+            io.BytesIO(bytes(damaged)), memoryview(into), key, b"ad", segment_size=SEG
+        )
+
 
 def test_decrypted_chunks_are_independent_bytes() -> None:
     key, plain = stream.new_key(), os.urandom(5 * FULL)

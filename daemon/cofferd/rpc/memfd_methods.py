@@ -1,0 +1,70 @@
+"""``load_memfd``: a resource's plaintext in a sealed memfd, passed back with the answer.
+
+The method sizes a memfd from the upstream's answer, has ``load`` decrypt
+straight into its mapping, seals it (no write, shrink, grow, or seal change)
+and hands the fd to the transport, which sends it with the response line
+(SCM_RIGHTS) and closes its own copy. On any error the memfd is closed unsent:
+nothing of a failed load leaves the daemon. The pages are charged to cofferd's
+memory cgroup; ``memfd_max_bytes`` caps one call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coffer.protocol import ErrorCode
+from cofferd.resources import service
+from cofferd.resources.memfd import MemfdSink
+from cofferd.rpc.context import Call
+from cofferd.rpc.methods import services
+from cofferd.rpc.params import NAME_SCHEMA, check_name
+from cofferd.rpc.spec import MethodSpec, obj
+
+
+def load_memfd(call: Call, /, filename: object, folder: object = "models") -> dict[str, Any]:
+    folder_ = check_name(folder, "folder")
+    name = check_name(filename, "filename")
+    app = services(call)
+    sink = MemfdSink(f"coffer:{folder_}/{name}", app.settings.memfd_max_bytes)
+    try:
+        with app.notifier.working(f"loading {folder_}/{name} into a memfd"):
+            result = service.load(app.api_client(), app.cache, folder_, name, sink)
+        call.reply_fds.append(sink.seal())
+    finally:
+        sink.close()
+    return {
+        "folder": result.folder,
+        "filename": result.name,
+        "version": result.version,
+        "size": result.size,
+    }
+
+
+SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec(
+        "load_memfd",
+        load_memfd,
+        "The plaintext of a resource's current version in a sealed memfd, returned as an fd.",
+        params=obj(
+            {"filename": NAME_SCHEMA, "folder": {**NAME_SCHEMA, "default": "models"}}, ("filename",)
+        ),
+        result=obj(
+            {
+                "folder": NAME_SCHEMA,
+                "filename": NAME_SCHEMA,
+                "version": {"type": "integer", "minimum": 1},
+                "size": {"type": "integer", "minimum": 0},
+            },
+            ("folder", "filename", "version", "size"),
+        ),
+        errors=(
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.UNAUTHORIZED,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.TOO_LARGE,
+            ErrorCode.UPSTREAM_BAD_DATA,
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+        ),
+        fd="returns",
+    ),
+)
