@@ -14,6 +14,8 @@ import threading
 
 from cofferd.notify import Notifier
 from cofferd.resources.cache import BigPartCache
+from cofferd.resources.index import INDEX_NAME, Index
+from cofferd.resources.managed import ManagedCache
 from cofferd.resources.upstream import ApiClient
 from cofferd.rpc.dispatch import Dispatcher
 from cofferd.rpc.table import TABLE
@@ -28,6 +30,13 @@ class App:
         self.settings = settings
         self.notifier = notifier
         self.cache = BigPartCache(settings.cache_dir)
+        self.index = Index(settings.state_dir / INDEX_NAME)
+        self.managed = ManagedCache(
+            self.cache,
+            self.index,
+            max_bytes=settings.cache_max_bytes,
+            min_free_bytes=settings.cache_min_free_bytes,
+        )
         # The check and the build under one lock: two first calls at once must
         # not build two clients, one of them missing the other's login.
         self._client_lock = threading.Lock()

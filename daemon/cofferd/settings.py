@@ -49,6 +49,12 @@ class Settings:
     #: Python logging level name.
     log_level: str = "INFO"
 
+    # -- the managed cache (issue 11) ------------------------------------------
+    #: Most bytes the cache may hold; 0: no cap of its own, only the free-space floor.
+    cache_max_bytes: int = 0
+    #: Least free space to leave on the cache's file system, in bytes.
+    cache_min_free_bytes: int = 1 << 30
+
     @classmethod
     def load(
         cls,
@@ -94,8 +100,9 @@ class Settings:
         for name in ("upstream_timeout", "shutdown_grace", "docker_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
-        if self.inline_max_bytes < 0:
-            raise SettingsError("inline_max_bytes must not be negative")
+        for name in ("inline_max_bytes", "cache_max_bytes", "cache_min_free_bytes"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

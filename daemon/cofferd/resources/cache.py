@@ -98,6 +98,16 @@ class BigPartCache:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         return CacheWriter(self, info, directory)
 
+    def new_temporary(self, info: ResourceInfo) -> tuple[int, Path]:
+        """An empty temporary file beside ``info``'s entry, open for writing: (fd, path).
+
+        Raises OSError if the cache dir cannot take it.
+        """
+        directory = self.path_for(info).parent
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
+        return fd, Path(name)
+
     def evict(self, path: Path) -> None:
         if _remove(path, "evict"):
             log.info("evicted %s from the cache", path.relative_to(self._root))

@@ -22,6 +22,7 @@ from cofferd.resources import service
 from cofferd.rpc.context import Call
 from cofferd.rpc.fdio import CappedBuffer, FdReader, FdWriter
 from cofferd.rpc.params import NAME_SCHEMA, check_name, text
+from cofferd.rpc.cache_methods import CACHE_STATUS
 from cofferd.rpc.services import Services
 from cofferd.rpc.spec import MethodSpec, obj
 
@@ -52,6 +53,7 @@ def status(call: Call, /) -> dict[str, Any]:
         "upstream_url": app.settings.upstream_url,
         "version": __version__,
         "unlock": {"state": app.unlock.state.value},
+        "cache": app.managed.status(),
     }
 
 
@@ -75,12 +77,14 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
         if fd is None:
             cap = _inline_cap(app)
             buffer = CappedBuffer(cap)  # the upstream's announced size is checked first
-            result = service.load(app.api_client(), app.cache, folder_, name, buffer, max_size=cap)
+            result = service.load(
+                app.api_client(), app.managed, folder_, name, buffer, max_size=cap
+            )
             data = base64.b64encode(buffer.getbuffer()).decode("ascii")
             return {**_loaded(result), "data": data}
         # Closed before the result goes out, so the caller's EOF comes first.
         with FdWriter(fd, call) as out:
-            result = service.load(app.api_client(), app.cache, folder_, name, cast(BinaryIO, out))
+            result = service.load(app.api_client(), app.managed, folder_, name, cast(BinaryIO, out))
     return _loaded(result)
 
 
@@ -184,6 +188,7 @@ SPECS: tuple[MethodSpec, ...] = (
                 "upstream_url": {"type": "string"},
                 "version": {"type": "string"},
                 "unlock": obj({"state": {"enum": [s.value for s in UnlockState]}}, ("state",)),
+                "cache": CACHE_STATUS,
             },
             ("authenticated", "model_cache_dir", "upstream_url", "version", "unlock"),
         ),

@@ -7,7 +7,7 @@ description of the API (``rpc.discover``) is generated from the same table.
 
 from __future__ import annotations
 
-from cofferd.rpc import methods, unlock
+from cofferd.rpc import cache_methods, methods, unlock
 from cofferd.rpc.spec import MethodSpec
 
-TABLE: tuple[MethodSpec, ...] = methods.SPECS + unlock.SPECS
+TABLE: tuple[MethodSpec, ...] = methods.SPECS + unlock.SPECS + cache_methods.SPECS
