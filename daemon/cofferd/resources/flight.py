@@ -235,6 +235,7 @@ class Follower:
 
     def __init__(self, flight: Flight, fd: int) -> None:
         self._flight = flight
+        self.flight = flight
         self._fd = fd
         self.pos = 0
         self._direct: Iterator[bytes] | None = None
@@ -283,6 +284,11 @@ class Follower:
     def authenticated(self) -> None:
         """Every byte was read and decrypted with authentication: the flight may commit."""
         self._ok = not self.streamed
+
+    @property
+    def verified(self) -> bool:
+        """Whether this follower authenticated every byte of the download."""
+        return self._ok
 
     def failed_authentication(self) -> None:
         """Some byte read failed authentication: the download is worthless."""

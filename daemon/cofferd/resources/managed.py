@@ -110,6 +110,9 @@ class SourceError(Exception):
     """Reading the cached big part failed (an I/O error, not the caller's)."""
 
 
+#: Seconds a cold load waits, after its own pass, for the download to land.
+LAND_WAIT = 10.0
+
 #: "The download landed meanwhile": :meth:`ManagedCache._flight_for` to its caller.
 _LANDED = object()
 
@@ -194,6 +197,10 @@ class ManagedCache:
                 yield follower
             finally:
                 follower.close()
+            if follower.verified:
+                # Its pass let the download land: a rename and a row, a moment.
+                # Waiting for it means a load that returned left the entry in place.
+                follower.flight.wait(LAND_WAIT)
         finally:
             with self._lock:
                 self._users[key] -= 1
