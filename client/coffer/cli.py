@@ -270,10 +270,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     cache = r.get("cache")
     if isinstance(cache, dict):
-        lines.append(f"cache:           {_mib(cache.get('bytes', 0))} in {cache.get('entries')} entries")
+        lines.append(
+            f"cache:           {_mib(cache.get('bytes', 0))} in {cache.get('entries')} entries"
+        )
         last = cache.get("last_uncached")
         if isinstance(last, dict):
-            lines.append(f"last uncached:   {last.get('folder')}/{last.get('name')}: {last.get('reason')}")
+            lines.append(
+                f"last uncached:   {last.get('folder')}/{last.get('name')}: {last.get('reason')}"
+            )
     _emit(args, r, "\n".join(lines), sys.stdout)
     return 0
 
