@@ -8,6 +8,7 @@ hands in its ``command`` helper.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import sys
@@ -130,16 +131,13 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def _watch(args: argparse.Namespace, stop: threading.Event) -> None:
     """Draw the download's progress from ``status`` until ``stop``."""
     line = ProgressLine(f"pull {args.name}")
-    try:
-        with _client(args) as c:
-            while not stop.wait(PROGRESS_EVERY):
-                for d in c.status().get("cache", {}).get("downloads", []):
-                    if (d.get("folder"), d.get("filename")) == (args.folder, args.name):
-                        line(int(d["written"]), int(d["size"]))
-    except Exception:  # progress is a nicety: never the reason a pull fails
-        pass
-    finally:
-        line.close()
+    # Progress is a nicety: an error here ends the line, never the pull.
+    with contextlib.suppress(Exception), _client(args) as c:
+        while not stop.wait(PROGRESS_EVERY):
+            for d in c.status().get("cache", {}).get("downloads", []):
+                if (d.get("folder"), d.get("filename")) == (args.folder, args.name):
+                    line(int(d["written"]), int(d["size"]))
+    line.close()
 
 
 def cmd_cache_ls(args: argparse.Namespace) -> int:

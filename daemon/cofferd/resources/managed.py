@@ -342,7 +342,7 @@ class ManagedCache:
             return entries
 
     def prune(self, max_bytes: int) -> list[Entry]:
-        """Evict unpinned entries not in use, least recently used first, to hold <= ``max_bytes``."""
+        """Evict unpinned entries not in use, least recently used first, to <= ``max_bytes``."""
         evicted = []
         with self._lock:
             for entry in self.index.eviction_order():
@@ -410,4 +410,4 @@ def _entry_key(entry: Entry) -> Key:
     return (entry.folder, entry.name, entry.version)
 
 
-__all__ = ["CachedSource", "ManagedCache", "Source", "SourceError", "StreamSource", "State"]
+__all__ = ["CachedSource", "ManagedCache", "Source", "SourceError", "State", "StreamSource"]

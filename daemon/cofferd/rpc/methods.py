@@ -19,10 +19,10 @@ from cofferd import __version__
 from cofferd.errors import BadRequest, InvalidParams, TooLarge
 from cofferd.models import LoadResult, UnlockState, UploadResult
 from cofferd.resources import service
+from cofferd.rpc.cache_methods import CACHE_STATUS
 from cofferd.rpc.context import Call
 from cofferd.rpc.fdio import CappedBuffer, FdReader, FdWriter
 from cofferd.rpc.params import NAME_SCHEMA, check_name, text
-from cofferd.rpc.cache_methods import CACHE_STATUS
 from cofferd.rpc.services import Services
 from cofferd.rpc.spec import MethodSpec, obj
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
@@ -228,10 +229,8 @@ def test_loads_during_eviction_and_prune(publisher, reader, make_cache):
         while not stop.is_set():
             cache.prune(0)
             for name in plains:
-                try:
+                with contextlib.suppress(Conflict, NotFound):
                     cache.evict("models", name)
-                except (Conflict, NotFound):
-                    pass
 
     churner = threading.Thread(target=churn)
     churner.start()

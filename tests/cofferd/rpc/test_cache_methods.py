@@ -1,4 +1,4 @@
-"""list, cache_list, pull, evict, prune, pin and status' cache: cofferd as a process, real upstream."""
+"""The cache methods and status' cache member: cofferd as a process, the real upstream."""
 
 from __future__ import annotations
 
@@ -99,11 +99,13 @@ def test_pull_that_cannot_fit_and_bad_params(daemon: CofferdProcess) -> None:
     assert code == ErrorCode.TOO_LARGE
     assert ok(daemon, "cache_list")["entries"] == []
     last = ok(daemon, "status")["cache"]["last_uncached"]
-    assert last["name"] == "huge.bin" and "cache_max_bytes" in last["reason"]
+    assert last["name"] == "huge.bin"
+    assert "cache_max_bytes" in last["reason"]
     # A load still works: it streams through.
     with daemon.connect() as sock:
         data, response = load_via_pipe(sock, {"filename": "huge.bin"})
-    assert len(data) == 6 * MiB and response["result"]["size"] == 6 * MiB
+    assert len(data) == 6 * MiB
+    assert response["result"]["size"] == 6 * MiB
     assert error(daemon, "prune", {"max_bytes": -1}) == ErrorCode.INVALID_PARAMS
     assert error(daemon, "pull", {"filename": "huge.bin", "pin": "yes"}) == ErrorCode.INVALID_PARAMS
     assert error(daemon, "list", {"folder": "../x"}) == ErrorCode.BAD_REQUEST
@@ -126,7 +128,8 @@ def test_cli(daemon: CofferdProcess) -> None:
     assert "m.bin" in coffer(daemon, "ls")
     assert "downloaded, verified, pinned" in coffer(daemon, "pull", "m.bin", "--pin")
     table = coffer(daemon, "cache", "ls")
-    assert "models/m.bin" in table and "yes" in table
+    assert "models/m.bin" in table
+    assert "yes" in table
     listed = json.loads(coffer(daemon, "--json", "ls", "models"))
     assert listed["items"][0]["cached"] is True
     coffer(daemon, "cache", "unpin", "m.bin")
