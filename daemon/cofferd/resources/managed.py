@@ -382,7 +382,6 @@ class ManagedCache:
             "entries": len(entries),
             "max_bytes": self.max_bytes,
             "free_floor": self.min_free_bytes,
-            "free_bytes": self._free_bytes(),
             "downloads": downloads,
             "last_uncached": None if last is None else asdict(last),
         }

@@ -143,7 +143,6 @@ CACHE_STATUS = obj(
         "entries": _COUNT,
         "max_bytes": _COUNT,
         "free_floor": _COUNT,
-        "free_bytes": _COUNT,
         "downloads": {
             "type": "array",
             "items": obj(
@@ -174,7 +173,7 @@ CACHE_STATUS = obj(
             ]
         },
     },
-    ("bytes", "entries", "max_bytes", "free_floor", "free_bytes", "downloads", "last_uncached"),
+    ("bytes", "entries", "max_bytes", "free_floor", "downloads", "last_uncached"),
 )
 
 _UPSTREAM_ERRORS = (
