@@ -247,8 +247,7 @@ class ManagedCache:
 
     def _installer(self, info: ResourceInfo) -> Callable[[Any], None]:
         def install(tmp: Any) -> None:
-            target = self.big.path_for(info)
-            os.replace(tmp, target)
+            target = self.big.install(info, tmp)
             self.index.add_entry(
                 info.folder,
                 info.name,
@@ -257,7 +256,7 @@ class ManagedCache:
                 info.big_size,
                 info.plaintext_size,
             )
-            self._drop_older(info)
+            self._drop_older_rows(info)
 
         return install
 
@@ -320,8 +319,7 @@ class ManagedCache:
         self.index.remove_entry(entry.folder, entry.name, entry.version)
         log.info("evicted %s/%s version %d %s", entry.folder, entry.name, entry.version, why)
 
-    def _drop_older(self, info: ResourceInfo) -> None:
-        self.big.evict_older(info)
+    def _drop_older_rows(self, info: ResourceInfo) -> None:
         for entry in self.index.entries(info.folder):
             if entry.name == info.name and entry.version < info.version:
                 self.index.remove_entry(entry.folder, entry.name, entry.version)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from cofferd.errors import CorruptData, PeerGone
-from cofferd.resources.cache import BackgroundWriter, BigPartCache
+from cofferd.errors import PeerGone
+from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import Index
 from cofferd.resources.managed import ManagedCache
 from cofferd.resources.service import load, upload
@@ -43,10 +43,10 @@ def files(root: Path) -> list[str]:
 
 
 def store(cache: BigPartCache, info: ResourceInfo, body: bytes = BODY) -> Path:
-    with cache.writer(info) as writer:
-        writer.write(body[:100])
-        writer.write(memoryview(body)[100:])
-        return writer.commit()
+    fd, tmp = cache.new_temporary(info)
+    with open(fd, "wb") as f:
+        f.write(body)
+    return cache.install(info, tmp)
 
 
 def test_store_then_lookup(tmp_path: Path):
@@ -57,26 +57,6 @@ def test_store_then_lookup(tmp_path: Path):
     assert cache.lookup(info) == path
     assert path.read_bytes() == BODY
     assert files(cache.root) == [f"models/m.bin/1-{info.big_sha256}"]
-
-
-@pytest.mark.parametrize("body", [BODY[:-1], BODY + b"x", b"X" + BODY[1:]])
-def test_mismatch_is_corrupt_and_leaves_nothing(tmp_path: Path, body: bytes):
-    cache = BigPartCache(tmp_path)
-    writer = cache.writer(info_for(1))
-    writer.write(body)
-    with pytest.raises(CorruptData):
-        writer.commit()
-    assert files(cache.root) == []
-
-
-def test_abort_removes_the_temporary_file(tmp_path: Path):
-    cache = BigPartCache(tmp_path)
-    writer = cache.writer(info_for(1))
-    writer.write(BODY[:10])
-    assert len(files(cache.root)) == 1
-    writer.abort()
-    writer.abort()
-    assert files(cache.root) == []
 
 
 def test_newer_version_evicts_older_not_newer(tmp_path: Path):
@@ -110,7 +90,7 @@ from pathlib import Path
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.wire import ResourceInfo
 info = ResourceInfo(**{dataclasses.asdict(info_for(2))!r})
-BigPartCache(Path(sys.argv[1])).writer(info).write(b"half a big part")
+os.write(BigPartCache(Path(sys.argv[1])).new_temporary(info)[0], b"half a big part")
 os._exit(0)
 """
     subprocess.run([sys.executable, "-c", crash, str(tmp_path)], check=True, timeout=60)
@@ -130,31 +110,6 @@ def test_remove_temporary_counts_what_it_removed(tmp_path: Path):
     (cache.root / "models" / "m.bin" / ".tmp-left-by-a-crash").write_bytes(b"x")
     assert cache.remove_temporary() == 1
     assert len(files(cache.root)) == 1
-
-
-def test_background_writer_disk_full_stops_caching_only(tmp_path: Path):
-    cache = BigPartCache(tmp_path)
-    writer = cache.writer(info_for(1))
-    # /dev/full fails every write with ENOSPC: a full disk at the first byte.
-    writer._file.close()
-    writer._file = open("/dev/full", "wb", buffering=0)  # noqa: SIM115
-    background = BackgroundWriter(writer)
-    for i in range(0, len(BODY), 1000):
-        background.write(BODY[i : i + 1000])
-    assert background.commit() is None
-    assert files(cache.root) == []
-
-
-def test_background_writer_stores_in_order(tmp_path: Path):
-    cache = BigPartCache(tmp_path)
-    background = BackgroundWriter(cache.writer(info_for(1)), depth=2)
-    for i in range(0, len(BODY), 777):
-        background.write(BODY[i : i + 777])
-    path = background.commit()
-    assert path is not None
-    assert path.read_bytes() == BODY
-    background.abort()  # harmless after commit
-    assert path.exists()
 
 
 @pytest.fixture
