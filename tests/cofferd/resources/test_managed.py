@@ -19,6 +19,7 @@ import pytest
 from cofferd.errors import Conflict, NotFound, TooLarge
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import Index
+from cofferd.resources.listing import every_item
 from cofferd.resources.managed import ManagedCache
 from cofferd.resources.service import load, pull, upload
 from cofferd.resources.upstream import ApiClient, RetryPolicy
@@ -281,3 +282,15 @@ def test_disk_full_mid_download(publisher, reader, make_cache, tmp_path, caplog)
         assert cache.index.entries() == []
     finally:
         subprocess.run(["umount", str(small)], check=True)
+
+
+def test_listing_pages_on_the_real_upstream(publisher, reader):
+    for name in ("c.bin", "a.bin", "b.bin"):
+        publish(publisher, name, 10)
+    items = list(every_item(lambda cursor: reader.list_page("models", cursor, limit=1)))
+    assert [(i.name, i.version, i.plaintext_size) for i in items] == [
+        ("a.bin", 1, 10),
+        ("b.bin", 1, 10),
+        ("c.bin", 1, 10),
+    ]
+    assert reader.list_page("nothing-here") == ([], None)
