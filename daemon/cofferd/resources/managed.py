@@ -36,6 +36,7 @@ from cofferd.errors import Conflict, NotFound, TooLarge
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.flight import BigSource, Flight, Follower, State
 from cofferd.resources.index import Entry, Index
+from cofferd.resources.sources import CachedSource, Source, StreamSource
 from cofferd.resources.wire import ResourceInfo
 
 log = logging.getLogger(__name__)
@@ -53,61 +54,6 @@ class Uncached:
     size: int
     reason: str
     at: float
-
-
-class CachedSource:
-    """``readinto`` over a cached big part; its I/O errors mean "fetch it again"."""
-
-    from_cache = True
-
-    def __init__(self, file: io.FileIO) -> None:
-        self._file = file
-
-    def readinto(self, buffer: memoryview) -> int:
-        try:
-            return self._file.readinto(buffer) or 0
-        except OSError as exc:
-            raise SourceError(exc.strerror or "read failed") from exc
-
-    def authenticated(self) -> None:
-        pass
-
-    def failed_authentication(self) -> None:
-        pass
-
-
-class StreamSource:
-    """``readinto`` straight over the CDN's chunks: a load the cache has no room for."""
-
-    from_cache = False
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._rest = memoryview(b"")
-
-    def readinto(self, buffer: memoryview) -> int:
-        if not self._rest:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._rest = memoryview(chunk)
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
-        return n
-
-    def authenticated(self) -> None:
-        pass
-
-    def failed_authentication(self) -> None:
-        pass
-
-
-Source = CachedSource | StreamSource | Follower
-
-
-class SourceError(Exception):
-    """Reading the cached big part failed (an I/O error, not the caller's)."""
 
 
 #: Seconds a cold load waits, after its own pass, for the download to land.
@@ -407,4 +353,4 @@ def _entry_key(entry: Entry) -> Key:
     return (entry.folder, entry.name, entry.version)
 
 
-__all__ = ["CachedSource", "ManagedCache", "Source", "SourceError", "State", "StreamSource"]
+__all__ = ["ManagedCache", "Source", "State"]

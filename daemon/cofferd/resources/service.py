@@ -30,7 +30,8 @@ from cofferd.binary_split.stream import (
 )
 from cofferd.errors import BadRequest, CorruptData, DecryptionError, PeerGone, TooLarge
 from cofferd.models import LoadResult, UploadResult
-from cofferd.resources.managed import ManagedCache, Source, SourceError
+from cofferd.resources.managed import ManagedCache
+from cofferd.resources.sources import Source, SourceError
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
 
