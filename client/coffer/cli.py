@@ -19,7 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from coffer import __version__, cli_exec, cli_field
+from coffer import __version__, cli_cache, cli_exec, cli_field
 from coffer.atomic import atomic_file
 from coffer.client import DEFAULT_FOLDER, DEFAULT_TIMEOUT, Client, Progress
 from coffer.errors import (
@@ -177,6 +177,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     command("unlock-status", cmd_unlock_status, "progress of the unlock")
     cli_exec.register(sub, common)
+    cli_cache.add_commands(command)
 
     # Plugins are skipped only when a built-in command is chosen; otherwise they
     # are loaded, so that help and "invalid choice" list them.
@@ -273,6 +274,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"unlock:          {unlock.get('state') if isinstance(unlock, dict) else unlock}",
         *cli_field.field_lines(r),
     ]
+    cache = r.get("cache")
+    if isinstance(cache, dict):
+        lines.append(
+            f"cache:           {_mib(cache.get('bytes', 0))} in {cache.get('entries')} entries"
+        )
+        last = cache.get("last_uncached")
+        if isinstance(last, dict):
+            lines.append(
+                f"last uncached:   {last.get('folder')}/{last.get('name')}: {last.get('reason')}"
+            )
     _emit(args, r, "\n".join(lines), sys.stdout)
     return 0
 

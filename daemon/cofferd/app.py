@@ -2,7 +2,8 @@
 
 :class:`App` holds what every method reaches through ``call.services`` (it
 satisfies :class:`cofferd.rpc.services.Services`): the settings, the one API
-client, the big-part cache, the notifier and the unlock workflow. Nothing here
+client, the device index, the managed cache, the offline-use service (field),
+the notifier and the unlock workflow. Nothing here
 reads the environment; ``main()`` builds the settings and the notifier and
 passes them. The method table is built inside ``rpc/``
 (:data:`cofferd.rpc.table.TABLE`); this module only hands it to the dispatcher.
@@ -24,6 +25,7 @@ from cofferd.field.sealing import Sealer
 from cofferd.notify import Notifier
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import INDEX_NAME, Index
+from cofferd.resources.managed import ManagedCache
 from cofferd.resources.upstream import ApiClient
 from cofferd.rpc.dispatch import Dispatcher
 from cofferd.rpc.table import TABLE
@@ -40,12 +42,18 @@ class App:
         self.settings = settings
         self.notifier = notifier
         self.cache = BigPartCache(settings.cache_dir)
+        self.index = Index(settings.state_dir / INDEX_NAME)
+        self.managed = ManagedCache(
+            self.cache,
+            self.index,
+            max_bytes=settings.cache_max_bytes,
+            min_free_bytes=settings.cache_min_free_bytes,
+        )
         # The check and the build under one lock: two first calls at once must
         # not build two clients, one of them missing the other's login.
         self._client_lock = threading.Lock()
         self._client: ApiClient | None = None
         self.unlock = UnlockWorkflow.from_settings(settings, self.api_client, notifier)
-        self.index = Index(settings.state_dir / INDEX_NAME)
         self.boot_login = BootLogin(settings.credentials_dir, settings.login_credential)
         self.field = _build_field(settings, self.index, self.cache, self.api_client)
         self.boot_login.start(self.api_client)

@@ -71,6 +71,12 @@ class Settings:
     #: holds the fd.
     memfd_max_bytes: int = 8 * 1024 * 1024 * 1024
 
+    # -- the managed cache (issue 11) ------------------------------------------
+    #: Most bytes the cache may hold; 0: no cap of its own, only the free-space floor.
+    cache_max_bytes: int = 0
+    #: Least free space to leave on the cache's file system, in bytes.
+    cache_min_free_bytes: int = 1 << 30
+
     @classmethod
     def load(
         cls,
@@ -119,8 +125,14 @@ class Settings:
         for name in ("upstream_timeout", "shutdown_grace", "docker_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
-        if self.inline_max_bytes < 0:
-            raise SettingsError("inline_max_bytes must not be negative")
+        for name in (
+            "inline_max_bytes",
+            "cache_max_bytes",
+            "cache_min_free_bytes",
+            "memfd_max_bytes",
+        ):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative")
         if self.max_clock_skew < 0:
             raise SettingsError("max_clock_skew must not be negative")
         for key in self.lease_public_keys:
@@ -128,8 +140,6 @@ class Settings:
                 raise SettingsError(
                     f"lease_public_keys: {key[:12]!r}... is not the base64 of a 32-byte key"
                 )
-        if self.memfd_max_bytes < 0:
-            raise SettingsError("memfd_max_bytes must not be negative")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -6,9 +6,10 @@ files start with a dot, which no name may, so they never clash with an entry.
 
 Invariants:
 
-- An entry appears only by ``rename`` of a temporary file whose size and
-  sha256 matched what the upstream announced; a failed or abandoned download
-  removes its temporary file. Readers therefore never see a partial file.
+- An entry appears only by ``rename`` of a temporary file that holds the
+  announced number of bytes, all of them authenticated on the way in (see
+  :mod:`cofferd.resources.flight`); a failed or abandoned download removes
+  its temporary file. Readers therefore never see a partial file.
 - Storing a version evicts the older versions of the same resource.
 - Temporary files of a process that died mid-download are removed when the
   next process builds its :class:`BigPartCache`.
@@ -21,19 +22,11 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import logging
 import os
 import tempfile
-import threading
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from coffer.streams import write_all
-from cofferd.errors import CorruptData
 from cofferd.resources.wire import ResourceInfo
 
 log = logging.getLogger(__name__)
@@ -50,8 +43,6 @@ class BigPartCache:
 
     def __init__(self, cache_dir: Path) -> None:
         self._root = cache_dir / "big"
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_lock = threading.Lock()
         removed = self.remove_temporary()
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted download", removed)
@@ -80,23 +71,25 @@ class BigPartCache:
             return None
         return path
 
-    @contextlib.contextmanager
-    def lock(self, info: ResourceInfo) -> Iterator[None]:
-        """Serialise downloads of one resource, so concurrent cold loads fetch it once."""
-        key = (info.folder, info.name)
-        with self._locks_lock:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            yield
-
-    def writer(self, info: ResourceInfo) -> CacheWriter:
-        """A temporary file that becomes ``info``'s entry on :meth:`CacheWriter.commit`.
+    def new_temporary(self, info: ResourceInfo) -> tuple[int, Path]:
+        """An empty temporary file beside ``info``'s entry, open for writing: (fd, path).
 
         Raises OSError if the cache dir cannot take it.
         """
         directory = self.path_for(info).parent
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return CacheWriter(self, info, directory)
+        fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
+        return fd, Path(name)
+
+    def install(self, info: ResourceInfo, tmp: Path) -> Path:
+        """Rename the temporary file ``tmp`` into ``info``'s entry; drop older versions.
+
+        The caller has checked every byte (see :mod:`cofferd.resources.flight`).
+        """
+        target = self.path_for(info)
+        os.replace(tmp, target)
+        self.evict_older(info)
+        return target
 
     def evict(self, path: Path) -> None:
         if _remove(path, "evict"):
@@ -143,106 +136,3 @@ def _remove(path: Path, verb: str) -> bool:
         log.warning("cannot %s %s from the cache: %s", verb, path.name, exc.strerror)
         return False
     return True
-
-
-class CacheWriter:
-    """One download on its way into the cache; removed unless committed."""
-
-    def __init__(self, cache: BigPartCache, info: ResourceInfo, directory: Path) -> None:
-        self._cache = cache
-        self._info = info
-        fd, name = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX)
-        self._path = Path(name)
-        self._file = os.fdopen(fd, "wb", buffering=0)
-        self._sha = hashlib.sha256()
-        self._size = 0
-        self._done = False
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._sha.update(data)
-        self._size += len(data)
-        write_all(self._file, data)
-
-    def commit(self) -> Path:
-        """Check size and sha256, then rename into place; raises CorruptData on a mismatch."""
-        self._file.close()
-        if self._size != self._info.big_size or self._sha.hexdigest() != self._info.big_sha256:
-            self.abort()
-            raise CorruptData("the big part does not match its announced size and sha256")
-        target = self._cache.path_for(self._info)
-        os.replace(self._path, target)
-        self._done = True
-        self._cache.evict_older(self._info)
-        return target
-
-    def abort(self) -> None:
-        """Drop the temporary file; harmless after commit or a previous abort."""
-        if self._done:
-            return
-        self._done = True
-        self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            self._path.unlink()
-
-    def __enter__(self) -> CacheWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.abort()
-
-
-class BackgroundWriter:
-    """Feeds a :class:`CacheWriter` from a thread of its own.
-
-    On a cold load one thread receives the big part and copies it into the
-    decryption's buffers; hashing it and writing it to disk here, on another
-    thread, overlaps with that (hashlib and file writes release the GIL).
-    At most ``depth`` chunks wait, so memory stays bounded. A write that fails
-    (a full disk) stops caching, not the load: :meth:`commit` then stores
-    nothing and returns None.
-    """
-
-    def __init__(self, writer: CacheWriter, depth: int = 16) -> None:
-        self._writer = writer
-        self._depth = depth
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="cache-writer")
-        self._pending: deque[Future[None]] = deque()
-        self._error: OSError | None = None
-
-    def write(self, chunk: bytes) -> None:
-        """Queue ``chunk``; the caller must not change it afterwards (pass ``bytes``)."""
-        if self._error is not None:
-            return
-        while len(self._pending) >= self._depth:
-            self._reap(self._pending.popleft())
-        self._pending.append(self._pool.submit(self._writer.write, chunk))
-
-    def commit(self) -> Path | None:
-        """Wait for every write, then store the entry; CorruptData on a size/sha mismatch."""
-        self._drain()
-        if self._error is not None:
-            self._writer.abort()
-            return None
-        return self._writer.commit()
-
-    def abort(self) -> None:
-        """Stop and drop the temporary file; harmless after commit."""
-        for future in self._pending:
-            future.cancel()
-        self._drain()
-        self._writer.abort()
-
-    def _drain(self) -> None:
-        while self._pending:
-            self._reap(self._pending.popleft())
-        self._pool.shutdown(wait=True)
-
-    def _reap(self, future: Future[None]) -> None:
-        if future.cancelled():
-            return
-        try:
-            future.result()
-        except OSError as exc:
-            if self._error is None:
-                log.warning("cannot cache the big part: %s", exc.strerror)
-                self._error = exc

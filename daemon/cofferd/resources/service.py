@@ -38,8 +38,9 @@ from cofferd.errors import (
     TooLarge,
 )
 from cofferd.models import LoadResult, UploadResult
-from cofferd.resources.cache import BackgroundWriter, BigPartCache
+from cofferd.resources.managed import ManagedCache
 from cofferd.resources.memfd import MemfdSink
+from cofferd.resources.sources import Source, SourceError
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
 
@@ -53,40 +54,61 @@ Resolver = Callable[[str, str], tuple[ResourceInfo, bool]]
 READ_CHUNK = 1 << 20
 
 
+def resource_info(client: ApiClient, folder: str, name: str) -> ResourceInfo:
+    """What the upstream says of ``folder/name``'s current version, its sizes checked.
+
+    The one place ``load`` and ``pull`` learn a resource's key, small part and
+    big part: a fallback for an unreachable upstream wraps this function.
+    """
+    info = client.get_resource(folder, name)
+    _check_sizes(info)
+    return info
+
+
+def _check_sizes(info: ResourceInfo) -> None:
+    if len(info.small) + info.big_size != ciphertext_size(info.plaintext_size):
+        raise CorruptData(
+            f"resource {info.folder}/{info.name}: sizes announced by the upstream disagree"
+        )
+
+
 def load(
     client: ApiClient,
-    cache: BigPartCache,
+    cache: ManagedCache,
     folder: str,
     name: str,
     out: BinaryIO | MemfdSink,
     *,
     max_size: int | None = None,
+    info: ResourceInfo | None = None,
     resolve: Resolver | None = None,
 ) -> LoadResult:
     """Write the plaintext of ``folder/name``'s current version into ``out``.
+
+    With ``max_size``, a resource whose plaintext is larger is refused with
+    :class:`TooLarge` before any byte is fetched from the CDN or the cache.
+    ``info``: what :func:`resource_info` gave, if the caller asked already.
+    ``resolve`` (the field layer's decision, ``cofferd.field.offline``) gives
+    the resource's info and whether it comes from an offline record; an
+    offline answer is served from the cache only, never from the CDN.
 
     ``out`` is a file object, or a :class:`MemfdSink`, which is sized from the
     upstream's answer (its cap checked before any byte is fetched) and
     decrypted into in place; the caller seals it once this returns.
 
-    With ``max_size``, a resource whose plaintext is larger is refused with
-    :class:`TooLarge` before any byte is fetched from the CDN or the cache.
-
-    A cached big part that fails authentication is evicted; if nothing was
-    written yet it is fetched once more from the CDN, otherwise the load fails
+    The big part comes from the cache, or from the one download of it under
+    way (started if need be), or, when the cache has no room, straight from
+    the CDN. A cached big part that fails authentication is evicted; if
+    nothing was written yet it is fetched once more, otherwise the load fails
     with :class:`CorruptData` and ``out`` holds a verified prefix, which the
     caller discards.
-
-    ``resolve`` (the field layer's decision, ``cofferd.field.offline``) gives
-    the resource's info and whether it comes from an offline record; an
-    offline answer is served from the cache only, never from the CDN.
     """
-    if resolve is None:
-        info, offline = client.get_resource(folder, name), False
-    else:
+    offline = False
+    if info is None and resolve is not None:
         info, offline = resolve(folder, name)
-    if len(info.small) + info.big_size != ciphertext_size(info.plaintext_size):
-        raise CorruptData(f"resource {folder}/{name}: sizes announced by the upstream disagree")
+        _check_sizes(info)
+    elif info is None:
+        info = resource_info(client, folder, name)
     if max_size is not None and info.plaintext_size > max_size:
         raise TooLarge(
             f"resource {folder}/{name} has {info.plaintext_size} bytes, over the cap of"
@@ -98,28 +120,77 @@ def load(
         sink = _Mapped(out)
     else:
         sink = _Output(out)
+    return _read(client, cache, info, sink, offline=offline)
+
+
+def pull(
+    client: ApiClient,
+    cache: ManagedCache,
+    folder: str,
+    name: str,
+    *,
+    resolve: Resolver | None = None,
+) -> LoadResult:
+    """Fetch ``folder/name``'s current version into the cache, authenticating every byte.
+
+    The plaintext goes nowhere: the pass exists to check every AES-GCM tag
+    before the entry is kept. No room in the cache is :class:`TooLarge`.
+    ``resolve`` as for :func:`load`: through it a pull also keeps the
+    resource's offline record, so a device can be readied before its uplink
+    goes; offline, a pull checks the cached copy again.
+    """
+    offline = False
+    if resolve is not None:
+        info, offline = resolve(folder, name)
+        _check_sizes(info)
+    else:
+        info = resource_info(client, folder, name)
+    result = _read(client, cache, info, _Output(_Nowhere()), need_cache=True, offline=offline)
+    flight = cache.flight(info)
+    if flight is not None:  # the pass is done; the rename follows at once
+        flight.wait(PULL_LAND_WAIT)
+    if cache.big.lookup(info) is None:
+        raise CorruptData(f"resource {folder}/{name}: the download did not land in the cache")
+    return result
+
+
+#: Seconds ``pull`` waits for its download to land after its own pass ended.
+PULL_LAND_WAIT = 30.0
+
+
+def _read(
+    client: ApiClient,
+    cache: ManagedCache,
+    info: ResourceInfo,
+    sink: _Output | _Mapped,
+    *,
+    need_cache: bool = False,
+    offline: bool = False,
+) -> LoadResult:
+    folder, name = info.folder, info.name
     refetched = False
     while True:
-        path = cache.lookup(info)
-        if path is None and offline:
-            raise OfflineRefused(f"offline use of {folder}/{name} refused: it is not cached")
-        if path is None:
-            with cache.lock(info):
-                # Another thread may have fetched it while this one waited.
-                path = cache.lookup(info)
-                if path is None:
-                    _load_from_cdn(client, cache, info, sink)
-                    return _result(info, sink, from_cache=False)
         try:
-            with io.FileIO(path, "rb") as big:
-                _decrypt(info, _CachedFile(big), sink)
+            with cache.reading(info, client, need_cache=need_cache, cached_only=offline) as source:
+                try:
+                    _decrypt(info, source, sink)
+                    _check_size(info, sink)
+                except DecryptionError as exc:
+                    source.failed_authentication()
+                    if not source.from_cache:
+                        raise CorruptData(
+                            f"resource {folder}/{name}: the upstream's data failed authentication"
+                        ) from exc
+                    raise _BadCachedFile() from exc
+                source.authenticated()
+                return _result(info, sink, from_cache=source.from_cache)
         except FileNotFoundError:
-            # Evicted by a newer version between lookup and open: look again.
+            # Evicted between lookup and open: look again.
             if sink.written:
                 raise CorruptData("the cached big part vanished mid-read") from None
             continue
-        except (DecryptionError, _SourceError) as exc:
-            cache.evict(path)
+        except (_BadCachedFile, SourceError) as exc:
+            cache.drop_bad(info)
             if offline and not sink.written:
                 raise OfflineRefused(
                     f"offline use of {folder}/{name} refused: its cached big part failed"
@@ -131,8 +202,6 @@ def load(
                 ) from exc
             log.warning("cached big part of %s/%s failed; fetching it again", folder, name)
             refetched = True
-            continue
-        return _result(info, sink, from_cache=True)
 
 
 def upload(
@@ -175,36 +244,8 @@ def upload(
     return UploadResult(folder=folder, name=name, version=committed.version, size=source.size)
 
 
-def _load_from_cdn(
-    client: ApiClient, cache: BigPartCache, info: ResourceInfo, sink: _Output | _Mapped
-) -> None:
-    writer: BackgroundWriter | None
-    try:
-        writer = BackgroundWriter(cache.writer(info))
-    except OSError as exc:
-        # The cache is an optimisation: without room in it, stream straight through.
-        log.warning("cannot cache %s/%s: %s", info.folder, info.name, exc.strerror)
-        writer = None
-    chunks = client.iter_big(info.big_url, info.big_size)
-    try:
-        # Plaintext may reach ``out`` before the sha256 is checked at the end:
-        # each segment is authenticated under the key from the API, which the
-        # CDN cannot forge. The sha256 keeps a bad big part out of the cache.
-        _decrypt(info, _ChunkReader(chunks, writer), sink)
-        if writer is not None:
-            writer.commit()
-    except DecryptionError as exc:
-        raise CorruptData(
-            f"resource {info.folder}/{info.name}: the upstream's data failed authentication"
-        ) from exc
-    finally:
-        chunks.close()
-        if writer is not None:
-            writer.abort()
-
-
-def _decrypt(info: ResourceInfo, big: _CachedFile | _ChunkReader, sink: _Output | _Mapped) -> None:
-    # Not map_src: a disk error on a mapped cache file would kill the daemon (SIGBUS).
+def _decrypt(info: ResourceInfo, big: Source, sink: _Output | _Mapped) -> None:
+    # Not a mapping of the cache file: a disk error there would kill the daemon (SIGBUS).
     ad = resource_associated_data(info.folder, info.name)
     src = cast(BinaryIO, big)
     if isinstance(sink, _Mapped):
@@ -215,9 +256,12 @@ def _decrypt(info: ResourceInfo, big: _CachedFile | _ChunkReader, sink: _Output 
         decrypt_file(src, cast(BinaryIO, sink), info.key, ad, prefix=info.small)
 
 
-def _result(info: ResourceInfo, sink: _Output | _Mapped, *, from_cache: bool) -> LoadResult:
+def _check_size(info: ResourceInfo, sink: _Output | _Mapped) -> None:
     if sink.written != info.plaintext_size:
         raise CorruptData(f"resource {info.folder}/{info.name}: plaintext size differs")
+
+
+def _result(info: ResourceInfo, sink: _Output | _Mapped, *, from_cache: bool) -> LoadResult:
     return LoadResult(
         folder=info.folder,
         name=info.name,
@@ -227,49 +271,21 @@ def _result(info: ResourceInfo, sink: _Output | _Mapped, *, from_cache: bool) ->
     )
 
 
-class _SourceError(Exception):
-    """Reading the cached big part failed (an I/O error, not the caller's)."""
+class _BadCachedFile(Exception):
+    """The cached big part failed authentication: evict it, fetch again if possible."""
 
 
-class _CachedFile:
-    """The cached big part's file; its I/O errors mean "fetch it again", not "fail"."""
+class _Nowhere:
+    """Where ``pull``'s plaintext goes: nowhere."""
 
-    def __init__(self, file: io.FileIO) -> None:
-        self._file = file
-
-    def readinto(self, buffer: memoryview) -> int:
-        try:
-            return self._file.readinto(buffer) or 0
-        except OSError as exc:
-            raise _SourceError(exc.strerror or "read failed") from exc
-
-
-class _ChunkReader:
-    """``readinto`` over the CDN's chunks, handing each to the cache on the way."""
-
-    def __init__(self, chunks: Iterator[bytes], writer: BackgroundWriter | None) -> None:
-        self._chunks = chunks
-        self._writer = writer
-        self._rest = memoryview(b"")
-
-    def readinto(self, buffer: memoryview) -> int:
-        if not self._rest:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            if self._writer is not None:
-                self._writer.write(chunk)
-            self._rest = memoryview(chunk)
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
-        return n
+    def write(self, data: memoryview) -> int:
+        return len(data)
 
 
 class _Output(io.RawIOBase):
     """The caller's ``out``: counts what was written, translates its errors."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO | _Nowhere) -> None:
         self._out = out
         self.written = 0
 
@@ -278,7 +294,7 @@ class _Output(io.RawIOBase):
 
     def write(self, data: memoryview) -> int:  # type: ignore[override]
         try:
-            write_all(self._out, data)
+            write_all(cast(BinaryIO, self._out), data)
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.ECONNRESET):
                 raise PeerGone("the reader of the output went away") from exc

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import requests
 import requests.adapters
@@ -46,7 +47,7 @@ from cofferd.errors import (
 )
 from cofferd.foreign import WatchedBody
 from cofferd.names import check_name
-from cofferd.resources import wire
+from cofferd.resources import listing, wire
 from cofferd.resources.translate import (
     check_cdn_status,
     describe,
@@ -245,6 +246,15 @@ class ApiClient:
         check_name(archive_id, "archive id")
         body = self._api("GET", f"/v1/archives/{archive_id}/key", f"key of archive {archive_id}")
         return wire.parse_archive_key(body, archive_id)
+
+    def list_page(
+        self, folder: str, cursor: str | None = None, limit: int = listing.PAGE_LIMIT
+    ) -> tuple[list[listing.Listed], str | None]:
+        """One page of ``folder``'s listing and the cursor of the next (None: the last)."""
+        check_name(folder, "folder")
+        query = urlencode({"limit": limit, **({"cursor": cursor} if cursor else {})})
+        body = self._api("GET", f"/v1/resources/{folder}?{query}", f"listing of {folder}")
+        return listing.parse_page(body)
 
     def _api(self, method: str, path: str, what: str, json: Any = None) -> Any:
         return self._api_status(method, path, what, json=json)[1]

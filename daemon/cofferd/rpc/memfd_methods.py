@@ -28,7 +28,9 @@ def load_memfd(call: Call, /, filename: object, folder: object = "models") -> di
     sink = MemfdSink(f"coffer:{folder_}/{name}", app.settings.memfd_max_bytes)
     try:
         with app.notifier.working(f"loading {folder_}/{name} into a memfd"):
-            result = service.load(app.api_client(), app.cache, folder_, name, sink)
+            result = service.load(
+                app.api_client(), app.managed, folder_, name, sink, resolve=app.field.resolve
+            )
         call.reply_fds.append(sink.seal())
     finally:
         sink.close()

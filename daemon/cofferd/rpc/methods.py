@@ -19,6 +19,7 @@ from cofferd import __version__
 from cofferd.errors import BadRequest, InvalidParams, TooLarge
 from cofferd.models import LoadResult, UnlockState, UploadResult
 from cofferd.resources import service
+from cofferd.rpc.cache_methods import CACHE_STATUS
 from cofferd.rpc.context import Call
 from cofferd.rpc.fdio import CappedBuffer, FdReader, FdWriter
 from cofferd.rpc.field_methods import FIELD_STATUS, field_status
@@ -54,6 +55,7 @@ def status(call: Call, /) -> dict[str, Any]:
         "version": __version__,
         "unlock": {"state": app.unlock.state.value},
         "field": field_status(app),
+        "cache": app.managed.status(),
     }
 
 
@@ -81,7 +83,7 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
             buffer = CappedBuffer(cap)  # the upstream's announced size is checked first
             result = service.load(
                 app.api_client(),
-                app.cache,
+                app.managed,
                 folder_,
                 name,
                 buffer,
@@ -94,7 +96,7 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
         with FdWriter(fd, call) as out:
             result = service.load(
                 app.api_client(),
-                app.cache,
+                app.managed,
                 folder_,
                 name,
                 cast(BinaryIO, out),
@@ -204,6 +206,7 @@ SPECS: tuple[MethodSpec, ...] = (
                 "version": {"type": "string"},
                 "unlock": obj({"state": {"enum": [s.value for s in UnlockState]}}, ("state",)),
                 "field": FIELD_STATUS,
+                "cache": CACHE_STATUS,
             },
             ("authenticated", "model_cache_dir", "upstream_url", "version", "unlock", "field"),
         ),

@@ -14,6 +14,8 @@ from cofferd.field.offline import Field
 from cofferd.models import UnlockState
 from cofferd.notify import Notifier
 from cofferd.resources.cache import BigPartCache
+from cofferd.resources.index import Index
+from cofferd.resources.managed import ManagedCache
 from cofferd.resources.upstream import ApiClient
 from cofferd.settings import Settings
 
@@ -43,6 +45,16 @@ class Services(Protocol):
 
     @property
     def unlock(self) -> UnlockService: ...
+
+    @property
+    def index(self) -> Index:
+        """The device index (cache entries, pins, offline records)."""
+        ...
+
+    @property
+    def managed(self) -> ManagedCache:
+        """The cache's policy: room, eviction, pins, single-flight downloads."""
+        ...
 
     def api_client(self) -> ApiClient:
         """The process's one upstream API client (built on first use)."""

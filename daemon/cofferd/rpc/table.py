@@ -7,9 +7,9 @@ description of the API (``rpc.discover``) is generated from the same table.
 
 from __future__ import annotations
 
-from cofferd.rpc import field_methods, memfd_methods, methods, unlock
+from cofferd.rpc import cache_methods, field_methods, memfd_methods, methods, unlock
 from cofferd.rpc.spec import MethodSpec
 
 TABLE: tuple[MethodSpec, ...] = (
-    methods.SPECS + unlock.SPECS + field_methods.SPECS + memfd_methods.SPECS
+    methods.SPECS + unlock.SPECS + field_methods.SPECS + memfd_methods.SPECS + cache_methods.SPECS
 )

@@ -26,6 +26,8 @@ from cofferd.errors import (
     UpstreamUnavailable,
 )
 from cofferd.resources.cache import BigPartCache
+from cofferd.resources.index import Index
+from cofferd.resources.managed import ManagedCache
 from cofferd.resources.service import load, upload
 from cofferd.resources.upstream import ApiClient, RetryPolicy
 from fixtures.upstream import Upstream
@@ -60,8 +62,8 @@ def reader(upstream: Upstream) -> Iterator[ApiClient]:
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> BigPartCache:
-    return BigPartCache(tmp_path / "cache")
+def cache(tmp_path: Path) -> ManagedCache:
+    return ManagedCache(BigPartCache(tmp_path / "cache"), Index(tmp_path / "index.sqlite3"))
 
 
 def logged(upstream: Upstream, pattern: str, at_least: int) -> int:
@@ -220,20 +222,26 @@ def test_upstream_down(publisher, reader, cache, upstream):
     assert load_bytes(reader, cache)[0] == data(MiB)
 
 
-def test_upstream_down_mid_download_leaves_no_temp_file(publisher, reader, cache, upstream):
+def test_upstream_down_mid_download_leaves_no_temp_file(
+    publisher, reader, cache, upstream, monkeypatch
+):
     plain = data(48 * MiB)
     upload(publisher, "models", "m.bin", io.BytesIO(plain))
+    real_iter_big = reader.iter_big
 
-    class StopOnFirstWrite(io.BytesIO):
-        def write(self, b: object) -> int:
+    def iter_big(url: str, size: int, offset: int = 0) -> Iterator[bytes]:
+        # The download runs on a thread of its own, faster than any reader:
+        # stop the upstream from inside it, after its first chunk.
+        for chunk in real_iter_big(url, size, offset):
+            yield chunk
             if upstream.running:
                 upstream.stop()
-            return super().write(b)  # type: ignore[arg-type]
 
-    out = StopOnFirstWrite()
+    monkeypatch.setattr(reader, "iter_big", iter_big)
+    out = io.BytesIO()
     with pytest.raises(UpstreamUnavailable):
         load(reader, cache, "models", "m.bin", out)
-    assert 0 < len(out.getvalue()) < len(plain)
+    assert len(out.getvalue()) < len(plain)
     assert out.getvalue() == plain[: len(out.getvalue())]
     assert cache_files(cache) == []
 
