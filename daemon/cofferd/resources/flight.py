@@ -200,6 +200,10 @@ class Flight:
             self._cond.notify_all()
 
     def _fail(self, exc: CofferError) -> None:
+        # The file goes before followers hear of the failure, so a load that
+        # fails with it leaves nothing behind when it returns.
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
         with self._cond:
             self.error = exc
             self.state = State.FAILED
