@@ -19,7 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from coffer import __version__
+from coffer import __version__, cli_rpc
 from coffer.atomic import atomic_file
 from coffer.client import DEFAULT_FOLDER, DEFAULT_TIMEOUT, Client, Progress
 from coffer.errors import (
@@ -172,6 +172,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait until it is ready or failed")
 
     command("unlock-status", cmd_unlock_status, "progress of the unlock")
+    cli_rpc.add_parser(command, exit_code_for)
 
     # Plugins are skipped only when a built-in command is chosen; otherwise they
     # are loaded, so that help and "invalid choice" list them.

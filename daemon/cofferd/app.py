@@ -11,11 +11,17 @@ passes them. The method table is built inside ``rpc/``
 from __future__ import annotations
 
 import threading
+import time
+from pathlib import Path
 
 from cofferd.notify import Notifier
+from cofferd.observe.audit import AuditLog
+from cofferd.observe.metrics import Registry, coffer_registry
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.upstream import ApiClient
+from cofferd.rpc.calllog import CallLog
 from cofferd.rpc.dispatch import Dispatcher
+from cofferd.rpc.observer import CallObserver
 from cofferd.rpc.table import TABLE
 from cofferd.settings import Settings
 from cofferd.unlock import UnlockWorkflow
@@ -28,6 +34,8 @@ class App:
         self.settings = settings
         self.notifier = notifier
         self.cache = BigPartCache(settings.cache_dir)
+        self.metrics: Registry = coffer_registry()
+        self.metrics.on_collect(self._collect)
         # The check and the build under one lock: two first calls at once must
         # not build two clients, one of them missing the other's login.
         self._client_lock = threading.Lock()
@@ -39,9 +47,19 @@ class App:
         with self._client_lock:
             if self._client is None:
                 self._client = ApiClient(
-                    self.settings.upstream_url, timeout=self.settings.upstream_timeout
+                    self.settings.upstream_url,
+                    timeout=self.settings.upstream_timeout,
+                    on_contact=self._upstream_contact,
                 )
             return self._client
+
+    def _upstream_contact(self, answered: bool) -> None:
+        self.metrics.set("coffer_upstream_reachable", 1 if answered else 0)
+        if answered:
+            self.metrics.set("coffer_upstream_last_contact_timestamp_seconds", time.time())
+
+    def _collect(self, registry: Registry) -> None:
+        registry.set("coffer_cache_bytes", _bytes_under(self.cache.root))
 
     def close(self) -> None:
         """Close the API client (daemon shutdown); a later use builds a new one."""
@@ -51,6 +69,24 @@ class App:
             self._client = None
 
 
-def build_dispatcher() -> Dispatcher:
-    """The dispatcher over the method table."""
-    return Dispatcher(TABLE)
+def _bytes_under(root: Path) -> int:
+    """Bytes of the files under ``root`` (a file removed meanwhile counts nothing)."""
+    total = 0
+    for path in root.rglob("*"):
+        try:
+            if path.is_file():
+                total += path.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def build_dispatcher(
+    *,
+    call_log: CallLog | None = None,
+    journal: AuditLog | None = None,
+    registry: Registry | None = None,
+) -> Dispatcher:
+    """The dispatcher over the method table, its calls logged, counted and audited."""
+    observer = CallObserver(TABLE, call_log=call_log, journal=journal, registry=registry)
+    return Dispatcher(TABLE, observer)

@@ -88,8 +88,12 @@ class ApiClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         pool_size: int = 32,
+        on_contact: Callable[[bool], None] | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
+        #: Told after each API request whether the upstream answered (any
+        #: status) or could not be reached: the metrics' reachability figure.
+        self._on_contact = on_contact
         self._timeout = (timeout, timeout)
         self._retry = retry or RetryPolicy()
         self._clock = clock
@@ -319,6 +323,8 @@ class ApiClient:
                     **kwargs,
                 )
             except requests.RequestException as exc:
+                if self._on_contact is not None:
+                    self._on_contact(False)
                 if (idempotent or never_sent(exc)) and attempt < self._retry.retries:
                     log.debug(
                         "upstream %s %s failed (%s); retrying",
@@ -330,6 +336,8 @@ class ApiClient:
                     attempt += 1
                     continue
                 raise UpstreamUnavailable(f"upstream unreachable: {describe(exc)}") from exc
+            if self._on_contact is not None:
+                self._on_contact(True)
             if resp.status_code >= 500 and idempotent and attempt < self._retry.retries:
                 log.debug("upstream %s %s answered %d; retrying", method, path, resp.status_code)
                 wait = self._retry.delay(attempt)

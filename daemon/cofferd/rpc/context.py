@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cofferd.errors import BadRequest, PeerGone, ShuttingDown
 
@@ -76,6 +76,14 @@ class Call:
     method: str = ""
     #: Set when the method found the caller gone: no response is sent.
     hung_up: bool = False
+    #: The wire code the method answered with; None after a success.
+    error_code: int | None = None
+    #: For an audited method (:data:`cofferd.observe.audit.MESSAGE_IDS`): what
+    #: its audit record says about the resource (``folder``, ``name``,
+    #: ``version``, ``bytes``) and, for the metrics, ``from_cache``. Filled from
+    #: the params and the result by the dispatcher; a method may add to it.
+    #: Never a secret: nothing else of the params goes here.
+    audit_fields: dict[str, Any] | None = None
 
     def take_fd(self) -> int | None:
         """The request's fd, now owned by the caller, or None when none came."""

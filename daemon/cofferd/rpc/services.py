@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from cofferd.models import UnlockState
 from cofferd.notify import Notifier
+from cofferd.observe.metrics import Registry
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.upstream import ApiClient
 from cofferd.settings import Settings
@@ -41,6 +42,11 @@ class Services(Protocol):
 
     @property
     def unlock(self) -> UnlockService: ...
+
+    @property
+    def metrics(self) -> Registry:
+        """The daemon's metrics (:func:`cofferd.observe.metrics.coffer_registry`)."""
+        ...
 
     def api_client(self) -> ApiClient:
         """The process's one upstream API client (built on first use)."""

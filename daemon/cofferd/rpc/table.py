@@ -2,12 +2,14 @@
 
 The dispatcher is built from :data:`TABLE` and nothing else; a method a
 feature adds goes into its module's ``SPECS`` and that tuple goes here. A
-description of the API (``rpc.discover``) is generated from the same table.
+description of the API (``rpc.discover``) is generated from the same table
+and added last, describing itself too.
 """
 
 from __future__ import annotations
 
-from cofferd.rpc import methods, unlock
+from cofferd.rpc import methods, metrics_methods, unlock
+from cofferd.rpc.discover import with_discover
 from cofferd.rpc.spec import MethodSpec
 
-TABLE: tuple[MethodSpec, ...] = methods.SPECS + unlock.SPECS
+TABLE: tuple[MethodSpec, ...] = with_discover(methods.SPECS + unlock.SPECS + metrics_methods.SPECS)

@@ -269,23 +269,17 @@ class Server:
             return False
         call = Call(self._services, conn.peer, fds, conn.cancel, conn.sock)
         conn.call = call
-        started = self._clock()
         try:
+            # The dispatcher's observer logs, counts and audits the call.
             response = self._dispatcher.handle(line, call)
         finally:
             call.close_fds()
             conn.call = None
         if call.hung_up:
             # Nobody is left to read an answer (docs/protocol.md: hang-up is local-only).
-            if self._call_log is not None:
-                self._call_log.record(call.method, "hung up", conn.peer, self._clock() - started)
             return False
         if response is None:
             return not self._stopping.is_set()
-        if self._call_log is not None:
-            error = response.get("error")
-            outcome = "ok" if error is None else f"error {error['code']}"
-            self._call_log.record(call.method or "-", outcome, conn.peer, self._clock() - started)
         # Once stopping, a connection ends with its call rather than idle on.
         return _send_quietly(conn.sock, response) and not self._stopping.is_set()
 
