@@ -210,23 +210,42 @@ class Series:
         self._lock, self._metric, self._key = lock, metric, key
 
     def inc(self, amount: float = 1) -> None:
-        metric = self._metric
-        if metric.kind != "counter" or amount < 0:
-            raise ValueError(f"{metric.name}: only a counter goes up, and never down")
+        if self._metric.kind != "counter" or amount < 0:
+            raise ValueError(f"{self._metric.name}: only a counter goes up, and never down")
         with self._lock:
-            metric.values[self._key] = metric.values.get(self._key, 0) + amount
+            self._add(amount)
 
     def observe(self, value: float) -> None:
-        metric = self._metric
-        if metric.kind != "histogram":
-            raise ValueError(f"{metric.name} is not a histogram")
-        slot = bisect.bisect_left(metric.buckets, value)
+        if self._metric.kind != "histogram":
+            raise ValueError(f"{self._metric.name} is not a histogram")
+        slot = bisect.bisect_left(self._metric.buckets, value)
         with self._lock:
-            counts = metric.counts.get(self._key)
-            if counts is None:
-                counts = metric.counts[self._key] = [0] * (len(metric.buckets) + 1)
-            counts[slot] += 1
-            metric.sums[self._key] = metric.sums.get(self._key, 0.0) + value
+            self._put(slot, value)
+
+    def _add(self, amount: float) -> None:
+        values = self._metric.values
+        values[self._key] = values.get(self._key, 0) + amount
+
+    def _put(self, slot: int, value: float) -> None:
+        metric, key = self._metric, self._key
+        counts = metric.counts.get(key)
+        if counts is None:
+            counts = metric.counts[key] = [0] * (len(metric.buckets) + 1)
+        counts[slot] += 1
+        metric.sums[key] = metric.sums.get(key, 0.0) + value
+
+
+def count_and_observe(counter: Series, histogram: Series, value: float) -> None:
+    """One event counted and its value observed, under one lock: the per-call path.
+
+    Both series must come from the same registry (they share its lock).
+    """
+    if counter._metric.kind != "counter" or histogram._metric.kind != "histogram":
+        raise ValueError("count_and_observe takes a counter's series, then a histogram's")
+    slot = bisect.bisect_left(histogram._metric.buckets, value)
+    with counter._lock:
+        counter._add(1)
+        histogram._put(slot, value)
 
 
 def _cumulative(counts: list[int]) -> list[int]:

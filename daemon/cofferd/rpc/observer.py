@@ -17,7 +17,7 @@ from typing import Any
 
 from coffer.protocol import ErrorCode
 from cofferd.observe.audit import MESSAGE_IDS, AuditLog, AuditRecord
-from cofferd.observe.metrics import Registry, Series
+from cofferd.observe.metrics import Registry, Series, count_and_observe
 from cofferd.rpc.calllog import CallLog
 from cofferd.rpc.context import Call
 from cofferd.rpc.spec import MethodSpec
@@ -71,7 +71,9 @@ class CallObserver:
         method = call.method or "-"
         fields = call.audit_fields
         if self._registry is not None:
-            self._count(method, outcome_label(code, call.hung_up), seconds, fields)
+            hung_up = call.hung_up
+            outcome = "ok" if code is None and not hung_up else outcome_label(code, hung_up)
+            self._count(method, outcome, seconds, fields)
         if fields is not None and method in MESSAGE_IDS:
             try:
                 self._audit(call, method, code, seconds, fields)
@@ -92,13 +94,12 @@ class CallObserver:
             calls = self._calls[method, outcome] = registry.series(
                 "coffer_calls_total", method=method, outcome=outcome
             )
-        calls.inc()
         durations = self._durations.get(method)
         if durations is None:
             durations = self._durations[method] = registry.series(
                 "coffer_call_duration_seconds", method=method
             )
-        durations.observe(seconds)
+        count_and_observe(calls, durations, seconds)
         if fields is None or outcome != "ok":
             return
         direction = self._traffic.get(method, "none")

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coffer.client import Client
 from coffer.errors import NotFound as NotFoundAnswer
+from coffer.errors import UpstreamUnavailable
 from coffer.protocol import ErrorCode
 from cofferd.errors import NotFound
 from cofferd.observe.audit import MESSAGE_IDS, AuditLog
@@ -227,3 +228,20 @@ def test_the_daemon_audits_counts_and_serves_metrics(
         if s.name == "coffer_calls_total"
     }
     assert samples[("upload", "ok")] == 1
+
+
+def test_an_unreachable_upstream_shows_in_the_metrics(
+    cofferd: Callable[..., CofferdProcess],
+) -> None:
+    daemon = cofferd(upstream_url="http://127.0.0.1:9")  # discard: nobody listens
+    with Client(daemon.socket_path) as client:
+        with pytest.raises(UpstreamUnavailable):
+            client.login("a@example.org", "pw")
+        snapshot = client.call("metrics")
+    assert snapshot["coffer_upstream_reachable"]["samples"][0]["value"] == 0
+    assert snapshot["coffer_upstream_last_contact_timestamp_seconds"]["samples"] == []
+    calls = {
+        (s["labels"]["method"], s["labels"]["outcome"]): s["value"]
+        for s in snapshot["coffer_calls_total"]["samples"]
+    }
+    assert calls[("login", "upstream_unavailable")] == 1
