@@ -21,8 +21,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import coffer.cli
 import cofferd.main
@@ -45,29 +43,8 @@ COFFER_FILES = [("/run/coffer/cofferd.sock", "cofferd's socket (or --socket, $CO
 
 
 def cofferd_parser() -> argparse.ArgumentParser:
-    """cofferd's parser, as ``cofferd.main`` builds it.
-
-    ``main.py`` builds its parser inside ``parse_args``; until it offers a
-    ``build_parser()``, catch the local ``parser`` as ``parse_args([])`` returns.
-    """
-    build = getattr(cofferd.main, "build_parser", None)
-    if callable(build):
-        parser = build()
-        assert isinstance(parser, argparse.ArgumentParser)
-        return parser
-    caught: list[argparse.ArgumentParser] = []
-    target = cofferd.main.parse_args.__code__
-
-    def profile(frame: FrameType, event: str, arg: Any) -> None:
-        if event == "return" and frame.f_code is target:
-            caught.append(frame.f_locals["parser"])
-
-    sys.setprofile(profile)
-    try:
-        cofferd.main.parse_args([])
-    finally:
-        sys.setprofile(None)
-    return caught[0]
+    """cofferd's parser, as ``cofferd.main`` builds it."""
+    return cofferd.main.build_parser()
 
 
 # roff ---------------------------------------------------------------------

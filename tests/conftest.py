@@ -6,6 +6,9 @@ import pytest
 
 pytest_plugins = [
     "fixtures.upstream",  # the reference upstream on loopback
+    # Before fixtures.daemon, which imports it: every response from cofferd
+    # checked against rpc.discover's document.
+    "fixtures.openrpc",
     "fixtures.daemon",  # cofferd as a real process on a temp socket
     "fixtures.dockerd",  # a private dockerd
     "fixtures.systemd",  # a Debian 12 root with systemd as PID 1, in the private dockerd

@@ -19,7 +19,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from coffer import __version__, cli_cache, cli_exec, cli_field
+from coffer import __version__, cli_cache, cli_exec, cli_field, cli_rpc
 from coffer.atomic import atomic_file
 from coffer.client import DEFAULT_FOLDER, DEFAULT_TIMEOUT, Client, Progress
 from coffer.errors import (
@@ -178,6 +178,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     command("unlock-status", cmd_unlock_status, "progress of the unlock")
     cli_exec.register(sub, common)
     cli_cache.add_commands(command)
+    cli_rpc.add_parser(command, exit_code_for)
 
     # Plugins are skipped only when a built-in command is chosen; otherwise they
     # are loaded, so that help and "invalid choice" list them.

@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import requests
+
 from cofferd.field.clock import TrustedClock
 from cofferd.field.credentials import CredentialError, read_device_key
 from cofferd.field.login import BootLogin
@@ -23,11 +25,15 @@ from cofferd.field.offline import Field
 from cofferd.field.records import RecordStore
 from cofferd.field.sealing import Sealer
 from cofferd.notify import Notifier
+from cofferd.observe.audit import AuditLog
+from cofferd.observe.metrics import Registry, coffer_registry
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import INDEX_NAME, Index
 from cofferd.resources.managed import ManagedCache
 from cofferd.resources.upstream import ApiClient
+from cofferd.rpc.calllog import CallLog
 from cofferd.rpc.dispatch import Dispatcher
+from cofferd.rpc.observer import CallObserver
 from cofferd.rpc.table import TABLE
 from cofferd.settings import Settings
 from cofferd.unlock import UnlockWorkflow
@@ -49,6 +55,8 @@ class App:
             max_bytes=settings.cache_max_bytes,
             min_free_bytes=settings.cache_min_free_bytes,
         )
+        self.metrics: Registry = coffer_registry()
+        self.metrics.on_collect(self._collect)
         # The check and the build under one lock: two first calls at once must
         # not build two clients, one of them missing the other's login.
         self._client_lock = threading.Lock()
@@ -66,9 +74,20 @@ class App:
                     self.settings.upstream_url,
                     timeout=self.settings.upstream_timeout,
                     credential_source=self.boot_login.credential,
-                    observer=self.field,
+                    observer=_Contact(self.field, self._upstream_contact),
                 )
             return self._client
+
+    def _upstream_contact(self, answered: bool) -> None:
+        self.metrics.set("coffer_upstream_reachable", 1 if answered else 0)
+        if answered:
+            self.metrics.set("coffer_upstream_last_contact_timestamp_seconds", time.time())
+
+    def _collect(self, registry: Registry) -> None:
+        registry.set("coffer_cache_bytes", self.index.total_size())
+        expiries = [r.lease_expires for r in self.index.records() if r.lease_expires is not None]
+        if expiries:
+            registry.set("coffer_lease_earliest_expiry_timestamp_seconds", min(expiries))
 
     def close(self) -> None:
         """Close the API client (daemon shutdown); a later use builds a new one."""
@@ -78,6 +97,22 @@ class App:
             if self._client is not None:
                 self._client.close()
             self._client = None
+
+
+class _Contact:
+    """The API client's observer: the field hears every exchange, the metrics its outcome."""
+
+    def __init__(self, field: Field, reachable: Callable[[bool], None]) -> None:
+        self._field = field
+        self._reachable = reachable
+
+    def answered(self, resp: requests.Response) -> None:
+        self._field.answered(resp)
+        self._reachable(resp.status_code < 500)
+
+    def failed(self, exc: BaseException) -> None:
+        self._field.failed(exc)
+        self._reachable(False)
 
 
 def _build_field(
@@ -103,6 +138,12 @@ def _build_field(
     )
 
 
-def build_dispatcher() -> Dispatcher:
-    """The dispatcher over the method table."""
-    return Dispatcher(TABLE)
+def build_dispatcher(
+    *,
+    call_log: CallLog | None = None,
+    journal: AuditLog | None = None,
+    registry: Registry | None = None,
+) -> Dispatcher:
+    """The dispatcher over the method table, its calls logged, counted and audited."""
+    observer = CallObserver(TABLE, call_log=call_log, journal=journal, registry=registry)
+    return Dispatcher(TABLE, observer)

@@ -23,6 +23,9 @@ from cofferd import __version__
 from cofferd.app import App, build_dispatcher
 from cofferd.errors import ListenError, SettingsError
 from cofferd.notify import Notifier
+from cofferd.observe.audit import AuditLog
+from cofferd.observe.journal import JournalSender, open_sink
+from cofferd.observe.metrics import TextfileWriter
 from cofferd.rpc.calllog import CallLog
 from cofferd.rpc.listen import bind_unix, systemd_socket
 from cofferd.rpc.transport import Server
@@ -64,14 +67,19 @@ def setup_logging(level: str, environ: MutableMapping[str, str]) -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """cofferd's command line (also what its man page is generated from)."""
     parser = argparse.ArgumentParser(prog="cofferd", description="The coffer device daemon.")
     parser.add_argument("--version", action="version", version=f"cofferd {__version__}")
     parser.add_argument("--socket", type=Path, help="bind this socket (default: from settings)")
     parser.add_argument(
         "--config", type=Path, help="TOML config file (default: /etc/coffer/cofferd.toml)"
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None, environ: MutableMapping[str, str] | None = None) -> int:
@@ -108,7 +116,17 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
     calls = None
     if logging.getLogger("cofferd.call").isEnabledFor(logging.INFO):
         calls = CallLog(sys.stderr.fileno(), journal=bool(env.get("JOURNAL_STREAM"))).start()
-    server = Server(listener, build_dispatcher(), app, unlink_path=unlink, call_log=calls)
+    # Audit records go natively to journald when it is there; otherwise their
+    # line goes through the call log (one line per call either way).
+    sink = open_sink(env)
+    journal = AuditLog(sink) if isinstance(sink, JournalSender) else None
+    dispatcher = build_dispatcher(call_log=calls, journal=journal, registry=app.metrics)
+    server = Server(listener, dispatcher, app, unlink_path=unlink, call_log=calls)
+    textfile = None
+    if settings.metrics_textfile_dir is not None:
+        textfile = TextfileWriter(
+            app.metrics, settings.metrics_textfile_dir, settings.metrics_interval
+        ).start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # Only flags and a wake-up byte here: the work happens in the main flow.
@@ -134,8 +152,12 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
     finally:
         notifier.close()
         app.close()
+        if textfile is not None:
+            textfile.stop()
+            textfile.write_quietly()  # the last figures, as the daemon stops
         if calls is not None:
             calls.stop()
+        sink.close()
     log.info("stopped")
     return 0
 

@@ -77,6 +77,13 @@ class Settings:
     #: Least free space to leave on the cache's file system, in bytes.
     cache_min_free_bytes: int = 1 << 30
 
+    # -- metrics (self-description and observability) --
+    #: Directory for node_exporter's textfile collector: cofferd writes
+    #: ``cofferd.prom`` there every ``metrics_interval`` seconds. None (empty): off.
+    metrics_textfile_dir: Path | None = None
+    #: Seconds between two writes of the metrics textfile.
+    metrics_interval: float = 15.0
+
     @classmethod
     def load(
         cls,
@@ -122,7 +129,7 @@ class Settings:
     def check(self) -> None:
         if not self.upstream_url.startswith(("http://", "https://")):
             raise SettingsError("upstream_url must start with http:// or https://")
-        for name in ("upstream_timeout", "shutdown_grace", "docker_timeout"):
+        for name in ("upstream_timeout", "shutdown_grace", "docker_timeout", "metrics_interval"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
         for name in (
@@ -167,6 +174,8 @@ def _coerce(key: str, annotation: object, raw: Any) -> Any:
             return float(raw)
         if kind == "int":
             return int(raw)
+        if kind == "Path | None":
+            return None if raw in ("", None) else Path(str(raw))
         if kind == "str | None":
             return None if raw in ("", None) else str(raw)
         if kind == "Path | None":

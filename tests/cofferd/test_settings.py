@@ -78,3 +78,20 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(AttributeError):
         settings.cache_dir = Path("/elsewhere")  # type: ignore[misc]
+
+
+def test_the_metrics_textfile_is_off_unless_a_directory_is_given() -> None:
+    assert Settings.from_mapping({}).metrics_textfile_dir is None
+    assert Settings.from_mapping({"metrics_textfile_dir": ""}).metrics_textfile_dir is None
+    on = Settings.load(
+        None,
+        {
+            "COFFER_METRICS_TEXTFILE_DIR": "/var/lib/prometheus/node-exporter",
+            "COFFER_CONFIG": "/dev/null",
+            "COFFER_METRICS_INTERVAL": "2.5",
+        },
+    )
+    assert on.metrics_textfile_dir == Path("/var/lib/prometheus/node-exporter")
+    assert on.metrics_interval == 2.5
+    with pytest.raises(SettingsError, match="metrics_interval must be positive"):
+        Settings.from_mapping({"metrics_interval": 0})

@@ -4,8 +4,11 @@ real work (login, upload, load, unlock into a Docker engine) in its sandbox."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -330,3 +333,78 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
         device.run("rm", "-f", dropin)
         device.run("systemctl", "daemon-reload")
         device.run("systemctl", "restart", "cofferd.service")
+
+
+@contextlib.contextmanager
+def reference_upstream(device: SystemdContainer, port: int) -> Iterator[None]:
+    """The reference upstream in the container on loopback, cofferd pointed at it."""
+    device.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
+    upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
+    data = f"--data-dir=/srv/upstream-{port}"
+    device.run(*upstream, "user", "add", EMAIL, "--role=publisher", data, input=PASSWORD + "\n")
+    unit = f"reference-upstream-{port}"
+    device.run(
+        "systemd-run",
+        f"--unit={unit}",
+        *upstream,
+        "serve",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        data,
+    )
+    dropin = "/etc/systemd/system/cofferd.service.d/test-upstream.conf"
+    device.run("mkdir", "-p", str(Path(dropin).parent))
+    env = f"[Service]\\nEnvironment=COFFER_UPSTREAM_URL=http://127.0.0.1:{port}\\n"
+    device.run("sh", "-c", f"printf '{env}' > {dropin}")
+    try:
+        device.run("systemctl", "daemon-reload")
+        device.run("systemctl", "restart", "cofferd.service")
+        device.wait_for(f"{unit}.service", ActiveState="active")
+        yield
+    finally:
+        device.run("systemctl", "stop", f"{unit}.service", check=False)
+        device.run("rm", "-f", dropin)
+        device.run("systemctl", "daemon-reload")
+        device.run("systemctl", "restart", "cofferd.service")
+
+
+def test_a_load_leaves_an_audit_record_in_the_journal(device: SystemdContainer) -> None:
+    # cofferd runs under journald (JOURNAL_STREAM, /run/systemd/journal/socket):
+    # its audit records go natively, with fields an operator can filter on.
+    uid = device.run("id", "-u", MEMBER).stdout.strip()
+    with reference_upstream(device, 8098):
+        device.run("coffer", "login", "--email", EMAIL, user=MEMBER, input=PASSWORD + "\n")
+        device.run(
+            "sh",
+            "-c",
+            "head -c 100000 /dev/urandom > ~/audited.bin && coffer upload ~/audited.bin",
+            user=MEMBER,
+        )
+        device.run("sh", "-c", "coffer load audited.bin -o ~/audited.copy", user=MEMBER)
+        query = ["journalctl", "-u", "cofferd", "COFFER_METHOD=load", "-o", "json", "--no-pager"]
+        deadline = time.monotonic() + 30
+        while True:
+            out = device.run(*query, check=False).stdout
+            records = [json.loads(line) for line in out.splitlines() if line.strip()]
+            loads = [r for r in records if r.get("COFFER_NAME") == "audited.bin"]
+            if loads or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        journal = device.journal("cofferd.service", lines=300)
+    assert loads, f"no audit record of the load: {out[-2000:]}"
+    record = loads[-1]
+    print("audit record:", json.dumps(record, indent=2, sort_keys=True))
+    assert record["COFFER_UID"] == uid
+    assert record["MESSAGE_ID"] == "57ceaf16529b48b6a928cb96acdcfad8"
+    assert record["COFFER_OUTCOME"] == "ok"
+    assert record["COFFER_FOLDER"] == "models"
+    assert record["COFFER_BYTES"] == "100000"
+    assert int(record["COFFER_VERSION"]) >= 1
+    assert record["_SYSTEMD_UNIT"] == "cofferd.service"
+    assert (
+        f"load ok models/audited.bin v{record['COFFER_VERSION']} 100000 bytes uid={uid}"
+        in (record["MESSAGE"])
+    )
+    # One entry per call: the native record, not also a call line on stderr.
+    assert "cofferd.call: load" not in journal
+    assert PASSWORD not in journal

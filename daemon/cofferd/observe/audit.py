@@ -30,7 +30,8 @@ MESSAGE_IDS: dict[str, str] = {
     "prune": "cc973c0a4c7b4c95a8d814dba54be55d",
 }
 
-Outcome = Literal["ok", "error"]
+#: ``hung_up``: the caller was gone before the answer (no code: nobody got one).
+Outcome = Literal["ok", "error", "hung_up"]
 
 # syslog priorities: a caller's mistake is a warning, the daemon's own failure an error.
 _PRIORITY_OK = 6
@@ -58,8 +59,8 @@ class AuditRecord:
     def __post_init__(self) -> None:
         if self.method not in MESSAGE_IDS:
             raise ValueError(f"no audit record kind {self.method!r}")
-        if self.outcome not in ("ok", "error"):
-            raise ValueError(f"outcome must be 'ok' or 'error', not {self.outcome!r}")
+        if self.outcome not in ("ok", "error", "hung_up"):
+            raise ValueError(f"outcome must be 'ok', 'error' or 'hung_up', not {self.outcome!r}")
         if (self.outcome == "error") != (self.error_code is not None):
             raise ValueError("error_code is given exactly when the outcome is 'error'")
         for field in ("uid", "gid", "pid", "error_code", "version", "bytes"):
@@ -76,13 +77,13 @@ class AuditRecord:
 
     @property
     def priority(self) -> int:
-        if self.outcome == "ok":
+        if self.outcome != "error":
             return _PRIORITY_OK
         return _PRIORITY_INTERNAL if self.error_code == _INTERNAL_ERROR else _PRIORITY_ERROR
 
     def message(self) -> str:
         """The human line: ``load ok models/a.bin v3 1024 bytes uid=0 gid=0 pid=1 12.5ms``."""
-        parts = [self.method, self.outcome]
+        parts = [self.method, self.outcome.replace("_", " ")]
         if self.error_code is not None:
             parts.append(str(self.error_code))
         if self.name is not None:

@@ -16,7 +16,7 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +69,23 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._metrics: dict[str, _Metric] = {}
+        self._collectors: list[Callable[[Registry], None]] = []
+
+    def on_collect(self, collector: Callable[[Registry], None]) -> None:
+        """Have ``collector`` set its gauges just before each snapshot (a figure
+        read from elsewhere, such as the bytes a directory holds)."""
+        self._collectors.append(collector)
+
+    def series(self, name: str, /, **labels: str) -> Series:
+        """One series of a counter or histogram, its labels resolved once.
+
+        For the per-call path: the name lookup and the label check are paid
+        here, once, not on every update.
+        """
+        metric = self._metrics.get(name)
+        if metric is None or metric.kind == "gauge":
+            raise KeyError(f"no counter or histogram named {name}")
+        return Series(self._lock, metric, metric.key(labels))
 
     def _declare(self, metric: _Metric) -> None:
         if not _NAME.fullmatch(metric.name):
@@ -136,6 +153,11 @@ class Registry:
         histogram sample has ``"buckets": [[le, cumulative count], ...]`` (the
         last le is ``"+Inf"``), ``"sum"`` and ``"count"``.
         """
+        for collector in self._collectors:
+            try:
+                collector(self)
+            except Exception:  # a figure that cannot be read must not hide the others
+                log.exception("a metrics collector failed")
         out: dict[str, Any] = {}
         with self._lock:
             for metric in self._metrics.values():
@@ -179,6 +201,53 @@ class Registry:
         return "\n".join(lines) + "\n"
 
 
+class Series:
+    """A counter's or histogram's series with its labels bound (see :meth:`Registry.series`)."""
+
+    __slots__ = ("_key", "_lock", "_metric")
+
+    def __init__(self, lock: threading.Lock, metric: _Metric, key: LabelValues) -> None:
+        self._lock, self._metric, self._key = lock, metric, key
+
+    def inc(self, amount: float = 1) -> None:
+        if self._metric.kind != "counter" or amount < 0:
+            raise ValueError(f"{self._metric.name}: only a counter goes up, and never down")
+        with self._lock:
+            self._add(amount)
+
+    def observe(self, value: float) -> None:
+        if self._metric.kind != "histogram":
+            raise ValueError(f"{self._metric.name} is not a histogram")
+        slot = bisect.bisect_left(self._metric.buckets, value)
+        with self._lock:
+            self._put(slot, value)
+
+    def _add(self, amount: float) -> None:
+        values = self._metric.values
+        values[self._key] = values.get(self._key, 0) + amount
+
+    def _put(self, slot: int, value: float) -> None:
+        metric, key = self._metric, self._key
+        counts = metric.counts.get(key)
+        if counts is None:
+            counts = metric.counts[key] = [0] * (len(metric.buckets) + 1)
+        counts[slot] += 1
+        metric.sums[key] = metric.sums.get(key, 0.0) + value
+
+
+def count_and_observe(counter: Series, histogram: Series, value: float) -> None:
+    """One event counted and its value observed, under one lock: the per-call path.
+
+    Both series must come from the same registry (they share its lock).
+    """
+    if counter._metric.kind != "counter" or histogram._metric.kind != "histogram":
+        raise ValueError("count_and_observe takes a counter's series, then a histogram's")
+    slot = bisect.bisect_left(histogram._metric.buckets, value)
+    with counter._lock:
+        counter._add(1)
+        histogram._put(slot, value)
+
+
 def _cumulative(counts: list[int]) -> list[int]:
     total, out = 0, []
     for c in counts:
@@ -214,7 +283,11 @@ def _number(value: float) -> str:
 def coffer_registry() -> Registry:
     """A registry with every metric cofferd exports declared."""
     r = Registry()
-    r.counter("coffer_calls_total", "RPC calls by method and outcome", ("method", "outcome"))
+    r.counter(
+        "coffer_calls_total",
+        "RPC calls by method and outcome (ok, hung_up, or the error: not_found, ...)",
+        ("method", "outcome"),
+    )
     r.histogram("coffer_call_duration_seconds", "RPC call duration", ("method",))
     r.counter("coffer_bytes_out_total", "plaintext bytes served to callers")
     r.counter("coffer_bytes_in_total", "plaintext bytes uploaded by callers")
@@ -258,6 +331,13 @@ class TextfileWriter:
             f.write(self._registry.to_prometheus_text().encode("utf-8"))
         self.path.chmod(0o644)  # mkstemp made it 0600; node_exporter runs as another user
 
+    def write_quietly(self) -> None:
+        """:meth:`write`, a failure logged rather than raised."""
+        try:
+            self.write()
+        except OSError as exc:  # a full disk must not stop the daemon; try again later
+            log.warning("cannot write %s: %s", self.path, exc)
+
     def start(self) -> TextfileWriter:
         self._thread = threading.Thread(target=self._run, name="metrics-textfile", daemon=True)
         self._thread.start()
@@ -265,10 +345,7 @@ class TextfileWriter:
 
     def _run(self) -> None:
         while True:
-            try:
-                self.write()
-            except OSError as exc:  # a full disk must not stop the daemon; try again later
-                log.warning("cannot write %s: %s", self.path, exc)
+            self.write_quietly()
             if self._stop.wait(self._interval):
                 return
 

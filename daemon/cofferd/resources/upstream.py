@@ -106,6 +106,8 @@ class ApiClient:
         observer: UpstreamObserver | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
+        #: Told after each API request whether the upstream answered (any
+        #: status) or could not be reached: the metrics' reachability figure.
         self._timeout = (timeout, timeout)
         self._retry = retry or RetryPolicy()
         self._clock = clock

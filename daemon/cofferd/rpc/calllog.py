@@ -8,6 +8,9 @@ a fast path: a serving thread only enqueues a tuple; one writer thread
 formats what has piled up and writes it with a single ``write``, in the same
 form as cofferd's other log lines (journald priority prefix and no timestamp
 under systemd, a timestamp otherwise). It never sees params.
+
+An audited call's line is its audit record's message instead (see
+:mod:`cofferd.rpc.observer`): one line per call either way.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from coffer.streams import write_all_fd
 
 _Entry = tuple[float, str, str, object, float]
 _STOP = (0.0, "", "", None, 0.0)
+# The outcome of an entry that is a whole line already: (at, text, _LINE, priority, 0).
+_LINE = "\0line"
+_LEVEL = {3: "ERROR", 4: "WARNING", 6: "INFO"}
 
 
 class CallLog:
@@ -59,6 +65,10 @@ class CallLog:
     def record(self, method: str, outcome: str, peer: object, seconds: float) -> None:
         self._queue.put((self._wall(), method, outcome, peer, seconds))
 
+    def record_line(self, text: str, priority: int = 6, prefix: str = "cofferd.audit") -> None:
+        """A call's line given whole (an audit record's message), with its syslog priority."""
+        self._queue.put((self._wall(), f"{prefix}: {text}", _LINE, priority, 0.0))
+
     def _run(self) -> None:
         while True:
             entries = [self._queue.get()]
@@ -79,10 +89,15 @@ class CallLog:
 
     def _line(self, entry: _Entry) -> str:
         at, method, outcome, peer, seconds = entry
-        body = f"cofferd.call: {method} {outcome} {peer} {seconds * 1000:.1f}ms\n"
+        priority = 6
+        if outcome is _LINE:
+            body = method.replace("\n", " ") + "\n"
+            priority = peer if isinstance(peer, int) else 6
+        else:
+            body = f"cofferd.call: {method} {outcome} {peer} {seconds * 1000:.1f}ms\n"
         if self._journal:
-            return "<6>" + body
-        return f"{self._timestamp(at)} INFO {body}"
+            return f"<{priority}>{body}"
+        return f"{self._timestamp(at)} {_LEVEL.get(priority, 'INFO')} {body}"
 
     def _timestamp(self, at: float) -> str:
         # The form of logging's default asctime: "2026-01-31 12:00:00,123".

@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cofferd.errors import BadRequest, PeerGone, ShuttingDown
 
@@ -80,6 +80,14 @@ class Call:
     #: owned by the call: the transport closes its copies once sent, and all of
     #: them unsent when the answer is an error or nobody is left to take it.
     reply_fds: list[int] = field(default_factory=list)
+    #: The wire code the method answered with; None after a success.
+    error_code: int | None = None
+    #: For an audited method (:data:`cofferd.observe.audit.MESSAGE_IDS`): what
+    #: its audit record says about the resource (``folder``, ``name``,
+    #: ``version``, ``bytes``) and, for the metrics, ``from_cache``. Filled from
+    #: the params and the result by the dispatcher; a method may add to it.
+    #: Never a secret: nothing else of the params goes here.
+    audit_fields: dict[str, Any] | None = None
 
     def take_fd(self) -> int | None:
         """The request's fd, now owned by the caller, or None when none came."""

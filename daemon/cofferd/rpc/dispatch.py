@@ -18,6 +18,12 @@ Three things are ours:
 - The error shape. Every error leaves as ``{"code", "message", "data":
   {"detail"}}``; the library's own errors (parse error, unknown method, wrong
   params) are given a detail here.
+
+Every line ends at the :class:`~cofferd.rpc.observer.CallObserver`, if one is
+given: the call's log line, metrics and audit record. For an audited method
+(a name in :data:`cofferd.observe.audit.MESSAGE_IDS`) the wrapper fills
+``call.audit_fields`` from the resource params (folder and name only, never
+another param) and the result; every other call allocates nothing for it.
 """
 
 from __future__ import annotations
@@ -26,15 +32,20 @@ import functools
 import inspect
 import json
 import logging
-from collections.abc import Callable, Iterable
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
 from coffer.protocol import ErrorCode
 from cofferd.errors import PeerGone
+from cofferd.observe.audit import MESSAGE_IDS
 from cofferd.rpc.context import Call
 from cofferd.rpc.errors import INTERNAL_DETAIL, is_expected, to_rpc_error
+from cofferd.rpc.observer import CallObserver
+from cofferd.rpc.params import NAME_SCHEMA
 from cofferd.rpc.spec import MethodSpec
 
 log = logging.getLogger("cofferd.rpc")
@@ -61,15 +72,55 @@ def check_envelope(request: Any) -> Any:
     return request
 
 
+# A folder or name goes into an audit record only if it is one (a bad one may
+# be anything the caller sent, up to a line's 8 MiB).
+_NAME = re.compile(NAME_SCHEMA["pattern"])
+# Result members an audit record takes, and the audit field each becomes.
+_RESULT_FIELDS = (
+    ("folder", "folder", str),
+    ("filename", "name", str),
+    ("name", "name", str),
+    ("version", "version", int),
+    ("size", "bytes", int),
+    ("bytes", "bytes", int),
+    ("from_cache", "from_cache", bool),
+)
+
+
+def _audit_params(kwargs: Mapping[str, Any], folder_default: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    folder = kwargs.get("folder", folder_default)
+    name = kwargs.get("filename", kwargs.get("name"))
+    if type(folder) is str and _NAME.fullmatch(folder):
+        fields["folder"] = folder
+    if type(name) is str and _NAME.fullmatch(name):
+        fields["name"] = name
+    return fields
+
+
+def _audit_result(fields: dict[str, Any], result: Any) -> None:
+    if type(result) is not dict:
+        return
+    # The result says what was done: it wins over the params.
+    for key, field, kind in _RESULT_FIELDS:
+        value = result.get(key)
+        if type(value) is kind:
+            fields[field] = value
+
+
 def _wrap(spec: MethodSpec) -> Callable[..., Any]:
     """Turn a plain method into a jsonrpcserver one that never raises."""
     func, name = spec.func, spec.name
+    audited = name in MESSAGE_IDS
+    folder_default = spec.params.get("properties", {}).get("folder", {}).get("default")
 
     @functools.wraps(func)
     def method(call: Call, *args: Any, **kwargs: Any) -> Any:
         call.method = name  # for the call log: set only for known names
+        if audited:
+            call.audit_fields = _audit_params(kwargs, folder_default)
         try:
-            return Success(func(call, *args, **kwargs))
+            result = func(call, *args, **kwargs)
         except PeerGone as exc:
             log.info("%s: the caller hung up (%s): %s", name, call.peer, exc)
             call.hung_up = True
@@ -78,7 +129,11 @@ def _wrap(spec: MethodSpec) -> Callable[..., Any]:
             if not is_expected(exc):
                 log.exception("%s failed unexpectedly (%s)", name, call.peer)
             err = to_rpc_error(exc)
+            call.error_code = err.code
             return Error(err.code, err.message, {"detail": err.detail})
+        if audited and call.audit_fields is not None:
+            _audit_result(call.audit_fields, result)
+        return Success(result)
 
     # jsonrpcserver binds params against the signature on every call; a precomputed
     # one spares inspect from unwrapping the decorator each time.
@@ -107,8 +162,15 @@ def _deserialize(line: bytes) -> Any:
 class Dispatcher:
     """The method table, fixed at construction, and the line-to-line dispatch over it."""
 
-    def __init__(self, specs: Iterable[MethodSpec]) -> None:
+    def __init__(
+        self,
+        specs: Iterable[MethodSpec],
+        observer: CallObserver | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._methods: dict[str, Callable[..., Any]] = {}
+        self._observer = observer
+        self._clock = clock
         self.specs: tuple[MethodSpec, ...] = tuple(specs)
         for spec in self.specs:
             if spec.name in self._methods:
@@ -121,6 +183,7 @@ class Dispatcher:
 
     def handle(self, line: bytes, call: Call) -> dict[str, Any] | None:
         """The response object for one request line, or None for a notification."""
+        started = self._clock()
         response = dispatch_to_serializable(
             line,  # our deserializer takes the bytes
             self._methods,
@@ -128,14 +191,17 @@ class Dispatcher:
             deserializer=_deserialize,
             validator=check_envelope,
         )
-        if response is None:
-            return None
-        assert isinstance(response, dict)  # the validator refuses batches
-        error = response.get("error")
-        if error is not None:
-            data = error.get("data")
-            if not (isinstance(data, dict) and "detail" in data):
-                error["data"] = {"detail": _detail(error["code"], data)}
+        code = call.error_code
+        if response is not None:
+            assert isinstance(response, dict)  # the validator refuses batches
+            error = response.get("error")
+            if error is not None:
+                code = error["code"]
+                data = error.get("data")
+                if not (isinstance(data, dict) and "detail" in data):
+                    error["data"] = {"detail": _detail(code, data)}
+        if self._observer is not None:
+            self._observer.done(call, self._clock() - started, code)
         return response
 
 

@@ -162,6 +162,7 @@ def _loaded(result: LoadResult) -> dict[str, Any]:
         "filename": result.name,
         "version": result.version,
         "size": result.size,
+        "from_cache": result.from_cache,
     }
 
 
@@ -231,8 +232,12 @@ SPECS: tuple[MethodSpec, ...] = (
             {"filename": NAME_SCHEMA, "folder": {**NAME_SCHEMA, "default": "models"}}, ("filename",)
         ),
         result=obj(
-            {**_LOADED, "data": {"type": "string", "contentEncoding": "base64"}},
-            ("folder", "filename", "version", "size"),
+            {
+                **_LOADED,
+                "from_cache": {"type": "boolean"},
+                "data": {"type": "string", "contentEncoding": "base64"},
+            },
+            ("folder", "filename", "version", "size", "from_cache"),
         ),
         errors=(
             ErrorCode.BAD_REQUEST,
@@ -244,6 +249,7 @@ SPECS: tuple[MethodSpec, ...] = (
             ErrorCode.OFFLINE_REFUSED,
         ),
         fd="takes",
+        traffic="out",
     ),
     MethodSpec(
         "upload",
@@ -271,5 +277,6 @@ SPECS: tuple[MethodSpec, ...] = (
             ErrorCode.UPSTREAM_UNAVAILABLE,
         ),
         fd="takes",
+        traffic="in",
     ),
 )

@@ -13,6 +13,7 @@ from cofferd.field.login import BootLogin
 from cofferd.field.offline import Field
 from cofferd.models import UnlockState
 from cofferd.notify import Notifier
+from cofferd.observe.metrics import Registry
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import Index
 from cofferd.resources.managed import ManagedCache
@@ -54,6 +55,11 @@ class Services(Protocol):
     @property
     def managed(self) -> ManagedCache:
         """The cache's policy: room, eviction, pins, single-flight downloads."""
+        ...
+
+    @property
+    def metrics(self) -> Registry:
+        """The daemon's metrics (:func:`cofferd.observe.metrics.coffer_registry`)."""
         ...
 
     def api_client(self) -> ApiClient:

@@ -4,6 +4,10 @@ The table (:data:`cofferd.rpc.table.TABLE`) is a list of these and the single
 source the dispatcher is built from; a description of the API (OpenRPC's
 ``rpc.discover``) is generated from the same list, so the two cannot drift.
 Schemas are JSON Schema draft 2020-12 as plain dicts.
+
+Audited methods are not marked here: a method is audited when its name has a
+``MESSAGE_ID`` in :data:`cofferd.observe.audit.MESSAGE_IDS`, the one list of
+audit record kinds.
 """
 
 from __future__ import annotations
@@ -56,3 +60,6 @@ class MethodSpec:
     #: ``takes``: one fd may come with the request (see the method); ``returns``:
     #: one comes back with the response; ``none``: an fd that comes is closed unused.
     fd: Literal["none", "takes", "returns"] = "none"
+    #: Which way the result's ``size`` flows, for the byte counters: ``out`` to
+    #: the caller (load), ``in`` from the caller (upload), ``none``.
+    traffic: Literal["none", "in", "out"] = "none"

@@ -269,31 +269,23 @@ class Server:
             return False
         call = Call(self._services, conn.peer, fds, conn.cancel, conn.sock)
         conn.call = call
-        started = self._clock()
         try:
+            # The dispatcher's observer logs, counts and audits the call.
             response = self._dispatcher.handle(line, call)
         finally:
             call.close_fds()
             conn.call = None
         try:
-            return self._respond(conn, call, response, started)
+            return self._respond(conn, call, response)
         finally:
             call.close_reply_fds()
 
-    def _respond(
-        self, conn: _Conn, call: Call, response: dict[str, Any] | None, started: float
-    ) -> bool:
+    def _respond(self, conn: _Conn, call: Call, response: dict[str, Any] | None) -> bool:
         if call.hung_up:
             # Nobody is left to read an answer (docs/protocol.md: hang-up is local-only).
-            if self._call_log is not None:
-                self._call_log.record(call.method, "hung up", conn.peer, self._clock() - started)
             return False
         if response is None:
             return not self._stopping.is_set()
-        if self._call_log is not None:
-            error = response.get("error")
-            outcome = "ok" if error is None else f"error {error['code']}"
-            self._call_log.record(call.method or "-", outcome, conn.peer, self._clock() - started)
         # Fds go only with a success: an error answer leaves nothing to close.
         fds = call.reply_fds if "error" not in response else []
         # Once stopping, a connection ends with its call rather than idle on.

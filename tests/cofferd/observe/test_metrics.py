@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cofferd.observe.metrics import DURATION_BUCKETS, Registry, TextfileWriter, coffer_registry
+from cofferd.observe.metrics import (
+    DURATION_BUCKETS,
+    Registry,
+    TextfileWriter,
+    coffer_registry,
+    count_and_observe,
+)
 
 
 def parsed(text: str) -> dict[str, Any]:
@@ -180,3 +186,44 @@ def test_stop_ends_the_thread_at_once(tmp_path: Path) -> None:
     writer.stop()
     assert time.monotonic() - started < 2
     assert (tmp_path / "cofferd.prom").exists()
+
+
+def test_bound_series_update_as_the_registry_does() -> None:
+    r = coffer_registry()
+    calls = r.series("coffer_calls_total", method="load", outcome="ok")
+    durations = r.series("coffer_call_duration_seconds", method="load")
+    count_and_observe(calls, durations, 0.003)
+    count_and_observe(calls, durations, 2.0)
+    calls.inc(3)
+    durations.observe(0.0005)
+    r.inc("coffer_calls_total", method="load", outcome="ok")
+    snap = r.snapshot()
+    assert snap["coffer_calls_total"]["samples"] == [
+        {"labels": {"method": "load", "outcome": "ok"}, "value": 6}
+    ]
+    (hist,) = snap["coffer_call_duration_seconds"]["samples"]
+    assert hist["count"] == 3
+    assert hist["sum"] == pytest.approx(2.0035)
+    assert dict((str(le), n) for le, n in hist["buckets"])["0.005"] == 2
+    with pytest.raises(ValueError, match="never down"):
+        calls.inc(-1)
+    with pytest.raises(ValueError, match="counter's series"):
+        count_and_observe(durations, calls, 1.0)
+    with pytest.raises(KeyError):
+        r.series("coffer_cache_bytes")  # a gauge is set, not bound
+    with pytest.raises(ValueError, match="takes labels"):
+        r.series("coffer_calls_total", method="load")
+
+
+def test_collectors_run_before_each_snapshot_and_a_failing_one_is_skipped() -> None:
+    r = coffer_registry()
+    seen = []
+
+    def broken(registry: Registry) -> None:
+        raise OSError("gone")
+
+    r.on_collect(broken)
+    r.on_collect(lambda registry: seen.append(registry.set("coffer_cache_bytes", 42)))
+    assert r.snapshot()["coffer_cache_bytes"]["samples"][0]["value"] == 42
+    assert "coffer_cache_bytes 42" in r.to_prometheus_text()
+    assert len(seen) == 2

@@ -118,6 +118,7 @@ def test_the_documented_example_session(
             "filename": "model.bin",
             "version": up["version"],
             "size": 5,
+            "from_cache": False,
         }
 
         inline = client.call("load", {"filename": "model.bin"})["result"]

@@ -81,9 +81,11 @@ def test_upload_then_load_through_pipes_and_inline(publisher: CofferdProcess) ->
             "filename": "m.bin",
             "version": version,
             "size": len(SMALL),
+            "from_cache": False,
         }
         inline = rpc(sock, "load", {"filename": "m.bin", "folder": "models"})["result"]
         assert base64.b64decode(inline["data"]) == SMALL
+        assert inline["from_cache"] is True  # the first load kept the big part
         # Inline upload of a new version, no size given.
         payload = b"tiny"
         up = rpc(sock, "upload", {"filename": "m.bin", "data": base64.b64encode(payload).decode()})
