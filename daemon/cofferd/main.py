@@ -108,7 +108,17 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
     calls = None
     if logging.getLogger("cofferd.call").isEnabledFor(logging.INFO):
         calls = CallLog(sys.stderr.fileno(), journal=bool(env.get("JOURNAL_STREAM"))).start()
-    server = Server(listener, build_dispatcher(), app, unlink_path=unlink, call_log=calls)
+    server = Server(
+        listener,
+        build_dispatcher(),
+        app,
+        unlink_path=unlink,
+        call_log=calls,
+        max_connections=settings.max_connections,
+        idle_timeout=settings.idle_timeout,
+        partial_line_timeout=settings.partial_line_timeout,
+        max_per_uid=settings.max_connections_per_uid,
+    )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         # Only flags and a wake-up byte here: the work happens in the main flow.

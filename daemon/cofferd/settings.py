@@ -49,6 +49,22 @@ class Settings:
     #: Python logging level name.
     log_level: str = "INFO"
 
+    # -- caller isolation (docs/reliability.md) ---------------------------------
+    #: Seconds a connection may stay open without sending a complete request.
+    idle_timeout: float = 60.0
+    #: Seconds a started request line may take to arrive whole (shorter: a
+    #: half-sent line is the cheap way to hold a slot).
+    partial_line_timeout: float = 10.0
+    #: Connections served at once, all callers together.
+    max_connections: int = 128
+    #: Connections one uid may hold at once (root's too: it is a caller like any).
+    max_connections_per_uid: int = 32
+    #: Largest upload through an fd, in bytes (the plaintext read from the caller).
+    max_upload_bytes: int = 64 * 1024**3
+    #: Uids that may call ``login`` (it changes the identity every caller uses);
+    #: None: root and the uid cofferd runs as.
+    login_uids: tuple[int, ...] | None = None
+
     @classmethod
     def load(
         cls,
@@ -88,12 +104,24 @@ class Settings:
         settings.check()
         return settings
 
+    def allowed_login_uids(self) -> frozenset[int]:
+        """Who may call ``login``: the setting, or root and cofferd's own uid."""
+        if self.login_uids is None:
+            return frozenset((0, os.getuid()))
+        return frozenset(self.login_uids)
+
     def check(self) -> None:
         if not self.upstream_url.startswith(("http://", "https://")):
             raise SettingsError("upstream_url must start with http:// or https://")
         for name in ("upstream_timeout", "shutdown_grace", "docker_timeout"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
+        for name in ("idle_timeout", "partial_line_timeout"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        for name in ("max_connections", "max_connections_per_uid", "max_upload_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
         if self.inline_max_bytes < 0:
             raise SettingsError("inline_max_bytes must not be negative")
 
@@ -117,11 +145,24 @@ def _coerce(key: str, annotation: object, raw: Any) -> Any:
             return float(raw)
         if kind == "int":
             return int(raw)
+        if kind == "tuple[int, ...] | None":
+            return _uids(raw)
         if kind == "str | None":
             return None if raw in ("", None) else str(raw)
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"setting {key!r}: {raw!r} is not a valid {kind}") from exc
+
+
+def _uids(raw: Any) -> tuple[int, ...] | None:
+    # TOML gives a list; the environment a comma-separated string.
+    if raw is None:
+        return None
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    uids = tuple(int(str(i).strip()) for i in items if str(i).strip())
+    if any(u < 0 for u in uids):
+        raise ValueError("a uid is not negative")
+    return uids
 
 
 __all__ = ["DEFAULT_CONFIG_FILE", "DEFAULT_SOCKET", "Settings"]

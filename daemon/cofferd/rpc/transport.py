@@ -6,6 +6,14 @@ line. A line longer than :data:`coffer.protocol.MAX_LINE_BYTES` cannot be
 resynchronised, so it gets a ``TOO_LARGE`` error and the connection is closed;
 every other bad line gets its JSON-RPC error and the connection goes on.
 
+Per-caller limits (docs/reliability.md), so one caller cannot stop the others:
+a connection with no complete request for ``idle_timeout`` s is closed, and a
+started line must end within ``partial_line_timeout`` s; one uid holds at most
+``max_per_uid`` connections (a refusal is ``BUSY``, then the socket closes);
+fds parked on a line not yet complete are capped at the per-request maximum
+(the excess is closed at once and the line, when it ends, is refused); a
+failing ``accept`` (e.g. ``EMFILE``) logs one line per interval with a count.
+
 Stopping (:meth:`Server.request_stop`, safe from a signal handler): no new
 connections or requests, in-flight calls get ``grace`` seconds, then they are
 cancelled (their chunked I/O sees it within a chunk) and finally their sockets
@@ -16,9 +24,11 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import json
 import logging
 import os
+import select
 import selectors
 import socket
 import threading
@@ -50,6 +60,13 @@ _CTRUNC = int(socket.MSG_CTRUNC)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 #: Seconds cancelled calls get to answer before their sockets are shut.
 _CANCEL_WAIT = 2.0
+#: Defaults of the per-caller limits (the settings override them).
+IDLE_TIMEOUT = 60.0
+PARTIAL_LINE_TIMEOUT = 10.0
+MAX_PER_UID = 32
+#: At most one "accept failed" log line per this many seconds.
+ACCEPT_LOG_INTERVAL = 10.0
+_HUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 @dataclass(eq=False)
@@ -75,12 +92,21 @@ class Server:
         max_connections: int = MAX_CONNECTIONS,
         call_log: CallLog | None = None,
         clock: Callable[[], float] = time.monotonic,
+        idle_timeout: float = IDLE_TIMEOUT,
+        partial_line_timeout: float = PARTIAL_LINE_TIMEOUT,
+        max_per_uid: int = MAX_PER_UID,
     ) -> None:
         self._listener = listener
         self._dispatcher = dispatcher
         self._services = services
         self._unlink_path = unlink_path
         self._max = max_connections
+        self._max_per_uid = max_per_uid
+        self._idle_timeout = idle_timeout
+        self._partial_timeout = partial_line_timeout
+        self._per_uid: dict[int, int] = {}
+        self._accept_failures = 0
+        self._accept_logged = float("-inf")
         self._clock = clock
         self._call_log = call_log
         self._lock = threading.Lock()
@@ -172,7 +198,7 @@ class Server:
         try:
             sock, _ = self._listener.accept()
         except OSError as exc:  # e.g. EMFILE: keep serving the others
-            log.warning("accept failed: %s", exc.strerror)
+            self._accept_failed(exc)
             time.sleep(0.05)
             return
         try:
@@ -187,16 +213,22 @@ class Server:
             sock.close()
             return
         conn = _Conn(sock, peer)
+        detail = None
         with self._lock:
-            full = len(self._conns) >= self._max
-            if not full:
+            mine = self._per_uid.get(peer.uid, 0)
+            if len(self._conns) >= self._max:
+                detail = f"cofferd serves at most {self._max} connections at once"
+            elif mine >= self._max_per_uid:
+                detail = f"uid {peer.uid} already holds {mine} connections, the most one uid may"
+            else:
                 self._conns.add(conn)
+                self._per_uid[peer.uid] = mine + 1
                 self._serial += 1
                 serial = self._serial
-        if full:
-            log.warning("refusing a connection from %s: %d already open", peer, self._max)
-            detail = f"cofferd serves at most {self._max} connections at once; try again later"
-            _send_quietly(sock, error_response(ErrorCode.BUSY, "Busy", detail))
+        if detail is not None:
+            log.warning("refusing a connection from %s: %s", peer, detail)
+            busy = error_response(ErrorCode.BUSY, "Busy", f"{detail}; try again later")
+            _send_quietly(sock, busy)
             sock.close()
             return
         conn.thread = threading.Thread(
@@ -215,6 +247,44 @@ class Server:
             conn.sock.close()
             with self._lock:
                 self._conns.discard(conn)
+                left = self._per_uid.get(conn.peer.uid, 1) - 1
+                if left > 0:
+                    self._per_uid[conn.peer.uid] = left
+                else:
+                    self._per_uid.pop(conn.peer.uid, None)
+
+    def _accept_failed(self, exc: OSError) -> None:
+        # EMFILE repeats as fast as the loop turns: one line per interval, counted.
+        self._accept_failures += 1
+        now = self._clock()
+        if now - self._accept_logged >= ACCEPT_LOG_INTERVAL:
+            log.warning(
+                "accept failed %d time(s) in the last %.0f s: %s",
+                self._accept_failures,
+                ACCEPT_LOG_INTERVAL,
+                exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc)),
+            )
+            self._accept_failures = 0
+            self._accept_logged = now
+
+    def _wait_readable(self, conn: _Conn, partial: bool, idle_since: float, started: float) -> bool:
+        """Wait for the caller's next bytes; False when its time is up (then it is closed)."""
+        deadline = idle_since + self._idle_timeout
+        if partial:
+            deadline = min(deadline, started + self._partial_timeout)
+        poller = select.poll()
+        poller.register(conn.sock, select.POLLIN | _HUP)
+        while True:
+            left = deadline - self._clock()
+            if left <= 0:
+                what = "a partial request line" if partial else "no request"
+                log.info("closing the connection from %s: %s for too long", conn.peer, what)
+                return False
+            try:
+                if poller.poll(max(1, int(left * 1000))):
+                    return True
+            except InterruptedError:
+                continue
 
     def _read_loop(self, conn: _Conn) -> None:
         buf = bytearray()
@@ -222,7 +292,11 @@ class Server:
         # One receive buffer per connection: a fresh one per read costs more
         # than a small request's whole dispatch.
         chunk = memoryview(bytearray(_RECV_BYTES))
+        idle_since = self._clock()
+        line_started = idle_since
         while True:
+            if not self._wait_readable(conn, bool(buf), idle_since, line_started):
+                return
             try:
                 n, ancdata, flags, _ = conn.sock.recvmsg_into([chunk], _ANCILLARY)
             except OSError:
@@ -231,6 +305,8 @@ class Server:
             if not n:
                 _close_all(fds)
                 return
+            if not buf:
+                line_started = self._clock()
             buf += chunk[:n]
             if fds:
                 # The kernel ends a read right after the data an fd came with, so
@@ -248,7 +324,9 @@ class Server:
                 if not self._answer(conn, bytes(buf[start:end]), line_fds):
                     return
                 start = end + 1
+                idle_since = line_started = self._clock()
             del buf[:start]
+            _cap_parked(conn.pending)
             if len(buf) >= MAX_LINE_BYTES:
                 self._too_large(conn)
                 return
@@ -306,6 +384,19 @@ def _fds_of(ancdata: list[tuple[int, int, bytes]], flags: int) -> list[int]:
         # placeholder makes the request carry too many, which it is refused for.
         fds.extend([-1] * (MAX_FDS + 1))
     return fds
+
+
+def _cap_parked(pending: dict[int, list[int]]) -> None:
+    """Close at once fds parked on an unfinished line beyond what one request may carry.
+
+    The line keeps placeholders, so when it ends it is refused for too many
+    fds like any other; meanwhile the caller holds no more than ``MAX_FDS``
+    of cofferd's descriptors.
+    """
+    for line_no, fds in pending.items():
+        if len(fds) > MAX_FDS:
+            _close_all(fds)
+            pending[line_no] = [-1] * (MAX_FDS + 1)
 
 
 def _inode(path: Path | None) -> int | None:
