@@ -29,6 +29,7 @@ class ErrorCode(enum.IntEnum):
     # Application codes, with the HTTP status they stand for.
     BAD_REQUEST = 400  # bad params, bad name
     UNAUTHORIZED = 401  # no credentials, or refused upstream
+    FORBIDDEN = 403  # this caller may not do that (e.g. `login` outside login_uids)
     NOT_FOUND = 404  # resource, key or archive
     CONFLICT = 409  # e.g. an unlock already runs
     TOO_LARGE = 413  # over the inline cap or the line limit

@@ -9,15 +9,22 @@ Contracts:
 - Idempotent calls (GET, PUT of a key, GET of a big part) are retried with a
   bounded exponential backoff on connection errors and 5xx. A POST is repeated
   only when the connection failed before the request could be sent.
-- Every exchange has a (connect, read) timeout.
+- One overall deadline per call: every public method answers or fails within
+  ``timeout`` s (the setting ``upstream_timeout``), its retries, backoff and a
+  login it needs included; each attempt's (connect, read) timeout is what is
+  left of it. Streaming a big part gets the same deadline for each stretch
+  without progress (a resume after a cut included); progress renews it.
 - The bearer token goes to the resource API only, never to a CDN URL: those
   are presigned and may point at a third party.
 - Foreign exceptions become :mod:`cofferd.errors`; messages carry no token,
   password, key or presigned URL.
 - Thread-safe: one :class:`requests.Session` is shared. Its only per-request
   mutable state is the cookie jar, which is switched off; urllib3's connection
-  pool is thread-safe. Token refresh happens under a lock, so many threads
-  whose token expired cause one login, not many.
+  pool is thread-safe. No lock is held across the network: a token renewal
+  is one thread's round trip while the others wait on that renewal's event
+  (within their deadline), so many threads whose token expired cause one
+  login, not many, and a slow login blocks no call that has a token.
+- A failed ``login`` leaves the working credentials and token in place.
 """
 
 from __future__ import annotations
@@ -99,12 +106,18 @@ class ApiClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._lock = threading.Lock()  # guards the three fields below
+        self._lock = threading.Lock()  # guards the four fields below; never held across I/O
         self._credentials: tuple[str, str] | None = None
         self._token: str | None = None
         self._token_expires = 0.0
+        #: Set while one thread renews the token; the others wait on it.
+        self._renewing: threading.Event | None = None
 
     def close(self) -> None:
+        """Close the connections and forget the credentials and the token."""
+        with self._lock:
+            self._credentials = None
+            self._token = None
         self._session.close()
 
     # -- authentication ---------------------------------------------------
@@ -121,14 +134,29 @@ class ApiClient:
         Refused credentials raise :class:`Unauthorized` and leave the ones set
         before in place.
         """
+        token, expires = self._fetch_token(email, password, self._deadline())
         with self._lock:
-            self._fetch_token(email, password)
+            # Set together: a renewal under the old credentials still in flight
+            # finds them changed and discards its token.
             self._credentials = (email, password)
+            self._token, self._token_expires = token, expires
         log.info("logged in to the upstream")
 
-    def _fetch_token(self, email: str, password: str) -> None:
-        # Caller holds self._lock.
-        resp = self._send("POST", "/v1/login", json={"email": email, "password": password})
+    def _deadline(self) -> float:
+        return self._clock() + self._timeout[0]
+
+    def _left(self, deadline: float, what: str) -> float:
+        left = deadline - self._clock()
+        if left <= 0:
+            raise UpstreamUnavailable(
+                f"no answer from the upstream for {what} within {self._timeout[0]:g} s"
+            )
+        return left
+
+    def _fetch_token(self, email: str, password: str, deadline: float) -> tuple[str, float]:
+        # Network only: the caller holds no lock.
+        body = {"email": email, "password": password}
+        resp = self._send("POST", "/v1/login", json=body, deadline=deadline)
         if resp.status_code == 401:
             raise Unauthorized("the upstream refused the email or password")
         if resp.status_code == 429:
@@ -139,17 +167,33 @@ class ApiClient:
         token = wire.parse_token(json_body(resp, "login"))
         # Renew a little early so a token does not expire in flight.
         margin = min(30.0, token.expires_in / 10)
-        self._token = token.access_token
-        self._token_expires = self._clock() + token.expires_in - margin
+        return token.access_token, self._clock() + token.expires_in - margin
 
-    def _current_token(self) -> str:
-        with self._lock:
-            if self._credentials is None:
-                raise Unauthorized("log in first")
-            if self._token is None or self._clock() >= self._token_expires:
-                self._fetch_token(*self._credentials)
-            assert self._token is not None
-            return self._token
+    def _current_token(self, deadline: float) -> str:
+        while True:
+            with self._lock:
+                credentials = self._credentials
+                if credentials is None:
+                    raise Unauthorized("log in first")
+                if self._token is not None and self._clock() < self._token_expires:
+                    return self._token
+                event = self._renewing
+                renewer = event is None
+                if renewer:
+                    event = self._renewing = threading.Event()
+            assert event is not None
+            if not renewer:
+                event.wait(self._left(deadline, "a login"))
+                continue
+            try:
+                token, expires = self._fetch_token(*credentials, deadline)
+                with self._lock:
+                    if self._credentials is credentials:  # not replaced by a login meanwhile
+                        self._token, self._token_expires = token, expires
+            finally:
+                with self._lock:
+                    self._renewing = None
+                event.set()
 
     def _drop_token(self, token: str) -> None:
         with self._lock:
@@ -220,10 +264,11 @@ class ApiClient:
         return self._api_status(method, path, what, json=json)[1]
 
     def _api_status(self, method: str, path: str, what: str, json: Any = None) -> tuple[int, Any]:
+        deadline = self._deadline()
         for attempt in (1, 2):
-            token = self._current_token()
+            token = self._current_token(deadline)
             headers = {"Authorization": f"Bearer {token}"}
-            resp = self._send(method, path, json=json, headers=headers)
+            resp = self._send(method, path, json=json, headers=headers, deadline=deadline)
             if resp.status_code == 401 and attempt == 1:
                 log.info("the upstream refused the token; logging in again")
                 self._drop_token(token)
@@ -242,35 +287,39 @@ class ApiClient:
         Integrity is the caller's to check (sha256, authentication).
         """
         failures = 0
+        deadline = self._deadline()  # renewed by progress
         # Never ask for a range starting at the end: the CDN answers 416.
         while offset < size:
             try:
-                for chunk in self._big_from(url, offset, size):
+                for chunk in self._big_from(url, offset, size, deadline):
                     offset += len(chunk)
                     failures = 0
+                    deadline = self._deadline()
                     yield chunk
             except (requests.RequestException, _ServerError, _ShortRead) as exc:
                 if offset == size:
                     return  # the connection failed after the last byte
-                if failures >= self._retry.retries:
+                left = deadline - self._clock()
+                if failures >= self._retry.retries or left <= 0:
                     # from None: requests' message quotes the presigned URL, a
                     # credential, and tracebacks end up in logs.
                     raise UpstreamUnavailable(
                         f"cannot fetch the big part: {describe(exc)}"
                     ) from None
-                self._sleep(self._retry.delay(failures))
+                self._sleep(min(left, self._retry.delay(failures)))
                 failures += 1
             else:
                 return
 
-    def _big_from(self, url: str, offset: int, size: int) -> Iterator[bytes]:
+    def _big_from(self, url: str, offset: int, size: int, deadline: float) -> Iterator[bytes]:
         # One GET from ``offset``; the caller resumes after a failure.
         # identity: byte offsets for Range and big_size count stored bytes.
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+        left = self._left(deadline, "the big part")
         with self._session.get(
-            url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=False
+            url, headers=headers, stream=True, timeout=(left, left), allow_redirects=False
         ) as resp:
             if resp.status_code >= 500:
                 raise _ServerError(resp.status_code)
@@ -306,15 +355,16 @@ class ApiClient:
 
     # -- transport ----------------------------------------------------------
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, path: str, *, deadline: float, **kwargs: Any) -> requests.Response:
         idempotent = method in ("GET", "PUT", "HEAD")
         attempt = 0
         while True:
+            left = self._left(deadline, f"{method} {path}")
             try:
                 resp = self._session.request(
                     method,
                     self._base + path,
-                    timeout=self._timeout,
+                    timeout=(left, left),
                     allow_redirects=False,
                     **kwargs,
                 )
@@ -326,7 +376,7 @@ class ApiClient:
                         path,
                         describe(exc),
                     )
-                    self._sleep(self._retry.delay(attempt))
+                    self._sleep(min(self._retry.delay(attempt), self._left(deadline, path)))
                     attempt += 1
                     continue
                 raise UpstreamUnavailable(f"upstream unreachable: {describe(exc)}") from exc
@@ -337,7 +387,7 @@ class ApiClient:
                 if after.isdigit():  # the server's hint, within our bound
                     wait = max(wait, min(float(after), self._retry.max_delay))
                 resp.close()
-                self._sleep(wait)
+                self._sleep(min(wait, self._left(deadline, path)))
                 attempt += 1
                 continue
             return resp

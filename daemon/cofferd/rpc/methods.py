@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, cast
 
 from coffer.protocol import ErrorCode
 from cofferd import __version__
-from cofferd.errors import BadRequest, InvalidParams, TooLarge
+from cofferd.errors import BadRequest, Forbidden, InvalidParams, TooLarge
 from cofferd.models import LoadResult, UnlockState, UploadResult
 from cofferd.resources import service
 from cofferd.rpc.context import Call
@@ -51,14 +51,24 @@ def status(call: Call, /) -> dict[str, Any]:
         "model_cache_dir": str(app.settings.cache_dir),
         "upstream_url": app.settings.upstream_url,
         "version": __version__,
-        "unlock": {"state": app.unlock.state.value},
+        # Never waits: the engine is checked in the background after a
+        # restart, and this says when it last was (null: not yet).
+        "unlock": {
+            "state": app.unlock.state.value,
+            "engine_checked_at": app.unlock.engine_checked_at,
+        },
     }
 
 
 def login(call: Call, /, email: object, password: object) -> dict[str, Any]:
-    # The upstream decides; its refusal is Unauthorized (401), the same for a
-    # wrong email as for a wrong password.
-    services(call).api_client().login(text(email, "email"), text(password, "password"))
+    # It changes the identity every caller uses: only the uids of login_uids
+    # may (Forbidden, 403). The upstream decides then; its refusal is
+    # Unauthorized (401), the same for a wrong email as for a wrong password,
+    # and leaves the working login in place.
+    app = services(call)
+    if call.peer.uid not in app.settings.allowed_login_uids():
+        raise Forbidden(f"uid {call.peer.uid} may not change cofferd's login (see login_uids)")
+    app.api_client().login(text(email, "email"), text(password, "password"))
     return {"status": "ok"}
 
 
@@ -183,7 +193,13 @@ SPECS: tuple[MethodSpec, ...] = (
                 "model_cache_dir": {"type": "string"},
                 "upstream_url": {"type": "string"},
                 "version": {"type": "string"},
-                "unlock": obj({"state": {"enum": [s.value for s in UnlockState]}}, ("state",)),
+                "unlock": obj(
+                    {
+                        "state": {"enum": [s.value for s in UnlockState]},
+                        "engine_checked_at": {"type": ["number", "null"]},
+                    },
+                    ("state",),
+                ),
             },
             ("authenticated", "model_cache_dir", "upstream_url", "version", "unlock"),
         ),
@@ -196,6 +212,7 @@ SPECS: tuple[MethodSpec, ...] = (
         result=obj({"status": {"const": "ok"}}, ("status",)),
         errors=(
             ErrorCode.UNAUTHORIZED,
+            ErrorCode.FORBIDDEN,
             ErrorCode.UPSTREAM_UNAVAILABLE,
             ErrorCode.UPSTREAM_BAD_DATA,
         ),
