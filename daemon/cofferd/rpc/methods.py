@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 from typing import Any, BinaryIO, cast
 
 from coffer.protocol import ErrorCode
@@ -115,7 +116,11 @@ def upload(
     app = services(call)
     src: io.RawIOBase | io.BytesIO
     if fd is not None:
-        src = FdReader(fd, call, expected=size)
+        try:
+            src = FdReader(fd, call, expected=size, limit=app.settings.max_upload_bytes)
+        except TooLarge:
+            os.close(fd)
+            raise
         if data is not None:
             src.close()
             raise BadRequest("give the content as an fd or as data, not both")
