@@ -54,7 +54,8 @@ def test_cdn_fault_on_a_cold_load(published: Stack, kind: str) -> None:
     assert published.temp_files() == []
     published.cdn.fault = Fault()
     data, answer = published.load("m.bin")
-    assert answer["result"]["version"] == 1 and data == DATA
+    assert answer["result"]["version"] == 1
+    assert data == DATA
 
 
 @pytest.mark.parametrize("kind", ["stall", "5xx", "reset"])
