@@ -1,0 +1,104 @@
+"""A bounded soak: 16 callers, mixed methods, ~90 s; RSS and fds stay flat.
+
+Bounds (docs/reliability.md): RSS at the end of the load at most
+SOAK_RSS_GROWTH above what it was after the warm-up; open fds (TCP pool aside)
+back to the count before the load once the callers are done; no call fails but with the codes listed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from faults.conftest import Stack, figure, threads_of
+from fixtures.daemon import load_via_pipe, rpc, upload_via_pipe
+
+pytestmark = pytest.mark.slow
+
+SECONDS = float(os.environ.get("COFFER_SOAK_SECONDS", "90"))
+CALLERS = 16
+#: Bytes of RSS growth allowed between the warm-up and the end.
+SOAK_RSS_GROWTH = 24 * 1024 * 1024
+DATA = os.urandom(512 * 1024)
+
+
+def rss(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_soak(stack: Callable[..., Stack]) -> None:
+    s = stack(COFFER_UPSTREAM_TIMEOUT="10")
+    s.login()
+    assert s.upload("soak.bin", DATA)["result"]["version"] == 1
+    errors: list[object] = []
+    calls = [0]
+    stop = threading.Event()
+
+    def caller(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            try:
+                with s.daemon.connect() as sock:
+                    for _ in range(rng.randint(1, 5)):
+                        _one(sock, rng)
+                        calls[0] += 1
+            except Exception as exc:  # noqa: BLE001 - collected and reported below
+                errors.append(repr(exc))
+
+    def _one(sock: object, rng: random.Random) -> None:
+        kind = rng.choice(["health", "status", "load", "load_inline", "upload", "bad"])
+        if kind in ("health", "status"):
+            answer = rpc(sock, kind)  # type: ignore[arg-type]
+        elif kind == "load":
+            data, answer = load_via_pipe(sock, {"filename": "soak.bin"})  # type: ignore[arg-type]
+            assert data == DATA
+        elif kind == "load_inline":
+            answer = rpc(sock, "load", {"filename": "soak.bin"})  # type: ignore[arg-type]
+            assert base64.b64decode(answer["result"]["data"]) == DATA
+        elif kind == "upload":
+            name = f"s{rng.randint(0, 3)}.bin"
+            body = os.urandom(rng.randint(0, 64 * 1024))
+            answer = upload_via_pipe(sock, {"filename": name, "size": len(body)}, body)  # type: ignore[arg-type]
+        else:
+            answer = rpc(sock, "load", {"filename": "../x"})  # type: ignore[arg-type]
+            assert answer["error"]["code"] == 400
+            return
+        assert "result" in answer, answer
+
+    base_rss, base_fds = rss(s.daemon.pid), s.daemon.open_fds()
+    threads = [threading.Thread(target=caller, args=(i,), daemon=True) for i in range(CALLERS)]
+    for t in threads:
+        t.start()
+    time.sleep(min(10.0, SECONDS / 4))
+    warm_rss, warm_fds = rss(s.daemon.pid), s.daemon.open_fds()
+    time.sleep(SECONDS - min(10.0, SECONDS / 4))
+    late_rss = rss(s.daemon.pid)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    end = time.monotonic() + 10
+    while s.daemon.open_fds() > base_fds and time.monotonic() < end:
+        time.sleep(0.1)
+    end_rss, end_fds = rss(s.daemon.pid), s.daemon.open_fds()
+    figure("soak calls", calls[0], "calls")
+    figure("soak RSS before (idle)", base_rss / 2**20, "MiB")
+    figure("soak RSS after warm-up (under load)", warm_rss / 2**20, "MiB")
+    figure("soak RSS at the end of the load", late_rss / 2**20, "MiB")
+    figure("soak RSS after (idle)", end_rss / 2**20, "MiB")
+    figure("soak fds before (idle)", base_fds, "fds")
+    figure("soak fds after warm-up (under load)", warm_fds, "fds")
+    figure("soak fds after (idle)", end_fds, "fds")
+    figure("soak threads at end", threads_of(s.daemon.pid), "threads")
+    assert errors == [], errors[:5]
+    assert late_rss - warm_rss < SOAK_RSS_GROWTH, (warm_rss, late_rss)
+    assert end_fds <= base_fds, (base_fds, end_fds)
