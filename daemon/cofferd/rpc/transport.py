@@ -213,21 +213,21 @@ class Server:
             sock.close()
             return
         conn = _Conn(sock, peer)
-        detail = None
+        refusal: str | None = None
         with self._lock:
             mine = self._per_uid.get(peer.uid, 0)
             if len(self._conns) >= self._max:
-                detail = f"cofferd serves at most {self._max} connections at once"
+                refusal = f"cofferd serves at most {self._max} connections at once"
             elif mine >= self._max_per_uid:
-                detail = f"uid {peer.uid} already holds {mine} connections, the most one uid may"
+                refusal = f"uid {peer.uid} already holds {mine} connections, the most one uid may"
             else:
                 self._conns.add(conn)
                 self._per_uid[peer.uid] = mine + 1
                 self._serial += 1
                 serial = self._serial
-        if detail is not None:
-            log.warning("refusing a connection from %s: %s", peer, detail)
-            busy = error_response(ErrorCode.BUSY, "Busy", f"{detail}; try again later")
+        if refusal is not None:
+            log.warning("refusing a connection from %s: %s", peer, refusal)
+            busy = error_response(ErrorCode.BUSY, "Busy", f"{refusal}; try again later")
             _send_quietly(sock, busy)
             sock.close()
             return
