@@ -57,8 +57,9 @@ class Settings:
     partial_line_timeout: float = 10.0
     #: Connections served at once, all callers together.
     max_connections: int = 128
-    #: Connections one uid may hold at once (root's too: it is a caller like any).
-    max_connections_per_uid: int = 32
+    #: Connections one uid may hold at once (root's too: it is a caller like any);
+    #: half of max_connections, so no one uid can take every slot.
+    max_connections_per_uid: int = 64
     #: Largest upload through an fd, in bytes (the plaintext read from the caller).
     max_upload_bytes: int = 64 * 1024**3
     #: Uids that may call ``login`` (it changes the identity every caller uses);

@@ -63,7 +63,7 @@ _CANCEL_WAIT = 2.0
 #: Defaults of the per-caller limits (the settings override them).
 IDLE_TIMEOUT = 60.0
 PARTIAL_LINE_TIMEOUT = 10.0
-MAX_PER_UID = 32
+MAX_PER_UID = 64
 #: At most one "accept failed" log line per this many seconds.
 ACCEPT_LOG_INTERVAL = 10.0
 _HUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
