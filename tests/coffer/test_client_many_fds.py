@@ -34,6 +34,7 @@ def test_calls_on_a_socket_numbered_above_1024(
     daemon = cofferd()
     with Client(daemon.socket_path, timeout=10) as client:
         assert client.health()["status"] == "ok"
-        assert client._sock is not None and client._sock.fileno() >= 1024
+        assert client._sock is not None
+        assert client._sock.fileno() >= 1024
         # The second call checks the kept connection: the path select() broke on.
         assert client.health()["status"] == "ok"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from faults.conftest import UPSTREAM_TIMEOUT, Stack, timed
+from faults.conftest import UPSTREAM_TIMEOUT, Stack, figure, timed
 from faults.proxy import Fault
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)
@@ -49,6 +49,7 @@ def test_cdn_fault_on_a_cold_load(published: Stack, kind: str) -> None:
         code = answer["error"]["code"]
         assert code == (502 if kind == "flipped" else 503), answer
         assert data != DATA  # no verified plaintext for a failed load
+    figure(f"CDN {kind} on a cold load: answered after", elapsed)
     # One deadline per stretch without progress, retries included (docs/reliability.md).
     assert elapsed < 2 * UPSTREAM_TIMEOUT + SLACK + 2.0, elapsed
     assert published.temp_files() == []
@@ -67,6 +68,7 @@ def test_api_fault_answers_within_the_deadline(published: Stack, kind: str) -> N
     }[kind]
     elapsed, (_, answer) = timed(lambda: published.load("m.bin"))
     assert answer["error"]["code"] == 503, answer
+    figure(f"API {kind}: 503 after", elapsed)
     assert elapsed < UPSTREAM_TIMEOUT + SLACK, elapsed
     published.api.fault = Fault()
     assert published.load("m.bin")[0] == DATA
@@ -79,6 +81,7 @@ def test_a_stalled_upstream_does_not_hold_other_callers(published: Stack) -> Non
     slow.start()
     elapsed, answer = timed(lambda: published.daemon.call("status"))
     assert answer["result"]["authenticated"] is True
+    figure("API stalled: status for another caller", elapsed)
     assert elapsed < 1.0, elapsed
     slow.join(UPSTREAM_TIMEOUT + SLACK)
     assert not slow.is_alive()
