@@ -12,6 +12,7 @@ client's kept-alive ones would skip it) so the next ones see it. ``Fault()``
 - ``stall``: the request goes through, the answer never comes (until closed).
 - ``flip_at=N``: one bit of byte N of the answer flipped.
 - ``status=503``: no server at all; every request is answered with that status.
+- ``once``: the next connection only; later ones pass (a transient fault).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Fault:
     stall: bool = False
     flip_at: int | None = None
     status: int | None = None
+    #: Only the next connection gets it; later ones pass (a transient fault).
+    once: bool = False
 
 
 class FaultProxy:
@@ -80,7 +83,9 @@ class FaultProxy:
             except OSError:
                 return
             self.connections += 1
-            fault = self.fault
+            fault = self._fault
+            if fault.once:
+                self._fault = Fault()
             threading.Thread(target=self._serve, args=(client, fault), daemon=True).start()
 
     def _track(self, s: socket.socket) -> None:
@@ -193,11 +198,19 @@ def _drain_close(s: socket.socket) -> None:
 
 
 def _reset(s: socket.socket) -> None:
+    # SHUT_RD wakes the pump thread blocked in recv on this socket (a close
+    # alone would wait for it); the last reference gone, linger 0 sends the RST.
     with contextlib.suppress(OSError):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    _close(s)
+        s.shutdown(socket.SHUT_RD)
+    with contextlib.suppress(OSError):
+        s.close()
 
 
 def _close(s: socket.socket) -> None:
+    # shutdown first: another thread may block in recv on it, and a close
+    # alone sends nothing until that recv returns.
+    with contextlib.suppress(OSError):
+        s.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         s.close()
