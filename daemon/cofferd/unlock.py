@@ -165,7 +165,10 @@ class UnlockWorkflow:
 
     @property
     def engine_checked_at(self) -> float | None:
-        """When (Unix time) the engine was last asked for the unlocked images; None: not yet."""
+        """When (Unix time) the engine was last asked for the unlocked images after a restart.
+
+        None: not yet, or nothing to ask (no unlock recorded).
+        """
         with self._lock:
             return self._engine_checked_at
 
@@ -328,7 +331,6 @@ class UnlockWorkflow:
                     return
             tags = self._images_in_engine()
             with self._lock:
-                self._engine_checked_at = time.time()
                 if tags is None or not self._restore_pending:
                     return
                 self._restore_pending = False
@@ -359,6 +361,10 @@ class UnlockWorkflow:
         except DockerUnavailable as exc:
             log.info("cannot check the engine for unlocked images yet: %s", exc)
             return None
+        finally:
+            # Only when the engine was asked: with no record there is nothing to check.
+            with self._lock:
+                self._engine_checked_at = time.time()
 
 
 def _check_present(engine: DockerEngine, images: list[ManifestImage]) -> tuple[str, ...]:
