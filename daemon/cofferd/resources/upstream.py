@@ -44,6 +44,7 @@ from cofferd.errors import (
     BadRequest,
     CorruptData,
     Unauthorized,
+    UpstreamError,
     UpstreamUnavailable,
 )
 from cofferd.foreign import WatchedBody
@@ -111,7 +112,7 @@ class ApiClient:
         self._token: str | None = None
         self._token_expires = 0.0
         #: Set while one thread renews the token; the others wait on it.
-        self._renewing: threading.Event | None = None
+        self._renewing: _Renewal | None = None
 
     def close(self) -> None:
         """Close the connections and forget the credentials and the token."""
@@ -177,23 +178,30 @@ class ApiClient:
                     raise Unauthorized("log in first")
                 if self._token is not None and self._clock() < self._token_expires:
                     return self._token
-                event = self._renewing
-                renewer = event is None
-                if renewer:
-                    event = self._renewing = threading.Event()
-            assert event is not None
+                renewal = self._renewing
+                renewer = renewal is None
+                if renewal is None:
+                    renewal = self._renewing = _Renewal()
             if not renewer:
-                event.wait(self._left(deadline, "a login"))
+                if not renewal.done.wait(self._left(deadline, "a login")):
+                    continue  # the deadline check above raises
+                if renewal.error is not None:
+                    # One login attempt for all who waited on it: the upstream's
+                    # refusal is theirs too, not a reason for one more attempt each.
+                    raise type(renewal.error)(str(renewal.error))
                 continue
             try:
                 token, expires = self._fetch_token(*credentials, deadline)
                 with self._lock:
                     if self._credentials is credentials:  # not replaced by a login meanwhile
                         self._token, self._token_expires = token, expires
+            except (Unauthorized, UpstreamError) as exc:
+                renewal.error = exc
+                raise
             finally:
                 with self._lock:
                     self._renewing = None
-                event.set()
+                renewal.done.set()
 
     def _drop_token(self, token: str) -> None:
         with self._lock:
@@ -391,6 +399,14 @@ class ApiClient:
                 attempt += 1
                 continue
             return resp
+
+
+class _Renewal:
+    """One token renewal in flight: the others wait on ``done``, then read ``error``."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Unauthorized | UpstreamError | None = None
 
 
 class _ServerError(Exception):
