@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import array
 import contextlib
-import errno
 import json
 import logging
 import os
-import select
 import selectors
 import socket
 import threading
@@ -42,6 +40,14 @@ from coffer.protocol import MAX_FDS, MAX_LINE_BYTES, ErrorCode
 from cofferd.rpc.calllog import CallLog
 from cofferd.rpc.context import Call, PeerCred
 from cofferd.rpc.dispatch import Dispatcher, error_response
+from cofferd.rpc.limits import (
+    IDLE_TIMEOUT,
+    MAX_PER_UID,
+    PARTIAL_LINE_TIMEOUT,
+    RateLimitedLog,
+    cap_parked,
+    wait_readable,
+)
 from cofferd.rpc.listen import PeerPolicy
 
 if TYPE_CHECKING:
@@ -60,13 +66,6 @@ _CTRUNC = int(socket.MSG_CTRUNC)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 #: Seconds cancelled calls get to answer before their sockets are shut.
 _CANCEL_WAIT = 2.0
-#: Defaults of the per-caller limits (the settings override them).
-IDLE_TIMEOUT = 60.0
-PARTIAL_LINE_TIMEOUT = 10.0
-MAX_PER_UID = 64
-#: At most one "accept failed" log line per this many seconds.
-ACCEPT_LOG_INTERVAL = 10.0
-_HUP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 @dataclass(eq=False)
@@ -105,8 +104,8 @@ class Server:
         self._idle_timeout = idle_timeout
         self._partial_timeout = partial_line_timeout
         self._per_uid: dict[int, int] = {}
-        self._accept_failures = 0
-        self._accept_logged = float("-inf")
+        self._accept_log = RateLimitedLog("accept failed", clock)
+        self._busy_log = RateLimitedLog("refused a connection as busy", clock)
         self._clock = clock
         self._call_log = call_log
         self._lock = threading.Lock()
@@ -198,7 +197,7 @@ class Server:
         try:
             sock, _ = self._listener.accept()
         except OSError as exc:  # e.g. EMFILE: keep serving the others
-            self._accept_failed(exc)
+            self._accept_log.warn(exc.strerror or str(exc))
             time.sleep(0.05)
             return
         try:
@@ -226,7 +225,7 @@ class Server:
                 self._serial += 1
                 serial = self._serial
         if refusal is not None:
-            log.warning("refusing a connection from %s: %s", peer, refusal)
+            self._busy_log.warn(f"the last from {peer}: {refusal}")
             busy = error_response(ErrorCode.BUSY, "Busy", f"{refusal}; try again later")
             _send_quietly(sock, busy)
             sock.close()
@@ -253,38 +252,16 @@ class Server:
                 else:
                     self._per_uid.pop(conn.peer.uid, None)
 
-    def _accept_failed(self, exc: OSError) -> None:
-        # EMFILE repeats as fast as the loop turns: one line per interval, counted.
-        self._accept_failures += 1
-        now = self._clock()
-        if now - self._accept_logged >= ACCEPT_LOG_INTERVAL:
-            log.warning(
-                "accept failed %d time(s) in the last %.0f s: %s",
-                self._accept_failures,
-                ACCEPT_LOG_INTERVAL,
-                exc.strerror or errno.errorcode.get(exc.errno or 0, str(exc)),
-            )
-            self._accept_failures = 0
-            self._accept_logged = now
-
     def _wait_readable(self, conn: _Conn, partial: bool, idle_since: float, started: float) -> bool:
         """Wait for the caller's next bytes; False when its time is up (then it is closed)."""
         deadline = idle_since + self._idle_timeout
         if partial:
             deadline = min(deadline, started + self._partial_timeout)
-        poller = select.poll()
-        poller.register(conn.sock, select.POLLIN | _HUP)
-        while True:
-            left = deadline - self._clock()
-            if left <= 0:
-                what = "a partial request line" if partial else "no request"
-                log.info("closing the connection from %s: %s for too long", conn.peer, what)
-                return False
-            try:
-                if poller.poll(max(1, int(left * 1000))):
-                    return True
-            except InterruptedError:
-                continue
+        if wait_readable(conn.sock, deadline, self._clock):
+            return True
+        what = "a partial request line" if partial else "no request"
+        log.info("closing the connection from %s: %s for too long", conn.peer, what)
+        return False
 
     def _read_loop(self, conn: _Conn) -> None:
         buf = bytearray()
@@ -326,7 +303,7 @@ class Server:
                 start = end + 1
                 idle_since = line_started = self._clock()
             del buf[:start]
-            _cap_parked(conn.pending)
+            cap_parked(conn.pending)
             if len(buf) >= MAX_LINE_BYTES:
                 self._too_large(conn)
                 return
@@ -384,19 +361,6 @@ def _fds_of(ancdata: list[tuple[int, int, bytes]], flags: int) -> list[int]:
         # placeholder makes the request carry too many, which it is refused for.
         fds.extend([-1] * (MAX_FDS + 1))
     return fds
-
-
-def _cap_parked(pending: dict[int, list[int]]) -> None:
-    """Close at once fds parked on an unfinished line beyond what one request may carry.
-
-    The line keeps placeholders, so when it ends it is refused for too many
-    fds like any other; meanwhile the caller holds no more than ``MAX_FDS``
-    of cofferd's descriptors.
-    """
-    for line_no, fds in pending.items():
-        if len(fds) > MAX_FDS:
-            _close_all(fds)
-            pending[line_no] = [-1] * (MAX_FDS + 1)
 
 
 def _inode(path: Path | None) -> int | None:

@@ -19,6 +19,7 @@ import pytest
 from coffer.protocol import ErrorCode
 from cofferd.rpc.context import Call
 from cofferd.rpc.dispatch import Dispatcher
+from cofferd.rpc.limits import RateLimitedLog
 from cofferd.rpc.listen import bind_unix
 from cofferd.rpc.spec import MethodSpec
 from cofferd.rpc.transport import Server
@@ -109,17 +110,15 @@ def test_fds_parked_ahead_of_their_line_are_closed_at_once(
     os.close(r)
 
 
-def test_failed_accepts_log_one_line_per_interval(
-    serve: Callable[..., tuple[Path, Server]], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_failed_accepts_log_one_line_per_interval(caplog: pytest.LogCaptureFixture) -> None:
     now = [100.0]
-    _, server = serve(clock=lambda: now[0])
+    accept_log = RateLimitedLog("accept failed", lambda: now[0])
     caplog.set_level(logging.WARNING, logger="cofferd.rpc")
-    emfile = OSError(errno.EMFILE, "Too many open files")
     for _ in range(50):
-        server._accept_failed(emfile)
+        accept_log.warn(os.strerror(errno.EMFILE))
     now[0] += 11
-    server._accept_failed(emfile)
+    accept_log.warn(os.strerror(errno.EMFILE))
     lines = [r.getMessage() for r in caplog.records if "accept failed" in r.getMessage()]
     assert len(lines) == 2, lines
     assert "50 time(s)" in lines[1]
+    assert "Too many open files" in lines[1]
