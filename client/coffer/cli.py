@@ -53,7 +53,8 @@ exit codes:
   2  usage: bad arguments, no password given
   3  daemon unavailable: no socket, connection refused, permission denied, timed out,
      or busy (429: it serves too many connections; try again)
-  4  unauthorized: not logged in, or the upstream refused the credentials
+  4  unauthorized: not logged in, the upstream refused the credentials,
+     or this user may not call login (403)
   5  not found: no such resource or archive
   6  conflict: clashes with work under way (an unlock already runs)
   7  bad request: a bad name or parameter, or over a size limit
@@ -75,6 +76,7 @@ EXIT_CODES: dict[ErrorCode, ExitCode] = {
     ErrorCode.INTERNAL_ERROR: ExitCode.OTHER,
     ErrorCode.BAD_REQUEST: ExitCode.BAD_REQUEST,
     ErrorCode.UNAUTHORIZED: ExitCode.UNAUTHORIZED,
+    ErrorCode.FORBIDDEN: ExitCode.UNAUTHORIZED,
     ErrorCode.NOT_FOUND: ExitCode.NOT_FOUND,
     ErrorCode.CONFLICT: ExitCode.CONFLICT,
     ErrorCode.OFFLINE_REFUSED: ExitCode.OFFLINE_REFUSED,

@@ -131,7 +131,10 @@ class Client:
         if self._sock is not None:
             # Between calls cofferd sends nothing, so a kept connection that
             # reads as ready holds an EOF or a reset: start a new one.
-            if not select.select([self._sock], [], [], 0)[0]:
+            # poll, not select: select() refuses fds >= 1024 (FD_SETSIZE).
+            poller = select.poll()
+            poller.register(self._sock, select.POLLIN)
+            if not poller.poll(0):
                 return self._sock
             self.close()
         deadline = time.monotonic() + self.timeout

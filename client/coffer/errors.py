@@ -7,6 +7,7 @@ Errors the daemon reports, and failures to reach it, raise one of::
     │   ├── InvalidParams          -32602 wrong or missing params
     │   └── TooLarge               413 over a size cap
     ├── Unauthorized               401 no credentials, or the upstream refused them
+    ├── Forbidden                  403 this caller may not do that (e.g. login)
     ├── NotFound                   404 no such resource, key or archive
     ├── Conflict                   409 clashes with work under way
     ├── UpstreamError
@@ -83,6 +84,11 @@ class Unauthorized(CofferRPCError):
     default_message = "Unauthorized"
 
 
+class Forbidden(CofferRPCError):
+    code = ErrorCode.FORBIDDEN
+    default_message = "Forbidden"
+
+
 class NotFound(CofferRPCError):
     code = ErrorCode.NOT_FOUND
     default_message = "Not found"
@@ -154,6 +160,7 @@ _ERRORS: dict[int, type[CofferRPCError]] = {
     ErrorCode.INTERNAL_ERROR: InternalError,
     ErrorCode.BAD_REQUEST: BadRequest,
     ErrorCode.UNAUTHORIZED: Unauthorized,
+    ErrorCode.FORBIDDEN: Forbidden,
     ErrorCode.NOT_FOUND: NotFound,
     ErrorCode.CONFLICT: Conflict,
     ErrorCode.OFFLINE_REFUSED: OfflineRefused,
@@ -204,6 +211,7 @@ __all__ = [
     "DaemonBusy",
     "DaemonTimeout",
     "DaemonUnavailable",
+    "Forbidden",
     "InternalError",
     "InvalidParams",
     "MethodNotFound",

@@ -61,10 +61,17 @@ class App:
         # not build two clients, one of them missing the other's login.
         self._client_lock = threading.Lock()
         self._client: ApiClient | None = None
-        self.unlock = UnlockWorkflow.from_settings(settings, self.api_client, notifier)
+        # The unlock logs in with the credentials it was given on a session of
+        # its own, dropped when its worker ends: the daemon's login is changed
+        # only by `login` (and the boot credential).
+        self.unlock = UnlockWorkflow.from_settings(settings, self.new_api_client, notifier)
         self.boot_login = BootLogin(settings.credentials_dir, settings.login_credential)
         self.field = _build_field(settings, self.index, self.cache, self.api_client)
         self.boot_login.start(self.api_client)
+
+    def new_api_client(self) -> ApiClient:
+        """A fresh API client with no login, for one unlock's own upstream session."""
+        return ApiClient(self.settings.upstream_url, timeout=self.settings.upstream_timeout)
 
     def api_client(self) -> ApiClient:
         """The process's one API client for ``settings.upstream_url``, built on first use."""

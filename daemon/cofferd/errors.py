@@ -20,6 +20,7 @@ socket cofferd cannot serve on, a caller who is no longer there to answer.
     │   ├── BadName              a folder, name or archive id fails the name rule
     │   └── TooLarge             over a documented size cap
     ├── Unauthorized             no credentials, or the upstream refused them
+    ├── Forbidden                this caller may not do that (``login`` outside login_uids)
     ├── NotFound                 no such resource, key or archive
     ├── Conflict                 the operation clashes with one under way or with stored state
     ├── OfflineRefused           the upstream is unreachable and no offline use is allowed (412)
@@ -78,6 +79,10 @@ class TooLarge(BadRequest):
 
 class Unauthorized(CofferError):
     """No credentials are set, or the upstream refused them."""
+
+
+class Forbidden(CofferError):
+    """The caller's uid may not call this method (e.g. ``login``: setting login_uids)."""
 
 
 class NotFound(CofferError):
@@ -161,6 +166,7 @@ WIRE: dict[type[CofferError], tuple[ErrorCode, str]] = {
     BadName: (ErrorCode.BAD_REQUEST, "Bad name"),
     TooLarge: (ErrorCode.TOO_LARGE, "Too large"),
     Unauthorized: (ErrorCode.UNAUTHORIZED, "Unauthorized"),
+    Forbidden: (ErrorCode.FORBIDDEN, "Forbidden"),
     NotFound: (ErrorCode.NOT_FOUND, "Not found"),
     Conflict: (ErrorCode.CONFLICT, "Conflict"),
     UpstreamError: (ErrorCode.UPSTREAM_BAD_DATA, "Upstream bad data"),

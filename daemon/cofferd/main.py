@@ -121,7 +121,17 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
     sink = open_sink(env)
     journal = AuditLog(sink) if isinstance(sink, JournalSender) else None
     dispatcher = build_dispatcher(call_log=calls, journal=journal, registry=app.metrics)
-    server = Server(listener, dispatcher, app, unlink_path=unlink, call_log=calls)
+    server = Server(
+        listener,
+        dispatcher,
+        app,
+        unlink_path=unlink,
+        call_log=calls,
+        max_connections=settings.max_connections,
+        idle_timeout=settings.idle_timeout,
+        partial_line_timeout=settings.partial_line_timeout,
+        max_per_uid=settings.max_connections_per_uid,
+    )
     textfile = None
     if settings.metrics_textfile_dir is not None:
         textfile = TextfileWriter(

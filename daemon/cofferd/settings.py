@@ -84,6 +84,23 @@ class Settings:
     #: Seconds between two writes of the metrics textfile.
     metrics_interval: float = 15.0
 
+    # -- caller isolation (docs/reliability.md) ---------------------------------
+    #: Seconds a connection may stay open without sending a complete request.
+    idle_timeout: float = 60.0
+    #: Seconds a started request line may take to arrive whole (shorter: a
+    #: half-sent line is the cheap way to hold a slot).
+    partial_line_timeout: float = 10.0
+    #: Connections served at once, all callers together.
+    max_connections: int = 128
+    #: Connections one uid may hold at once (root's too: it is a caller like any);
+    #: half of max_connections, so no one uid can take every slot.
+    max_connections_per_uid: int = 64
+    #: Largest upload through an fd, in bytes (the plaintext read from the caller).
+    max_upload_bytes: int = 64 * 1024**3
+    #: Uids that may call ``login`` (it changes the identity every caller uses);
+    #: None: root and the uid cofferd runs as.
+    login_uids: tuple[int, ...] | None = None
+
     @classmethod
     def load(
         cls,
@@ -126,6 +143,12 @@ class Settings:
         settings.check()
         return settings
 
+    def allowed_login_uids(self) -> frozenset[int]:
+        """Who may call ``login``: the setting, or root and cofferd's own uid."""
+        if self.login_uids is None:
+            return frozenset((0, os.getuid()))
+        return frozenset(self.login_uids)
+
     def check(self) -> None:
         if not self.upstream_url.startswith(("http://", "https://")):
             raise SettingsError("upstream_url must start with http:// or https://")
@@ -147,6 +170,12 @@ class Settings:
                 raise SettingsError(
                     f"lease_public_keys: {key[:12]!r}... is not the base64 of a 32-byte key"
                 )
+        for name in ("idle_timeout", "partial_line_timeout"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        for name in ("max_connections", "max_connections_per_uid", "max_upload_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -176,6 +205,8 @@ def _coerce(key: str, annotation: object, raw: Any) -> Any:
             return int(raw)
         if kind == "Path | None":
             return None if raw in ("", None) else Path(str(raw))
+        if kind == "tuple[int, ...] | None":
+            return _uids(raw)
         if kind == "str | None":
             return None if raw in ("", None) else str(raw)
         if kind == "Path | None":
@@ -186,6 +217,17 @@ def _coerce(key: str, annotation: object, raw: Any) -> Any:
         return str(raw)
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"setting {key!r}: {raw!r} is not a valid {kind}") from exc
+
+
+def _uids(raw: Any) -> tuple[int, ...] | None:
+    # TOML gives a list; the environment a comma-separated string.
+    if raw is None:
+        return None
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    uids = tuple(int(str(i).strip()) for i in items if str(i).strip())
+    if any(u < 0 for u in uids):
+        raise ValueError("a uid is not negative")
+    return uids
 
 
 __all__ = ["DEFAULT_CONFIG_FILE", "DEFAULT_SOCKET", "Settings"]

@@ -19,7 +19,9 @@ Invariants:
   before its end, so the engine discards the load. Images of this archive that
   appeared anyway are removed.
 - Credentials and the archive key live in the worker's frames only; no log
-  line, error or file gets them.
+  line, error or file gets them. The upstream session is the unlock's own
+  (a fresh client from ``api_client``), closed and dropped as soon as the key
+  is fetched: the daemon's shared login is never touched.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 RECORD_NAME = "unlock.json"
 #: Seconds between two progress lines sent to systemd's ``STATUS=``.
 STATUS_INTERVAL = 1.0
+#: Seconds the background check of the engine after a restart may take.
+ENGINE_CHECK_TIMEOUT = 30.0
 _STATUS_PART = "unlock"
 
 
@@ -93,10 +97,14 @@ class UnlockWorkflow:
         docker_engine: Callable[[], DockerEngine],
         notifier: StatusSink,
         clock: Callable[[], float] = time.monotonic,
+        check_engine: Callable[[], DockerEngine] | None = None,
     ) -> None:
         self._settings = settings
         self._api_client = api_client
         self._docker_engine = docker_engine
+        self._check_engine = check_engine or docker_engine
+        #: Wall-clock time of the last finished engine check after a restart.
+        self._engine_checked_at: float | None = None
         self._notifier = notifier
         self._clock = clock
         self._lock = threading.Lock()  # guards _now, _thread, _closed, _restore_pending
@@ -118,6 +126,9 @@ class UnlockWorkflow:
             api_client,
             lambda: DockerEngine.connect(settings.docker_host, settings.docker_timeout),
             notifier,
+            check_engine=lambda: DockerEngine.connect(
+                settings.docker_host, min(settings.docker_timeout, ENGINE_CHECK_TIMEOUT)
+            ),
         )
 
     # -- the two methods -----------------------------------------------------
@@ -151,6 +162,15 @@ class UnlockWorkflow:
             "bytes_total": now.bytes_total,
             "images": list(now.images),
         }
+
+    @property
+    def engine_checked_at(self) -> float | None:
+        """When (Unix time) the engine was last asked for the unlocked images after a restart.
+
+        None: not yet, or nothing to ask (no unlock recorded).
+        """
+        with self._lock:
+            return self._engine_checked_at
 
     @property
     def state(self) -> UnlockState:
@@ -226,9 +246,15 @@ class UnlockWorkflow:
             header = archive.read_header(src)
             total = os.fstat(src.fileno()).st_size
             client = self._api_client()
-            client.login(email, password)
-            self._update(state=UnlockState.DOWNLOADING_KEY)
-            key = client.get_archive_key(header.archive_id)
+            try:
+                client.login(email, password)
+                self._update(state=UnlockState.DOWNLOADING_KEY)
+                key = client.get_archive_key(header.archive_id)
+            finally:
+                close = getattr(client, "close", None)
+                if close is not None:
+                    close()  # forgets the credentials and the token
+                del client
             self._check_cancel()
             self._update(state=UnlockState.DECRYPTING, bytes_done=header.size, bytes_total=total)
             try:
@@ -287,11 +313,18 @@ class UnlockWorkflow:
     def _restore(self) -> None:
         """After a restart: ``ready`` if the archive's images are already in the engine.
 
-        One caller asks the engine; callers meanwhile get the state as it is
-        (``idle``) rather than wait on a slow engine.
+        A background thread asks the engine (within ENGINE_CHECK_TIMEOUT);
+        callers never wait for it and meanwhile get the state as it is (``idle``).
         """
+        with self._lock:
+            if not self._restore_pending or self._closed:
+                return
         if not self._restore_lock.acquire(blocking=False):
             return
+        threading.Thread(target=self._restore_now, name="unlock-check", daemon=True).start()
+
+    def _restore_now(self) -> None:
+        # Runs holding _restore_lock (taken by _restore), released at the end.
         try:
             with self._lock:
                 if not self._restore_pending or self._now.state is not UnlockState.IDLE:
@@ -321,13 +354,17 @@ class UnlockWorkflow:
         if current != raw.get("archive_id") or not images:
             return ()
         try:
-            with self._docker_engine() as engine:
+            with self._check_engine() as engine:
                 return _check_present(engine, images)
         except DockerRefused:
             return ()
         except DockerUnavailable as exc:
             log.info("cannot check the engine for unlocked images yet: %s", exc)
             return None
+        finally:
+            # Only when the engine was asked: with no record there is nothing to check.
+            with self._lock:
+                self._engine_checked_at = time.time()
 
 
 def _check_present(engine: DockerEngine, images: list[ManifestImage]) -> tuple[str, ...]:

@@ -95,3 +95,21 @@ def test_the_metrics_textfile_is_off_unless_a_directory_is_given() -> None:
     assert on.metrics_interval == 2.5
     with pytest.raises(SettingsError, match="metrics_interval must be positive"):
         Settings.from_mapping({"metrics_interval": 0})
+
+
+def test_isolation_settings_from_file_and_environment(tmp_path: Path) -> None:
+    import os
+
+    config = tmp_path / "cofferd.toml"
+    config.write_text("login_uids = [0, 1234]\nmax_connections_per_uid = 4\n")
+    s = Settings.load(config, environ={"COFFER_IDLE_TIMEOUT": "5"})
+    assert s.login_uids == (0, 1234)
+    assert s.allowed_login_uids() == {0, 1234}
+    assert s.max_connections_per_uid == 4
+    assert s.idle_timeout == 5.0
+    s = Settings.load(config, environ={"COFFER_LOGIN_UIDS": "7, 8"})
+    assert s.allowed_login_uids() == {7, 8}
+    assert Settings().allowed_login_uids() == {0, os.getuid()}
+    for bad in ({"COFFER_LOGIN_UIDS": "root"}, {"COFFER_IDLE_TIMEOUT": "0"}):
+        with pytest.raises(SettingsError):
+            Settings.load(config, environ=bad)

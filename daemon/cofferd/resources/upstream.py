@@ -9,7 +9,11 @@ Contracts:
 - Idempotent calls (GET, PUT of a key, GET of a big part) are retried with a
   bounded exponential backoff on connection errors and 5xx. A POST is repeated
   only when the connection failed before the request could be sent.
-- Every exchange has a (connect, read) timeout.
+- One overall deadline per call: every public method answers or fails within
+  ``timeout`` s (the setting ``upstream_timeout``), its retries, backoff and a
+  login it needs included; each attempt's (connect, read) timeout is what is
+  left of it. Streaming a big part gets the same deadline for each stretch
+  without progress (a resume after a cut included); progress renews it.
 - The bearer token goes to the resource API only, never to a CDN URL: those
   are presigned and may point at a third party.
 - Foreign exceptions become :mod:`cofferd.errors`; messages carry no token,
@@ -21,8 +25,11 @@ Contracts:
   header) and every failed exchange (reachability).
 - Thread-safe: one :class:`requests.Session` is shared. Its only per-request
   mutable state is the cookie jar, which is switched off; urllib3's connection
-  pool is thread-safe. Token refresh happens under a lock, so many threads
-  whose token expired cause one login, not many.
+  pool is thread-safe. No lock is held across the network: a token renewal
+  is one thread's round trip while the others wait on that renewal's event
+  (within their deadline), so many threads whose token expired cause one
+  login, not many, and a slow login blocks no call that has a token.
+- A failed ``login`` leaves the working credentials and token in place.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from cofferd.errors import (
     BadRequest,
     CorruptData,
     Unauthorized,
+    UpstreamError,
     UpstreamUnavailable,
 )
 from cofferd.foreign import WatchedBody
@@ -106,8 +114,6 @@ class ApiClient:
         observer: UpstreamObserver | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
-        #: Told after each API request whether the upstream answered (any
-        #: status) or could not be reached: the metrics' reachability figure.
         self._timeout = (timeout, timeout)
         self._retry = retry or RetryPolicy()
         self._clock = clock
@@ -117,14 +123,22 @@ class ApiClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._lock = threading.Lock()  # guards the three fields below
+        self._lock = threading.Lock()  # guards the four fields below; never held across I/O
         self._credentials: tuple[str, str] | None = None
         self._token: str | None = None
         self._token_expires = 0.0
+        #: Set while one thread renews the token; the others wait on it.
+        self._renewing: _Renewal | None = None
         self._credential_source = credential_source
+        #: The boot credential's pair while it is in use but not yet accepted.
+        self._adopted: tuple[str, str] | None = None
         self._observer = observer
 
     def close(self) -> None:
+        """Close the connections and forget the credentials and the token."""
+        with self._lock:
+            self._credentials = None
+            self._token = None
         self._session.close()
 
     # -- authentication ---------------------------------------------------
@@ -133,7 +147,7 @@ class ApiClient:
     def authenticated(self) -> bool:
         """Whether credentials the upstream accepted are set."""
         with self._lock:
-            return self._credentials is not None
+            return self._credentials is not None and self._adopted is None
 
     def login(self, email: str, password: str) -> None:
         """Check ``email``/``password`` with the upstream and keep them for later calls.
@@ -141,21 +155,53 @@ class ApiClient:
         Refused credentials raise :class:`Unauthorized` and leave the ones set
         before in place.
         """
+        token, expires = self._fetch_token(email, password, self._deadline())
         with self._lock:
-            self._fetch_token(email, password)
+            # Set together: a renewal under the old credentials still in flight
+            # finds them changed and discards its token.
             self._credentials = (email, password)
+            self._adopted = None
+            self._token, self._token_expires = token, expires
         log.info("logged in to the upstream")
 
     def logout(self) -> None:
         """Forget the credentials and the token; later calls need a login again."""
         with self._lock:
             self._credentials = None
+            self._adopted = None
             self._token = None
             self._token_expires = 0.0
 
-    def _fetch_token(self, email: str, password: str) -> None:
-        # Caller holds self._lock.
-        resp = self._send("POST", "/v1/login", json={"email": email, "password": password})
+    def _adopt_boot_credential(self) -> None:
+        """With no credentials held, take the boot credential's; the login checks them."""
+        if self._credential_source is None:
+            return
+        with self._lock:
+            if self._credentials is not None:
+                return
+        found = self._credential_source()  # a local file, read outside the lock
+        if found is None:
+            return
+        with self._lock:
+            if self._credentials is None:
+                self._credentials = self._adopted = found
+                self._token = None
+
+    def _deadline(self) -> float:
+        return self._clock() + self._timeout[0]
+
+    def _left(self, deadline: float, what: str) -> float:
+        left = deadline - self._clock()
+        if left <= 0:
+            raise UpstreamUnavailable(
+                f"no answer from the upstream for {what} within {self._timeout[0]:g} s"
+            )
+        return left
+
+    def _fetch_token(self, email: str, password: str, deadline: float) -> tuple[str, float]:
+        # Network only: the caller holds no lock.
+        body = {"email": email, "password": password}
+        resp = self._send("POST", "/v1/login", json=body, deadline=deadline)
         if resp.status_code == 401:
             raise Unauthorized("the upstream refused the email or password")
         if resp.status_code == 429:
@@ -166,23 +212,48 @@ class ApiClient:
         token = wire.parse_token(json_body(resp, "login"))
         # Renew a little early so a token does not expire in flight.
         margin = min(30.0, token.expires_in / 10)
-        self._token = token.access_token
-        self._token_expires = self._clock() + token.expires_in - margin
+        return token.access_token, self._clock() + token.expires_in - margin
 
-    def _current_token(self) -> str:
-        with self._lock:
-            if self._credentials is None and self._credential_source is not None:
-                found = self._credential_source()
-                if found is not None:
-                    self._fetch_token(*found)
-                    self._credentials = found
-                    log.info("logged in to the upstream with the boot credential")
-            if self._credentials is None:
-                raise Unauthorized("log in first")
-            if self._token is None or self._clock() >= self._token_expires:
-                self._fetch_token(*self._credentials)
-            assert self._token is not None
-            return self._token
+    def _current_token(self, deadline: float) -> str:
+        self._adopt_boot_credential()
+        while True:
+            with self._lock:
+                credentials = self._credentials
+                if credentials is None:
+                    raise Unauthorized("log in first")
+                if self._token is not None and self._clock() < self._token_expires:
+                    return self._token
+                renewal = self._renewing
+                renewer = renewal is None
+                if renewal is None:
+                    renewal = self._renewing = _Renewal()
+            if not renewer:
+                if not renewal.done.wait(self._left(deadline, "a login")):
+                    continue  # the deadline check above raises
+                if renewal.error is not None:
+                    # One login attempt for all who waited on it: the upstream's
+                    # refusal is theirs too, not a reason for one more attempt each.
+                    raise type(renewal.error)(str(renewal.error))
+                continue
+            try:
+                token, expires = self._fetch_token(*credentials, deadline)
+                with self._lock:
+                    if self._credentials is credentials:  # not replaced by a login meanwhile
+                        self._token, self._token_expires = token, expires
+                        if self._adopted is credentials:
+                            self._adopted = None
+                            log.info("logged in to the upstream with the boot credential")
+            except (Unauthorized, UpstreamError) as exc:
+                renewal.error = exc
+                if isinstance(exc, Unauthorized):
+                    with self._lock:  # a refused boot credential is not kept
+                        if self._adopted is credentials and self._credentials is credentials:
+                            self._credentials = self._adopted = None
+                raise
+            finally:
+                with self._lock:
+                    self._renewing = None
+                renewal.done.set()
 
     def _drop_token(self, token: str) -> None:
         with self._lock:
@@ -262,10 +333,11 @@ class ApiClient:
         return self._api_status(method, path, what, json=json)[1]
 
     def _api_status(self, method: str, path: str, what: str, json: Any = None) -> tuple[int, Any]:
+        deadline = self._deadline()
         for attempt in (1, 2):
-            token = self._current_token()
+            token = self._current_token(deadline)
             headers = {"Authorization": f"Bearer {token}"}
-            resp = self._send(method, path, json=json, headers=headers)
+            resp = self._send(method, path, json=json, headers=headers, deadline=deadline)
             if resp.status_code == 401 and attempt == 1:
                 log.info("the upstream refused the token; logging in again")
                 self._drop_token(token)
@@ -284,35 +356,39 @@ class ApiClient:
         Integrity is the caller's to check (sha256, authentication).
         """
         failures = 0
+        deadline = self._deadline()  # renewed by progress
         # Never ask for a range starting at the end: the CDN answers 416.
         while offset < size:
             try:
-                for chunk in self._big_from(url, offset, size):
+                for chunk in self._big_from(url, offset, size, deadline):
                     offset += len(chunk)
                     failures = 0
+                    deadline = self._deadline()
                     yield chunk
             except (requests.RequestException, _ServerError, _ShortRead) as exc:
                 if offset == size:
                     return  # the connection failed after the last byte
-                if failures >= self._retry.retries:
+                left = deadline - self._clock()
+                if failures >= self._retry.retries or left <= 0:
                     # from None: requests' message quotes the presigned URL, a
                     # credential, and tracebacks end up in logs.
                     raise UpstreamUnavailable(
                         f"cannot fetch the big part: {describe(exc)}"
                     ) from None
-                self._sleep(self._retry.delay(failures))
+                self._sleep(min(left, self._retry.delay(failures)))
                 failures += 1
             else:
                 return
 
-    def _big_from(self, url: str, offset: int, size: int) -> Iterator[bytes]:
+    def _big_from(self, url: str, offset: int, size: int, deadline: float) -> Iterator[bytes]:
         # One GET from ``offset``; the caller resumes after a failure.
         # identity: byte offsets for Range and big_size count stored bytes.
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+        left = self._left(deadline, "the big part")
         with self._session.get(
-            url, headers=headers, stream=True, timeout=self._timeout, allow_redirects=False
+            url, headers=headers, stream=True, timeout=(left, left), allow_redirects=False
         ) as resp:
             if resp.status_code >= 500:
                 raise _ServerError(resp.status_code)
@@ -348,15 +424,16 @@ class ApiClient:
 
     # -- transport ----------------------------------------------------------
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, path: str, *, deadline: float, **kwargs: Any) -> requests.Response:
         idempotent = method in ("GET", "PUT", "HEAD")
         attempt = 0
         while True:
+            left = self._left(deadline, f"{method} {path}")
             try:
                 resp = self._session.request(
                     method,
                     self._base + path,
-                    timeout=self._timeout,
+                    timeout=(left, left),
                     allow_redirects=False,
                     **kwargs,
                 )
@@ -370,7 +447,7 @@ class ApiClient:
                         path,
                         describe(exc),
                     )
-                    self._sleep(self._retry.delay(attempt))
+                    self._sleep(min(self._retry.delay(attempt), self._left(deadline, path)))
                     attempt += 1
                     continue
                 raise UpstreamUnavailable(f"upstream unreachable: {describe(exc)}") from exc
@@ -383,10 +460,18 @@ class ApiClient:
                 if after.isdigit():  # the server's hint, within our bound
                     wait = max(wait, min(float(after), self._retry.max_delay))
                 resp.close()
-                self._sleep(wait)
+                self._sleep(min(wait, self._left(deadline, path)))
                 attempt += 1
                 continue
             return resp
+
+
+class _Renewal:
+    """One token renewal in flight: the others wait on ``done``, then read ``error``."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: Unauthorized | UpstreamError | None = None
 
 
 class _ServerError(Exception):

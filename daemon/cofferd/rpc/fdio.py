@@ -16,6 +16,7 @@ import io
 import os
 import select
 import stat
+import time
 from typing import TYPE_CHECKING
 
 from cofferd.errors import BadRequest, PeerGone, ShuttingDown, TooLarge
@@ -29,6 +30,9 @@ CHUNK = 1024 * 1024
 #: A pipe this big lets one decrypted segment pass in one write.
 PIPE_SIZE = 1024 * 1024
 _POLL_MS = 200
+#: Seconds between two checks for a caller who hung up while its data streams:
+#: a hang-up stops the work within this, not at the stream's end.
+HANGUP_CHECK = 0.25
 
 
 def _wait(fd: int, event: int, call: Call) -> None:
@@ -47,6 +51,14 @@ class _CallerFd(io.RawIOBase):
         super().__init__()
         self._fd = fd
         self._call = call
+        self._checked = time.monotonic()
+
+    def _check_caller(self) -> None:
+        """Every HANGUP_CHECK s: stop (PeerGone, logged "caller hung up") if the caller left."""
+        now = time.monotonic()
+        if now - self._checked >= HANGUP_CHECK:
+            self._checked = now
+            self._call.check()
 
     def fileno(self) -> int:
         return self._fd
@@ -81,6 +93,7 @@ class FdWriter(_CallerFd):
     def write(self, data: ReadableBuffer) -> int:
         if self._call.cancel.is_set():
             raise ShuttingDown("cofferd is shutting down")
+        self._check_caller()
         try:
             return os.write(self._fd, memoryview(data).cast("B")[:CHUNK])
         except BlockingIOError:
@@ -102,10 +115,15 @@ class FdReader(_CallerFd):
     look complete.
     """
 
-    def __init__(self, fd: int, call: Call, expected: int | None = None) -> None:
+    def __init__(
+        self, fd: int, call: Call, expected: int | None = None, limit: int | None = None
+    ) -> None:
         super().__init__(fd, call)
         self._expected = expected
+        self._limit = limit
         self.count = 0
+        if limit is not None and expected is not None and expected > limit:
+            raise TooLarge(f"the announced size is over max_upload_bytes ({limit} bytes)")
 
     def readable(self) -> bool:
         return True
@@ -115,6 +133,7 @@ class FdReader(_CallerFd):
         while True:
             if self._call.cancel.is_set():
                 raise ShuttingDown("cofferd is shutting down")
+            self._check_caller()
             try:
                 n = os.readv(self._fd, [view])
                 break
@@ -125,6 +144,8 @@ class FdReader(_CallerFd):
                     raise BadRequest("the fd given to upload is not open for reading") from exc
                 raise BadRequest(f"cannot read the fd given to upload: {exc.strerror}") from exc
         self.count += n
+        if self._limit is not None and self.count > self._limit:
+            raise TooLarge(f"the upload is over max_upload_bytes ({self._limit} bytes)")
         if self._expected is not None and self.count > self._expected:
             raise BadRequest(f"more than the announced size of {self._expected} bytes came")
         if n == 0:

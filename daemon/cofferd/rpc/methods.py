@@ -12,11 +12,12 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 from typing import Any, BinaryIO, cast
 
 from coffer.protocol import ErrorCode
 from cofferd import __version__
-from cofferd.errors import BadRequest, InvalidParams, TooLarge
+from cofferd.errors import BadRequest, Forbidden, InvalidParams, TooLarge
 from cofferd.models import LoadResult, UnlockState, UploadResult
 from cofferd.resources import service
 from cofferd.rpc.cache_methods import CACHE_STATUS
@@ -53,16 +54,25 @@ def status(call: Call, /) -> dict[str, Any]:
         "model_cache_dir": str(app.settings.cache_dir),
         "upstream_url": app.settings.upstream_url,
         "version": __version__,
-        "unlock": {"state": app.unlock.state.value},
+        # Never waits: the engine is checked in the background after a
+        # restart, and this says when it last was (null: not yet).
+        "unlock": {
+            "state": app.unlock.state.value,
+            "engine_checked_at": app.unlock.engine_checked_at,
+        },
         "field": field_status(app),
         "cache": app.managed.status(),
     }
 
 
 def login(call: Call, /, email: object, password: object) -> dict[str, Any]:
-    # The upstream decides; its refusal is Unauthorized (401), the same for a
-    # wrong email as for a wrong password.
+    # It changes the identity every caller uses: only the uids of login_uids
+    # may (Forbidden, 403). The upstream decides then; its refusal is
+    # Unauthorized (401), the same for a wrong email as for a wrong password,
+    # and leaves the working login in place.
     app = services(call)
+    if call.peer.uid not in app.settings.allowed_login_uids():
+        raise Forbidden(f"uid {call.peer.uid} may not change cofferd's login (see login_uids)")
     app.api_client().login(text(email, "email"), text(password, "password"))
     app.boot_login.login_called()
     return {"status": "ok"}
@@ -126,7 +136,11 @@ def upload(
     app = services(call)
     src: io.RawIOBase | io.BytesIO
     if fd is not None:
-        src = FdReader(fd, call, expected=size)
+        try:
+            src = FdReader(fd, call, expected=size, limit=app.settings.max_upload_bytes)
+        except TooLarge:
+            os.close(fd)
+            raise
         if data is not None:
             src.close()
             raise BadRequest("give the content as an fd or as data, not both")
@@ -205,7 +219,13 @@ SPECS: tuple[MethodSpec, ...] = (
                 "model_cache_dir": {"type": "string"},
                 "upstream_url": {"type": "string"},
                 "version": {"type": "string"},
-                "unlock": obj({"state": {"enum": [s.value for s in UnlockState]}}, ("state",)),
+                "unlock": obj(
+                    {
+                        "state": {"enum": [s.value for s in UnlockState]},
+                        "engine_checked_at": {"type": ["number", "null"]},
+                    },
+                    ("state",),
+                ),
                 "field": FIELD_STATUS,
                 "cache": CACHE_STATUS,
             },
@@ -220,6 +240,7 @@ SPECS: tuple[MethodSpec, ...] = (
         result=obj({"status": {"const": "ok"}}, ("status",)),
         errors=(
             ErrorCode.UNAUTHORIZED,
+            ErrorCode.FORBIDDEN,
             ErrorCode.UPSTREAM_UNAVAILABLE,
             ErrorCode.UPSTREAM_BAD_DATA,
         ),

@@ -6,6 +6,14 @@ line. A line longer than :data:`coffer.protocol.MAX_LINE_BYTES` cannot be
 resynchronised, so it gets a ``TOO_LARGE`` error and the connection is closed;
 every other bad line gets its JSON-RPC error and the connection goes on.
 
+Per-caller limits (docs/reliability.md), so one caller cannot stop the others:
+a connection with no complete request for ``idle_timeout`` s is closed, and a
+started line must end within ``partial_line_timeout`` s; one uid holds at most
+``max_per_uid`` connections (a refusal is ``BUSY``, then the socket closes);
+fds parked on a line not yet complete are capped at the per-request maximum
+(the excess is closed at once and the line, when it ends, is refused); a
+failing ``accept`` (e.g. ``EMFILE``) logs one line per interval with a count.
+
 Stopping (:meth:`Server.request_stop`, safe from a signal handler): no new
 connections or requests, in-flight calls get ``grace`` seconds, then they are
 cancelled (their chunked I/O sees it within a chunk) and finally their sockets
@@ -32,6 +40,14 @@ from coffer.protocol import MAX_FDS, MAX_LINE_BYTES, ErrorCode
 from cofferd.rpc.calllog import CallLog
 from cofferd.rpc.context import Call, PeerCred
 from cofferd.rpc.dispatch import Dispatcher, error_response
+from cofferd.rpc.limits import (
+    IDLE_TIMEOUT,
+    MAX_PER_UID,
+    PARTIAL_LINE_TIMEOUT,
+    RateLimitedLog,
+    cap_parked,
+    wait_readable,
+)
 from cofferd.rpc.listen import PeerPolicy
 
 if TYPE_CHECKING:
@@ -75,12 +91,21 @@ class Server:
         max_connections: int = MAX_CONNECTIONS,
         call_log: CallLog | None = None,
         clock: Callable[[], float] = time.monotonic,
+        idle_timeout: float = IDLE_TIMEOUT,
+        partial_line_timeout: float = PARTIAL_LINE_TIMEOUT,
+        max_per_uid: int = MAX_PER_UID,
     ) -> None:
         self._listener = listener
         self._dispatcher = dispatcher
         self._services = services
         self._unlink_path = unlink_path
         self._max = max_connections
+        self._max_per_uid = max_per_uid
+        self._idle_timeout = idle_timeout
+        self._partial_timeout = partial_line_timeout
+        self._per_uid: dict[int, int] = {}
+        self._accept_log = RateLimitedLog("accept failed", clock)
+        self._busy_log = RateLimitedLog("refused a connection as busy", clock)
         self._clock = clock
         self._call_log = call_log
         self._lock = threading.Lock()
@@ -172,7 +197,7 @@ class Server:
         try:
             sock, _ = self._listener.accept()
         except OSError as exc:  # e.g. EMFILE: keep serving the others
-            log.warning("accept failed: %s", exc.strerror)
+            self._accept_log.warn(exc.strerror or str(exc))
             time.sleep(0.05)
             return
         try:
@@ -187,16 +212,22 @@ class Server:
             sock.close()
             return
         conn = _Conn(sock, peer)
+        refusal: str | None = None
         with self._lock:
-            full = len(self._conns) >= self._max
-            if not full:
+            mine = self._per_uid.get(peer.uid, 0)
+            if len(self._conns) >= self._max:
+                refusal = f"cofferd serves at most {self._max} connections at once"
+            elif mine >= self._max_per_uid:
+                refusal = f"uid {peer.uid} already holds {mine} connections, the most one uid may"
+            else:
                 self._conns.add(conn)
+                self._per_uid[peer.uid] = mine + 1
                 self._serial += 1
                 serial = self._serial
-        if full:
-            log.warning("refusing a connection from %s: %d already open", peer, self._max)
-            detail = f"cofferd serves at most {self._max} connections at once; try again later"
-            _send_quietly(sock, error_response(ErrorCode.BUSY, "Busy", detail))
+        if refusal is not None:
+            self._busy_log.warn(f"the last from {peer}: {refusal}")
+            busy = error_response(ErrorCode.BUSY, "Busy", f"{refusal}; try again later")
+            _send_quietly(sock, busy)
             sock.close()
             return
         conn.thread = threading.Thread(
@@ -215,6 +246,22 @@ class Server:
             conn.sock.close()
             with self._lock:
                 self._conns.discard(conn)
+                left = self._per_uid.get(conn.peer.uid, 1) - 1
+                if left > 0:
+                    self._per_uid[conn.peer.uid] = left
+                else:
+                    self._per_uid.pop(conn.peer.uid, None)
+
+    def _wait_readable(self, conn: _Conn, partial: bool, idle_since: float, started: float) -> bool:
+        """Wait for the caller's next bytes; False when its time is up (then it is closed)."""
+        deadline = idle_since + self._idle_timeout
+        if partial:
+            deadline = min(deadline, started + self._partial_timeout)
+        if wait_readable(conn.sock, deadline, self._clock):
+            return True
+        what = "a partial request line" if partial else "no request"
+        log.info("closing the connection from %s: %s for too long", conn.peer, what)
+        return False
 
     def _read_loop(self, conn: _Conn) -> None:
         buf = bytearray()
@@ -222,7 +269,11 @@ class Server:
         # One receive buffer per connection: a fresh one per read costs more
         # than a small request's whole dispatch.
         chunk = memoryview(bytearray(_RECV_BYTES))
+        idle_since = self._clock()
+        line_started = idle_since
         while True:
+            if not self._wait_readable(conn, bool(buf), idle_since, line_started):
+                return
             try:
                 n, ancdata, flags, _ = conn.sock.recvmsg_into([chunk], _ANCILLARY)
             except OSError:
@@ -231,6 +282,8 @@ class Server:
             if not n:
                 _close_all(fds)
                 return
+            if not buf:
+                line_started = self._clock()
             buf += chunk[:n]
             if fds:
                 # The kernel ends a read right after the data an fd came with, so
@@ -248,7 +301,9 @@ class Server:
                 if not self._answer(conn, bytes(buf[start:end]), line_fds):
                     return
                 start = end + 1
+                idle_since = line_started = self._clock()
             del buf[:start]
+            cap_parked(conn.pending)
             if len(buf) >= MAX_LINE_BYTES:
                 self._too_large(conn)
                 return
