@@ -221,7 +221,7 @@ def _coerce(key: str, annotation: object, raw: Any) -> Any:
 
 def _uids(raw: Any) -> tuple[int, ...] | None:
     # TOML gives a list; the environment a comma-separated string.
-    if raw is None:
+    if raw is None or raw == "":  # unset: root and cofferd's own uid
         return None
     items = raw.split(",") if isinstance(raw, str) else list(raw)
     uids = tuple(int(str(i).strip()) for i in items if str(i).strip())
