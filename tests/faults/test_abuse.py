@@ -144,7 +144,7 @@ def test_fds_parked_without_a_line_are_not_held(s: Stack) -> None:
         figure("fd parking: another uid served", elapsed)
         line = {"jsonrpc": "2.0", "method": "load", "params": {"filename": "m"}, "id": 7}
         sock.sendall(json.dumps(line).encode() + b"\n")
-        answer = read_response(sock)  # the line the fds came with: too many of them
+        answer = read_response(sock, "load")  # the line the fds came with: too many of them
         assert answer["error"]["code"] == 400, answer
         assert answer["id"] == 7
         # Still usable after the refusal.
@@ -160,7 +160,7 @@ def test_an_upload_over_the_cap_is_refused(s: Stack) -> None:
     request = {"jsonrpc": "2.0", "method": "upload", "params": {"filename": "z.bin"}, "id": 1}
     # Over the cap, even without a size: refused with 413 after 1 MiB.
     socket.send_fds(sock, [json.dumps(request).encode() + b"\n"], [zero])
-    assert read_response(sock)["error"]["code"] == 413
+    assert read_response(sock, "upload")["error"]["code"] == 413
     sock.close()
     os.close(zero)
     # Announced over the cap: refused before a byte is read.

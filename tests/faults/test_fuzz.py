@@ -119,7 +119,8 @@ def test_every_request_gets_one_answer(
     finally:
         for fd in fds:
             os.close(fd)
-    answer = read_response(conn.sock)
+    method = envelope.get("method")
+    answer = read_response(conn.sock, method if isinstance(method, str) else None)
     assert answer.get("id") == ident or (answer.get("id") is None and "error" in answer), answer
     error = answer.get("error")
     if error is not None:

@@ -142,7 +142,7 @@ def test_the_completion_is_valid_bash(generated: Path) -> None:
 
 def test_the_completion_completes_commands_and_options(generated: Path, tmp_path: Path) -> None:
     script = generated / "coffer.bash-completion"
-    assert complete(script, "coffer", "lo") == ["load", "login"]
+    assert complete(script, "coffer", "lo") == ["load", "login", "logout"]
     assert complete(script, "coffer", "--socket", "/run/x.sock", "un") == [
         "unlock",
         "unlock-status",
