@@ -23,6 +23,7 @@ MESSAGE_IDS: dict[str, str] = {
     "login": "6e1144617e614150921f039e5557b6f7",
     "logout": "fe5c9787b1bc4a8dbfb2167ae02f5886",
     "load": "57ceaf16529b48b6a928cb96acdcfad8",
+    "load_memfd": "7857394d749c4cd28f780fb789a8ff89",
     "upload": "60b5d1b82d384743a735eb6e8ededd4e",
     "unlock": "0398e5987c1f4ba6a2849fdd60e2feab",
     "pull": "6c0a80ae66b2415d9d9ce1a389e12e13",

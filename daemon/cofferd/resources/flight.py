@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Protocol
 
 from coffer.streams import write_all_fd
+from cofferd.binary_split.pipeline import Reader, chunk_reader
 from cofferd.binary_split.stream import decrypt_file, resource_associated_data
 from cofferd.errors import CofferError, CorruptData, DecryptionError, UpstreamUnavailable
 from cofferd.resources.wire import ResourceInfo
@@ -243,7 +244,7 @@ class Follower:
         self._fd = fd
         self.pos = 0
         self._direct: Iterator[bytes] | None = None
-        self._rest = memoryview(b"")
+        self._read_rest: Reader | None = None  # over _direct
         self._ok = False
         self.streamed = False  # whether it had to fetch from the CDN itself
 
@@ -267,21 +268,15 @@ class Follower:
             self.streamed = True
             info = flight.info
             self._direct = iter(flight._client.iter_big(info.big_url, size, self.pos))
+            self._read_rest = chunk_reader(self._direct)
             return self._read_direct(buffer)
         n = os.preadv(self._fd, [buffer[: min(len(buffer), avail)]], self.pos)
         self.pos += n
         return n
 
     def _read_direct(self, buffer: memoryview) -> int:
-        assert self._direct is not None
-        if not self._rest:
-            chunk = next(self._direct, None)
-            if chunk is None:
-                return 0
-            self._rest = memoryview(chunk)
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
+        assert self._read_rest is not None
+        n = len(self._read_rest(buffer))
         self.pos += n
         return n
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 
+from cofferd.binary_split.pipeline import chunk_reader
 from cofferd.resources.flight import Follower
 
 
@@ -40,19 +41,10 @@ class StreamSource:
     from_cache = False
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._rest = memoryview(b"")
+        self._read = chunk_reader(chunks)
 
     def readinto(self, buffer: memoryview) -> int:
-        if not self._rest:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._rest = memoryview(chunk)
-        n = min(len(buffer), len(self._rest))
-        buffer[:n] = self._rest[:n]
-        self._rest = self._rest[n:]
-        return n
+        return len(self._read(buffer))
 
     def authenticated(self) -> None:
         pass

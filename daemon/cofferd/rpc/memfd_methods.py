@@ -16,7 +16,7 @@ from coffer.protocol import ErrorCode
 from cofferd.resources import service
 from cofferd.resources.memfd import MemfdSink
 from cofferd.rpc.context import Call
-from cofferd.rpc.methods import services
+from cofferd.rpc.methods import LOADED, loaded, services
 from cofferd.rpc.params import NAME_SCHEMA, check_name
 from cofferd.rpc.spec import MethodSpec, obj
 
@@ -34,12 +34,7 @@ def load_memfd(call: Call, /, filename: object, folder: object = "models") -> di
         call.reply_fds.append(sink.seal())
     finally:
         sink.close()
-    return {
-        "folder": result.folder,
-        "filename": result.name,
-        "version": result.version,
-        "size": result.size,
-    }
+    return loaded(result)
 
 
 SPECS: tuple[MethodSpec, ...] = (
@@ -51,13 +46,8 @@ SPECS: tuple[MethodSpec, ...] = (
             {"filename": NAME_SCHEMA, "folder": {**NAME_SCHEMA, "default": "models"}}, ("filename",)
         ),
         result=obj(
-            {
-                "folder": NAME_SCHEMA,
-                "filename": NAME_SCHEMA,
-                "version": {"type": "integer", "minimum": 1},
-                "size": {"type": "integer", "minimum": 0},
-            },
-            ("folder", "filename", "version", "size"),
+            {**LOADED, "from_cache": {"type": "boolean"}},
+            ("folder", "filename", "version", "size", "from_cache"),
         ),
         errors=(
             ErrorCode.BAD_REQUEST,
@@ -66,7 +56,9 @@ SPECS: tuple[MethodSpec, ...] = (
             ErrorCode.TOO_LARGE,
             ErrorCode.UPSTREAM_BAD_DATA,
             ErrorCode.UPSTREAM_UNAVAILABLE,
+            ErrorCode.OFFLINE_REFUSED,
         ),
         fd="returns",
+        traffic="out",
     ),
 )

@@ -101,7 +101,7 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
                 resolve=app.field.resolve,
             )
             data = base64.b64encode(buffer.getbuffer()).decode("ascii")
-            return {**_loaded(result), "data": data}
+            return {**loaded(result), "data": data}
         # Closed before the result goes out, so the caller's EOF comes first.
         with FdWriter(fd, call) as out:
             result = service.load(
@@ -112,7 +112,7 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
                 cast(BinaryIO, out),
                 resolve=app.field.resolve,
             )
-    return _loaded(result)
+    return loaded(result)
 
 
 def upload(
@@ -170,7 +170,8 @@ def _inline(data: object, size: object, cap: int) -> bytes:
     return raw
 
 
-def _loaded(result: LoadResult) -> dict[str, Any]:
+def loaded(result: LoadResult) -> dict[str, Any]:
+    """What a load answers (``load``, ``load_memfd``): which version, how many bytes."""
     return {
         "folder": result.folder,
         "filename": result.name,
@@ -190,7 +191,8 @@ def _uploaded(result: UploadResult) -> dict[str, Any]:
     }
 
 
-_LOADED = {
+#: The schema of :func:`loaded`'s members but ``from_cache``.
+LOADED = {
     "folder": NAME_SCHEMA,
     "filename": NAME_SCHEMA,
     "version": {"type": "integer", "minimum": 1},
@@ -254,7 +256,7 @@ SPECS: tuple[MethodSpec, ...] = (
         ),
         result=obj(
             {
-                **_LOADED,
+                **LOADED,
                 "from_cache": {"type": "boolean"},
                 "data": {"type": "string", "contentEncoding": "base64"},
             },
@@ -286,7 +288,7 @@ SPECS: tuple[MethodSpec, ...] = (
             ("filename",),
         ),
         result=obj(
-            {"status": {"const": "ok"}, **_LOADED},
+            {"status": {"const": "ok"}, **LOADED},
             ("status", "folder", "filename", "version", "size"),
         ),
         errors=(

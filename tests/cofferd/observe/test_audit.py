@@ -95,6 +95,7 @@ def test_message_ids_are_distinct_128_bit_ids() -> None:
         "login",
         "logout",
         "load",
+        "load_memfd",
         "upload",
         "unlock",
         "pull",
