@@ -196,7 +196,14 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         device.run("systemctl", "daemon-reload")
         device.run("systemctl", "restart", "cofferd.service")
         device.wait_for("reference-upstream.service", ActiveState="active")
-        device.run("coffer", "login", "--email", EMAIL, user=MEMBER, input=PASSWORD + "\n")
+        # The daemon's login is the operator's (login_uids: root and cofferd's
+        # own uid); a member may use it, not change it.
+        refused = device.run(
+            "coffer", "login", "--email", EMAIL, user=MEMBER, input=PASSWORD + "\n", check=False
+        )
+        assert refused.returncode == 4, refused
+        assert "login_uids" in refused.stderr
+        device.run("coffer", "login", "--email", EMAIL, input=PASSWORD + "\n")
         device.run(
             "sh",
             "-c",
@@ -373,7 +380,7 @@ def test_a_load_leaves_an_audit_record_in_the_journal(device: SystemdContainer) 
     # its audit records go natively, with fields an operator can filter on.
     uid = device.run("id", "-u", MEMBER).stdout.strip()
     with reference_upstream(device, 8098):
-        device.run("coffer", "login", "--email", EMAIL, user=MEMBER, input=PASSWORD + "\n")
+        device.run("coffer", "login", "--email", EMAIL, input=PASSWORD + "\n")
         device.run(
             "sh",
             "-c",
