@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from coffer.protocol import ErrorCode
 from cofferd.resources import service
 from cofferd.resources.memfd import MemfdSink
 from cofferd.rpc.context import Call
-from cofferd.rpc.methods import LOADED, loaded, services
-from cofferd.rpc.params import NAME_SCHEMA, check_name
+from cofferd.rpc.methods import LOAD_ERRORS, LOAD_PARAMS, LOADED, loaded, services
+from cofferd.rpc.params import check_name
 from cofferd.rpc.spec import MethodSpec, obj
 
 
@@ -42,22 +41,9 @@ SPECS: tuple[MethodSpec, ...] = (
         "load_memfd",
         load_memfd,
         "The plaintext of a resource's current version in a sealed memfd, returned as an fd.",
-        params=obj(
-            {"filename": NAME_SCHEMA, "folder": {**NAME_SCHEMA, "default": "models"}}, ("filename",)
-        ),
-        result=obj(
-            {**LOADED, "from_cache": {"type": "boolean"}},
-            ("folder", "filename", "version", "size", "from_cache"),
-        ),
-        errors=(
-            ErrorCode.BAD_REQUEST,
-            ErrorCode.UNAUTHORIZED,
-            ErrorCode.NOT_FOUND,
-            ErrorCode.TOO_LARGE,
-            ErrorCode.UPSTREAM_BAD_DATA,
-            ErrorCode.UPSTREAM_UNAVAILABLE,
-            ErrorCode.OFFLINE_REFUSED,
-        ),
+        params=LOAD_PARAMS,
+        result=obj(LOADED, ("folder", "filename", "version", "size", "from_cache")),
+        errors=LOAD_ERRORS,
         fd="returns",
         traffic="out",
     ),

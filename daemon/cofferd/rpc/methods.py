@@ -191,13 +191,28 @@ def _uploaded(result: UploadResult) -> dict[str, Any]:
     }
 
 
-#: The schema of :func:`loaded`'s members but ``from_cache``.
-LOADED = {
+#: A version of a resource and its plaintext size, as load and upload answer it.
+_VERSIONED = {
     "folder": NAME_SCHEMA,
     "filename": NAME_SCHEMA,
     "version": {"type": "integer", "minimum": 1},
     "size": {"type": "integer", "minimum": 0},
 }
+#: The schema of :func:`loaded`'s members.
+LOADED = {**_VERSIONED, "from_cache": {"type": "boolean"}}
+#: What a load takes, and may answer beside the common errors (``load``, ``load_memfd``).
+LOAD_PARAMS = obj(
+    {"filename": NAME_SCHEMA, "folder": {**NAME_SCHEMA, "default": "models"}}, ("filename",)
+)
+LOAD_ERRORS = (
+    ErrorCode.BAD_REQUEST,
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.NOT_FOUND,
+    ErrorCode.TOO_LARGE,
+    ErrorCode.UPSTREAM_BAD_DATA,
+    ErrorCode.UPSTREAM_UNAVAILABLE,
+    ErrorCode.OFFLINE_REFUSED,
+)
 _CREDENTIALS = obj(
     {"email": {"type": "string"}, "password": {"type": "string"}}, ("email", "password")
 )
@@ -251,26 +266,12 @@ SPECS: tuple[MethodSpec, ...] = (
         "load",
         load,
         "The plaintext of a resource's current version, into the fd passed, else inline.",
-        params=obj(
-            {"filename": NAME_SCHEMA, "folder": {**NAME_SCHEMA, "default": "models"}}, ("filename",)
-        ),
+        params=LOAD_PARAMS,
         result=obj(
-            {
-                **LOADED,
-                "from_cache": {"type": "boolean"},
-                "data": {"type": "string", "contentEncoding": "base64"},
-            },
+            {**LOADED, "data": {"type": "string", "contentEncoding": "base64"}},
             ("folder", "filename", "version", "size", "from_cache"),
         ),
-        errors=(
-            ErrorCode.BAD_REQUEST,
-            ErrorCode.UNAUTHORIZED,
-            ErrorCode.NOT_FOUND,
-            ErrorCode.TOO_LARGE,
-            ErrorCode.UPSTREAM_BAD_DATA,
-            ErrorCode.UPSTREAM_UNAVAILABLE,
-            ErrorCode.OFFLINE_REFUSED,
-        ),
+        errors=LOAD_ERRORS,
         fd="takes",
         traffic="out",
     ),
@@ -288,7 +289,7 @@ SPECS: tuple[MethodSpec, ...] = (
             ("filename",),
         ),
         result=obj(
-            {"status": {"const": "ok"}, **LOADED},
+            {"status": {"const": "ok"}, **_VERSIONED},
             ("status", "folder", "filename", "version", "size"),
         ),
         errors=(
