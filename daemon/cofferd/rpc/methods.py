@@ -213,7 +213,8 @@ LOAD_ERRORS = (
     ErrorCode.UPSTREAM_UNAVAILABLE,
     ErrorCode.OFFLINE_REFUSED,
 )
-_CREDENTIALS = obj(
+#: The params of a call that logs in (``login``, ``unlock``).
+CREDENTIALS = obj(
     {"email": {"type": "string"}, "password": {"type": "string"}}, ("email", "password")
 )
 
@@ -253,7 +254,7 @@ SPECS: tuple[MethodSpec, ...] = (
         "login",
         login,
         "Log cofferd in to the upstream; the credentials stay in memory.",
-        params=_CREDENTIALS,
+        params=CREDENTIALS,
         result=obj({"status": {"const": "ok"}}, ("status",)),
         errors=(
             ErrorCode.UNAUTHORIZED,

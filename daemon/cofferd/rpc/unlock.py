@@ -14,7 +14,7 @@ from typing import Any
 from coffer.protocol import ErrorCode
 from cofferd.models import UnlockState
 from cofferd.rpc.context import Call
-from cofferd.rpc.methods import services
+from cofferd.rpc.methods import CREDENTIALS, services
 from cofferd.rpc.params import text
 from cofferd.rpc.spec import MethodSpec, obj
 
@@ -34,9 +34,7 @@ SPECS: tuple[MethodSpec, ...] = (
         "unlock",
         unlock,
         "Start loading the device's encrypted Docker images; watch with unlock_status.",
-        params=obj(
-            {"email": {"type": "string"}, "password": {"type": "string"}}, ("email", "password")
-        ),
+        params=CREDENTIALS,
         result=obj({"state": {"const": UnlockState.AUTHENTICATING.value}}, ("state",)),
         errors=(ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT),
     ),
