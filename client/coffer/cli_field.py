@@ -28,7 +28,7 @@ def field_lines(status: dict[str, Any]) -> list[str]:
     reachable = field.get("upstream_reachable")
     lines = [
         f"login from:      {field.get('login_source')}",
-        f"upstream:        {field.get('mode')}"
+        f"mode:            {field.get('mode')}"
         f" (reachable: {'unknown' if reachable is None else 'yes' if reachable else 'no'},"
         f" last contact: {_when(field.get('last_contact'))})",
         f"device key:      {'yes' if field.get('device_key') else 'no: records in memory only'}",
