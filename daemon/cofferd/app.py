@@ -1,7 +1,7 @@
 """Wiring: settings in, the daemon's services and method table out.
 
 :class:`App` holds what every method reaches through ``call.services`` (it
-satisfies :class:`cofferd.rpc.services.Services`): the settings, the one API
+satisfies :class:`cofferd.rpc.dispatch.services.Services`): the settings, the one API
 client, the device index, the managed cache, the offline-use service (field),
 the notifier and the unlock workflow. Nothing here
 reads the environment; ``main()`` builds the settings and the notifier and
@@ -26,14 +26,14 @@ from cofferd.field.records import RecordStore
 from cofferd.field.sealing import Sealer
 from cofferd.notify import Notifier
 from cofferd.observe.audit import AuditLog
+from cofferd.observe.calllog import CallLog
 from cofferd.observe.metrics import Registry, coffer_registry
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import INDEX_NAME, Index
 from cofferd.resources.managed import ManagedCache
 from cofferd.resources.upstream import ApiClient
-from cofferd.rpc.calllog import CallLog
-from cofferd.rpc.dispatch import Dispatcher
-from cofferd.rpc.observer import CallObserver
+from cofferd.rpc.dispatch.dispatcher import Dispatcher
+from cofferd.rpc.dispatch.observer import CallObserver
 from cofferd.rpc.table import TABLE
 from cofferd.settings import Settings
 from cofferd.unlock import UnlockWorkflow

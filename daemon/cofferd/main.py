@@ -24,11 +24,11 @@ from cofferd.app import App, build_dispatcher
 from cofferd.errors import ListenError, SettingsError
 from cofferd.notify import Notifier
 from cofferd.observe.audit import AuditLog
+from cofferd.observe.calllog import CallLog
 from cofferd.observe.journal import JournalSender, open_sink
 from cofferd.observe.metrics import TextfileWriter
-from cofferd.rpc.calllog import CallLog
-from cofferd.rpc.listen import bind_unix, systemd_socket
-from cofferd.rpc.transport import Server
+from cofferd.rpc.transport.listen import bind_unix, systemd_socket
+from cofferd.rpc.transport.server import Server
 from cofferd.settings import Settings
 
 log = logging.getLogger("cofferd")
@@ -54,7 +54,7 @@ class JournalFormatter(logging.Formatter):
 
 def setup_logging(level: str, environ: MutableMapping[str, str]) -> None:
     """Log to stderr, in journald's form under systemd. Call lines go their own way
-    (:mod:`cofferd.rpc.calllog`)."""
+    (:mod:`cofferd.observe.calllog`)."""
     handler = logging.StreamHandler(sys.stderr)
     if environ.get("JOURNAL_STREAM"):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))

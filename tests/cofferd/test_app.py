@@ -8,7 +8,7 @@ from pathlib import Path
 from cofferd.app import App, build_dispatcher
 from cofferd.notify import Notifier
 from cofferd.resources.upstream import ApiClient
-from cofferd.rpc.services import Services
+from cofferd.rpc.dispatch.services import Services
 from cofferd.rpc.table import TABLE
 from cofferd.settings import Settings
 

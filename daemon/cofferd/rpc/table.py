@@ -8,22 +8,10 @@ and added last, describing itself too.
 
 from __future__ import annotations
 
-from cofferd.rpc import (
-    cache_methods,
-    field_methods,
-    memfd_methods,
-    methods,
-    metrics_methods,
-    unlock,
-)
-from cofferd.rpc.discover import with_discover
-from cofferd.rpc.spec import MethodSpec
+from cofferd.rpc.dispatch.discover import with_discover
+from cofferd.rpc.dispatch.spec import MethodSpec
+from cofferd.rpc.methods import cache, memfd, metrics, resources, session, unlock
 
 TABLE: tuple[MethodSpec, ...] = with_discover(
-    methods.SPECS
-    + unlock.SPECS
-    + field_methods.SPECS
-    + memfd_methods.SPECS
-    + cache_methods.SPECS
-    + metrics_methods.SPECS
+    resources.SPECS + unlock.SPECS + session.SPECS + memfd.SPECS + cache.SPECS + metrics.SPECS
 )

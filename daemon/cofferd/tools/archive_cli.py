@@ -39,7 +39,7 @@ from cofferd import errors
 from cofferd.binary_split import archive, stream
 from cofferd.binary_split.archive import ArchiveInfo
 from cofferd.resources.upstream import ApiClient
-from cofferd.rpc.errors import to_rpc_error
+from cofferd.rpc.dispatch.errors import to_rpc_error
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:

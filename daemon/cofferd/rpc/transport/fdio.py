@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from cofferd.errors import BadRequest, PeerGone, ShuttingDown, TooLarge
-from cofferd.rpc.context import Call
+from cofferd.rpc.dispatch.context import Call
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer

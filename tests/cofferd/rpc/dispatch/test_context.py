@@ -1,7 +1,7 @@
 import os
 import socket
 
-from cofferd.rpc.context import PeerCred
+from cofferd.rpc.dispatch.context import PeerCred
 
 
 def test_peer_credentials_carry_the_supplementary_groups() -> None:

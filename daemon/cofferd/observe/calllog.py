@@ -10,7 +10,7 @@ form as cofferd's other log lines (journald priority prefix and no timestamp
 under systemd, a timestamp otherwise). It never sees params.
 
 An audited call's line is its audit record's message instead (see
-:mod:`cofferd.rpc.observer`): one line per call either way.
+:mod:`cofferd.rpc.dispatch.observer`): one line per call either way.
 """
 
 from __future__ import annotations

@@ -14,10 +14,10 @@ from typing import Any
 
 from cofferd.resources import service
 from cofferd.resources.memfd import MemfdSink
-from cofferd.rpc.context import Call
-from cofferd.rpc.methods import LOAD_ERRORS, LOAD_PARAMS, LOADED, loaded, services
-from cofferd.rpc.params import check_name
-from cofferd.rpc.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.context import Call
+from cofferd.rpc.dispatch.params import check_name
+from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.methods.resources import LOAD_ERRORS, LOAD_PARAMS, LOADED, loaded, services
 
 
 def load_memfd(call: Call, /, filename: object, folder: object = "models") -> dict[str, Any]:

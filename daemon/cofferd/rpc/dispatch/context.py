@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from cofferd.errors import BadRequest, PeerGone, ShuttingDown
 
 if TYPE_CHECKING:
-    from cofferd.rpc.services import Services
+    from cofferd.rpc.dispatch.services import Services
 
 _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # Linux >= 4.13; the socket module does not name it.
@@ -58,8 +58,9 @@ class PeerCred:
 class Call:
     """One request being served: the context jsonrpcserver passes as first argument.
 
-    ``services`` is what methods may use of the daemon (:class:`~cofferd.rpc.services.Services`,
-    None outside the daemon, in transport tests); ``fds``
+    ``services`` is what methods may use of the daemon
+    (:class:`~cofferd.rpc.dispatch.services.Services`, None outside the daemon,
+    in transport tests); ``fds``
     are the descriptors that came with the request line, owned by the call: a
     method takes one with :meth:`take_fd` and then must close it; whatever is
     left is closed by the transport when the call ends.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cofferd.errors import ListenError
-from cofferd.rpc.context import PeerCred
+from cofferd.rpc.dispatch.context import PeerCred
 
 SOCKET_MODE = 0o660
 

@@ -16,10 +16,10 @@ from coffer.protocol import ErrorCode
 from cofferd.errors import InvalidParams, NotFound
 from cofferd.resources import listing, service
 from cofferd.resources.index import Entry
-from cofferd.rpc.context import Call
-from cofferd.rpc.params import NAME_SCHEMA, check_name
-from cofferd.rpc.services import Services
-from cofferd.rpc.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.context import Call
+from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name
+from cofferd.rpc.dispatch.services import Services
+from cofferd.rpc.dispatch.spec import MethodSpec, obj
 
 
 def _services(call: Call) -> Services:

@@ -13,10 +13,10 @@ from typing import Any
 
 from coffer.protocol import ErrorCode
 from cofferd.models import UnlockState
-from cofferd.rpc.context import Call
-from cofferd.rpc.methods import CREDENTIALS, services
-from cofferd.rpc.params import text
-from cofferd.rpc.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.context import Call
+from cofferd.rpc.dispatch.params import text
+from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.methods.resources import CREDENTIALS, services
 
 
 def unlock(call: Call, /, email: object, password: object) -> dict[str, Any]:

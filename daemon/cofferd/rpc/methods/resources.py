@@ -1,6 +1,6 @@
 """The RPC methods: check params, call one service, return a plain dict.
 
-Each takes the :class:`~cofferd.rpc.context.Call` first (positional only, so
+Each takes the :class:`~cofferd.rpc.dispatch.context.Call` first (positional only, so
 no param can pose as it), then the request's params by name; jsonrpcserver
 answers -32602 for missing or unknown ones. Values of the wrong type are
 :class:`~cofferd.errors.InvalidParams`, names failing the name rule are
@@ -20,13 +20,13 @@ from cofferd import __version__
 from cofferd.errors import BadRequest, Forbidden, InvalidParams, TooLarge
 from cofferd.models import LoadResult, UnlockState, UploadResult
 from cofferd.resources import service
-from cofferd.rpc.cache_methods import CACHE_STATUS
-from cofferd.rpc.context import Call
-from cofferd.rpc.fdio import CappedBuffer, FdReader, FdWriter
-from cofferd.rpc.field_methods import FIELD_STATUS, field_status
-from cofferd.rpc.params import NAME_SCHEMA, check_name, text
-from cofferd.rpc.services import Services
-from cofferd.rpc.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.context import Call
+from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name, text
+from cofferd.rpc.dispatch.services import Services
+from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.methods.cache import CACHE_STATUS
+from cofferd.rpc.methods.session import FIELD_STATUS, field_status
+from cofferd.rpc.transport.fdio import CappedBuffer, FdReader, FdWriter
 
 #: The inline cap whatever the settings say: base64 of this many bytes, with the
 #: JSON around it, still fits in one line of ``coffer.protocol.MAX_LINE_BYTES``.

@@ -17,10 +17,10 @@ from typing import Any
 
 from coffer.protocol import ErrorCode
 from cofferd.observe.audit import MESSAGE_IDS, AuditLog, AuditRecord
+from cofferd.observe.calllog import CallLog
 from cofferd.observe.metrics import Registry, Series, count_and_observe
-from cofferd.rpc.calllog import CallLog
-from cofferd.rpc.context import Call
-from cofferd.rpc.spec import MethodSpec
+from cofferd.rpc.dispatch.context import Call
+from cofferd.rpc.dispatch.spec import MethodSpec
 
 log = logging.getLogger("cofferd.rpc")
 

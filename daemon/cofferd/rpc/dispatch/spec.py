@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from coffer.protocol import ErrorCode
 
-#: A method: takes the :class:`~cofferd.rpc.context.Call` then params by name,
+#: A method: takes the :class:`~cofferd.rpc.dispatch.context.Call` then params by name,
 #: returns a JSON-able dict.
 Method = Callable[..., dict[str, Any]]
 

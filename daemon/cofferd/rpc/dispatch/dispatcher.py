@@ -12,14 +12,14 @@ Three things are ours:
   about a microsecond, plus ours: one object per line (no batches, which could
   not say which request an fd belongs to) and params by name.
 - The boundary: every method is wrapped so that it never raises; its error is
-  mapped by :func:`cofferd.rpc.errors.to_rpc_error`. A caller who hung up
+  mapped by :func:`cofferd.rpc.dispatch.errors.to_rpc_error`. A caller who hung up
   (:class:`~cofferd.errors.PeerGone`) is marked on the :class:`Call`, and the
   transport closes the connection without a response.
 - The error shape. Every error leaves as ``{"code", "message", "data":
   {"detail"}}``; the library's own errors (parse error, unknown method, wrong
   params) are given a detail here.
 
-Every line ends at the :class:`~cofferd.rpc.observer.CallObserver`, if one is
+Every line ends at the :class:`~cofferd.rpc.dispatch.observer.CallObserver`, if one is
 given: the call's log line, metrics and audit record. For an audited method
 (a name in :data:`cofferd.observe.audit.MESSAGE_IDS`) the wrapper fills
 ``call.audit_fields`` from the resource params (folder and name only, never
@@ -42,11 +42,11 @@ from jsonrpcserver import Error, Success, dispatch_to_serializable
 from coffer.protocol import ErrorCode
 from cofferd.errors import PeerGone
 from cofferd.observe.audit import MESSAGE_IDS
-from cofferd.rpc.context import Call
-from cofferd.rpc.errors import INTERNAL_DETAIL, is_expected, to_rpc_error
-from cofferd.rpc.observer import CallObserver
-from cofferd.rpc.params import NAME_SCHEMA
-from cofferd.rpc.spec import MethodSpec
+from cofferd.rpc.dispatch.context import Call
+from cofferd.rpc.dispatch.errors import INTERNAL_DETAIL, is_expected, to_rpc_error
+from cofferd.rpc.dispatch.observer import CallObserver
+from cofferd.rpc.dispatch.params import NAME_SCHEMA
+from cofferd.rpc.dispatch.spec import MethodSpec
 
 log = logging.getLogger("cofferd.rpc")
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cofferd.rpc.context import Call
-from cofferd.rpc.methods import services
-from cofferd.rpc.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.context import Call
+from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.methods.resources import services
 
 
 def metrics(call: Call, /) -> dict[str, Any]:

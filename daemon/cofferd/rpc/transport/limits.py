@@ -1,6 +1,6 @@
 """Per-caller limits of the transport: deadlines on reads, parked fds, log lines at a bounded rate.
 
-Kept apart from :mod:`cofferd.rpc.transport` so the rules one caller is held
+Kept apart from :mod:`cofferd.rpc.transport.server` so the rules one caller is held
 to read in one place (docs/reliability.md has what each costs a caller).
 """
 

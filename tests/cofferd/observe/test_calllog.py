@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from cofferd.rpc.calllog import CallLog
-from cofferd.rpc.context import PeerCred
+from cofferd.observe.calllog import CallLog
+from cofferd.rpc.dispatch.context import PeerCred
 
 PEER = PeerCred(pid=42, uid=1000, gid=1001)
 

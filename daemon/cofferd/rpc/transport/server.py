@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coffer.protocol import MAX_FDS, MAX_LINE_BYTES, ErrorCode
-from cofferd.rpc.calllog import CallLog
-from cofferd.rpc.context import Call, PeerCred
-from cofferd.rpc.dispatch import Dispatcher, error_response
-from cofferd.rpc.limits import (
+from cofferd.observe.calllog import CallLog
+from cofferd.rpc.dispatch.context import Call, PeerCred
+from cofferd.rpc.dispatch.dispatcher import Dispatcher, error_response
+from cofferd.rpc.transport.limits import (
     IDLE_TIMEOUT,
     MAX_PER_UID,
     PARTIAL_LINE_TIMEOUT,
@@ -48,10 +48,10 @@ from cofferd.rpc.limits import (
     cap_parked,
     wait_readable,
 )
-from cofferd.rpc.listen import PeerPolicy
+from cofferd.rpc.transport.listen import PeerPolicy
 
 if TYPE_CHECKING:
-    from cofferd.rpc.services import Services
+    from cofferd.rpc.dispatch.services import Services
 
 log = logging.getLogger("cofferd.rpc")
 

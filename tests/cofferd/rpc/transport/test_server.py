@@ -16,11 +16,11 @@ import pytest
 
 from coffer.protocol import ErrorCode
 from cofferd.errors import ListenError, NotFound
-from cofferd.rpc.context import Call
-from cofferd.rpc.dispatch import Dispatcher
-from cofferd.rpc.listen import bind_unix
-from cofferd.rpc.spec import MethodSpec
-from cofferd.rpc.transport import Server
+from cofferd.rpc.dispatch.context import Call
+from cofferd.rpc.dispatch.dispatcher import Dispatcher
+from cofferd.rpc.dispatch.spec import MethodSpec
+from cofferd.rpc.transport.listen import bind_unix
+from cofferd.rpc.transport.server import Server
 from fixtures.daemon import read_response, rpc
 
 entered = threading.Event()

@@ -1,7 +1,7 @@
 """``rpc.discover``: the OpenRPC document of the socket API, generated from the method table.
 
 The document (OpenRPC 1.3.2, https://spec.open-rpc.org) is built from the
-same :class:`~cofferd.rpc.spec.MethodSpec` list the dispatcher serves, so the
+same :class:`~cofferd.rpc.dispatch.spec.MethodSpec` list the dispatcher serves, so the
 description and the behaviour cannot drift; ``rpc.discover`` describes itself
 too. What OpenRPC has no word for goes into ``x-`` extensions:
 
@@ -25,8 +25,8 @@ from coffer.protocol import MAX_LINE_BYTES, ErrorCode
 from cofferd import __version__
 from cofferd.errors import WIRE
 from cofferd.observe.audit import MESSAGE_IDS
-from cofferd.rpc.context import Call
-from cofferd.rpc.spec import COMMON_ERRORS, MethodSpec
+from cofferd.rpc.dispatch.context import Call
+from cofferd.rpc.dispatch.spec import COMMON_ERRORS, MethodSpec
 
 OPENRPC_VERSION = "1.3.2"
 DISCOVER = "rpc.discover"

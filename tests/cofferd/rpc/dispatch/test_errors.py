@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 
 from coffer.protocol import ErrorCode
 from cofferd import errors
-from cofferd.rpc.errors import to_rpc_error
+from cofferd.rpc.dispatch.errors import to_rpc_error
 from cofferd.rpc.table import TABLE
 
 CLASSES = [

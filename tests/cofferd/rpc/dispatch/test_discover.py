@@ -15,12 +15,12 @@ import referencing.jsonschema
 
 from coffer.protocol import ErrorCode
 from cofferd.observe.audit import MESSAGE_IDS
-from cofferd.rpc.discover import DISCOVER, document
-from cofferd.rpc.spec import COMMON_ERRORS
+from cofferd.rpc.dispatch.discover import DISCOVER, document
+from cofferd.rpc.dispatch.spec import COMMON_ERRORS
 from cofferd.rpc.table import TABLE
 from fixtures.daemon import CofferdProcess
 
-META_SCHEMA = Path(__file__).parents[2] / "data" / "openrpc" / "meta-schema.json"
+META_SCHEMA = Path(__file__).parents[3] / "data" / "openrpc" / "meta-schema.json"
 
 
 def meta_validator() -> jsonschema.protocols.Validator:

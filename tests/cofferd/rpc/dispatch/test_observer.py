@@ -18,13 +18,13 @@ from coffer.errors import UpstreamUnavailable
 from coffer.protocol import ErrorCode
 from cofferd.errors import NotFound
 from cofferd.observe.audit import MESSAGE_IDS, AuditLog
+from cofferd.observe.calllog import CallLog
 from cofferd.observe.journal import JournalSender
 from cofferd.observe.metrics import coffer_registry
-from cofferd.rpc.calllog import CallLog
-from cofferd.rpc.context import Call, PeerCred
-from cofferd.rpc.dispatch import Dispatcher
-from cofferd.rpc.observer import CallObserver, outcome_label
-from cofferd.rpc.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.context import Call, PeerCred
+from cofferd.rpc.dispatch.dispatcher import Dispatcher
+from cofferd.rpc.dispatch.observer import CallObserver, outcome_label
+from cofferd.rpc.dispatch.spec import MethodSpec, obj
 from fixtures.daemon import CofferdProcess
 from fixtures.journald import FakeJournald
 from fixtures.upstream import Upstream
