@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from cofferd.rpc.dispatch.discover import with_discover
 from cofferd.rpc.dispatch.spec import MethodSpec
-from cofferd.rpc.methods import cache, memfd, metrics, resources, session, unlock
+from cofferd.rpc.methods import cache, metrics, resources, session, system, unlock
 
 TABLE: tuple[MethodSpec, ...] = with_discover(
-    resources.SPECS + unlock.SPECS + session.SPECS + memfd.SPECS + cache.SPECS + metrics.SPECS
+    system.SPECS + session.SPECS + resources.SPECS + cache.SPECS + unlock.SPECS + metrics.SPECS
 )

@@ -90,6 +90,12 @@ class Call:
     #: Never a secret: nothing else of the params goes here.
     audit_fields: dict[str, Any] | None = None
 
+    @property
+    def app(self) -> Services:
+        """The daemon's services; a method called without them (outside the daemon) is a bug."""
+        assert self.services is not None, "a method called without the daemon's services"
+        return self.services
+
     def take_fd(self) -> int | None:
         """The request's fd, now owned by the caller, or None when none came."""
         if len(self.fds) > 1:

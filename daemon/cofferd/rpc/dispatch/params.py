@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from cofferd.errors import InvalidParams
 from cofferd.names import NAME_RULE, check_name
+from cofferd.rpc.dispatch.spec import obj
 
-__all__ = ["NAME_SCHEMA", "check_name", "text"]
+__all__ = ["CREDENTIALS", "NAME_SCHEMA", "check_name", "text"]
 
 #: JSON Schema of a folder, resource name or archive id (see :mod:`cofferd.names`).
 NAME_SCHEMA = {
@@ -25,3 +26,9 @@ def text(value: object, what: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidParams(f"{what} must be a non-empty string")
     return value
+
+
+#: The params of a call that logs in (``login``, ``unlock``).
+CREDENTIALS = obj(
+    {"email": {"type": "string"}, "password": {"type": "string"}}, ("email", "password")
+)

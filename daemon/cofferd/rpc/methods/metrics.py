@@ -10,11 +10,10 @@ from typing import Any
 
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.spec import MethodSpec, obj
-from cofferd.rpc.methods.resources import services
 
 
 def metrics(call: Call, /) -> dict[str, Any]:
-    return services(call).metrics.snapshot()
+    return call.app.metrics.snapshot()
 
 
 _LABELS = {"type": "object", "additionalProperties": {"type": "string"}}

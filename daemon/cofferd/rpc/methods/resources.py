@@ -1,10 +1,14 @@
-"""The RPC methods: check params, call one service, return a plain dict.
+"""The resources: what the upstream offers, load, load into a memfd, pull, upload.
 
-Each takes the :class:`~cofferd.rpc.dispatch.context.Call` first (positional only, so
-no param can pose as it), then the request's params by name; jsonrpcserver
-answers -32602 for missing or unknown ones. Values of the wrong type are
-:class:`~cofferd.errors.InvalidParams`, names failing the name rule are
-:class:`~cofferd.errors.BadName`. No method logs its params.
+``list`` asks the upstream. ``load`` writes the plaintext into the caller's fd
+(or inline); ``load_memfd`` sizes a memfd from the upstream's answer, has the
+load decrypt straight into its mapping, seals it (no write, shrink, grow, or
+seal change) and hands the fd to the transport, which sends it with the
+response line (SCM_RIGHTS) and closes its own copy; on any error the memfd is
+closed unsent: nothing of a failed load leaves the daemon. ``pull`` fetches a
+resource's big part into the cache and authenticates every byte on the way
+(the decryption pass, its plaintext going nowhere). ``upload`` encrypts and
+publishes the next version.
 """
 
 from __future__ import annotations
@@ -16,16 +20,14 @@ import os
 from typing import Any, BinaryIO, cast
 
 from coffer.protocol import ErrorCode
-from cofferd import __version__
-from cofferd.errors import BadRequest, Forbidden, InvalidParams, TooLarge
-from cofferd.models import LoadResult, UnlockState, UploadResult
-from cofferd.resources import service
+from cofferd.errors import BadRequest, InvalidParams, TooLarge
+from cofferd.models import LoadResult, UploadResult
+from cofferd.resources import listing, service
+from cofferd.resources.memfd import MemfdSink
 from cofferd.rpc.dispatch.context import Call
-from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name, text
+from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name
 from cofferd.rpc.dispatch.services import Services
 from cofferd.rpc.dispatch.spec import MethodSpec, obj
-from cofferd.rpc.methods.cache import CACHE_STATUS
-from cofferd.rpc.methods.session import FIELD_STATUS, field_status
 from cofferd.rpc.transport.fdio import CappedBuffer, FdReader, FdWriter
 
 #: The inline cap whatever the settings say: base64 of this many bytes, with the
@@ -37,45 +39,23 @@ def _inline_cap(app: Services) -> int:
     return min(app.settings.inline_max_bytes, INLINE_LIMIT)
 
 
-def services(call: Call) -> Services:
-    """The daemon's services; a call outside the daemon (no services) is a bug."""
-    assert call.services is not None, "a method called without the daemon's services"
-    return call.services
-
-
-def health(call: Call, /) -> dict[str, Any]:
-    return {"status": "ok", "version": __version__}
-
-
-def status(call: Call, /) -> dict[str, Any]:
-    app = services(call)
-    return {
-        "authenticated": app.api_client().authenticated,
-        "model_cache_dir": str(app.settings.cache_dir),
-        "upstream_url": app.settings.upstream_url,
-        "version": __version__,
-        # Never waits: the engine is checked in the background after a
-        # restart, and this says when it last was (null: not yet).
-        "unlock": {
-            "state": app.unlock.state.value,
-            "engine_checked_at": app.unlock.engine_checked_at,
-        },
-        "field": field_status(app),
-        "cache": app.managed.status(),
-    }
-
-
-def login(call: Call, /, email: object, password: object) -> dict[str, Any]:
-    # It changes the identity every caller uses: only the uids of login_uids
-    # may (Forbidden, 403). The upstream decides then; its refusal is
-    # Unauthorized (401), the same for a wrong email as for a wrong password,
-    # and leaves the working login in place.
-    app = services(call)
-    if call.peer.uid not in app.settings.allowed_login_uids():
-        raise Forbidden(f"uid {call.peer.uid} may not change cofferd's login (see login_uids)")
-    app.api_client().login(text(email, "email"), text(password, "password"))
-    app.boot_login.login_called()
-    return {"status": "ok"}
+def list_(call: Call, /, folder: object = "models") -> dict[str, Any]:
+    folder_ = check_name(folder, "folder")
+    app = call.app
+    client = app.api_client()
+    cached = {(e.name, e.version) for e in app.index.entries(folder_)}
+    items = [
+        {
+            "filename": item.name,
+            "version": item.version,
+            "plaintext_size": item.plaintext_size,
+            "big_size": item.big_size,
+            "updated_at": item.updated_at,
+            "cached": (item.name, item.version) in cached,
+        }
+        for item in listing.every_item(lambda cursor: client.list_page(folder_, cursor))
+    ]
+    return {"folder": folder_, "items": items}
 
 
 def load(call: Call, /, filename: object, folder: object = "models") -> dict[str, Any]:
@@ -86,7 +66,7 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
     folder_ = check_name(folder, "folder")
     name = check_name(filename, "filename")
     fd = call.take_fd()
-    app = services(call)
+    app = call.app
     with app.notifier.working(f"loading {folder_}/{name}"):
         if fd is None:
             cap = _inline_cap(app)
@@ -115,6 +95,46 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
     return loaded(result)
 
 
+def load_memfd(call: Call, /, filename: object, folder: object = "models") -> dict[str, Any]:
+    folder_ = check_name(folder, "folder")
+    name = check_name(filename, "filename")
+    app = call.app
+    sink = MemfdSink(f"coffer:{folder_}/{name}", app.settings.memfd_max_bytes)
+    try:
+        with app.notifier.working(f"loading {folder_}/{name} into a memfd"):
+            result = service.load(
+                app.api_client(), app.managed, folder_, name, sink, resolve=app.field.resolve
+            )
+        call.reply_fds.append(sink.seal())
+    finally:
+        sink.close()
+    return loaded(result)
+
+
+def pull(
+    call: Call, /, filename: object, folder: object = "models", pin: object = False
+) -> dict[str, Any]:
+    folder_ = check_name(folder, "folder")
+    name = check_name(filename, "filename")
+    if not isinstance(pin, bool):
+        raise InvalidParams("pin must be a boolean")
+    app = call.app
+    with app.notifier.working(f"pulling {folder_}/{name}"):
+        result = service.pull(
+            app.api_client(), app.managed, folder_, name, resolve=app.field.resolve
+        )
+    if pin:
+        app.index.set_pinned(folder_, name, True)
+    return {
+        "folder": result.folder,
+        "filename": result.name,
+        "version": result.version,
+        "size": result.size,
+        "from_cache": result.from_cache,
+        "pinned": app.index.is_pinned(folder_, name),
+    }
+
+
 def upload(
     call: Call,
     /,
@@ -133,7 +153,7 @@ def upload(
     if size is not None and (type(size) is not int or size < 0):
         raise InvalidParams("size must be a non-negative integer")
     fd = call.take_fd()
-    app = services(call)
+    app = call.app
     src: io.RawIOBase | io.BytesIO
     if fd is not None:
         try:
@@ -198,6 +218,7 @@ _VERSIONED = {
     "version": {"type": "integer", "minimum": 1},
     "size": {"type": "integer", "minimum": 0},
 }
+_COUNT = {"type": "integer", "minimum": 0}
 #: The schema of :func:`loaded`'s members.
 LOADED = {**_VERSIONED, "from_cache": {"type": "boolean"}}
 #: What a load takes, and may answer beside the common errors (``load``, ``load_memfd``).
@@ -213,55 +234,47 @@ LOAD_ERRORS = (
     ErrorCode.UPSTREAM_UNAVAILABLE,
     ErrorCode.OFFLINE_REFUSED,
 )
-#: The params of a call that logs in (``login``, ``unlock``).
-CREDENTIALS = obj(
-    {"email": {"type": "string"}, "password": {"type": "string"}}, ("email", "password")
+_UPSTREAM_ERRORS = (
+    ErrorCode.UNAUTHORIZED,
+    ErrorCode.NOT_FOUND,
+    ErrorCode.UPSTREAM_BAD_DATA,
+    ErrorCode.UPSTREAM_UNAVAILABLE,
 )
 
 SPECS: tuple[MethodSpec, ...] = (
     MethodSpec(
-        "health",
-        health,
-        "Whether cofferd serves, and its version.",
-        result=obj(
-            {"status": {"const": "ok"}, "version": {"type": "string"}}, ("status", "version")
-        ),
-    ),
-    MethodSpec(
-        "status",
-        status,
-        "Login, cache, upstream and unlock state.",
+        "list",
+        list_,
+        "The resources of a folder the upstream offers, each marked cached or not.",
+        params=obj({"folder": {**NAME_SCHEMA, "default": "models"}}),
         result=obj(
             {
-                "authenticated": {"type": "boolean"},
-                "model_cache_dir": {"type": "string"},
-                "upstream_url": {"type": "string"},
-                "version": {"type": "string"},
-                "unlock": obj(
-                    {
-                        "state": {"enum": [s.value for s in UnlockState]},
-                        "engine_checked_at": {"type": ["number", "null"]},
-                    },
-                    ("state",),
-                ),
-                "field": FIELD_STATUS,
-                "cache": CACHE_STATUS,
+                "folder": NAME_SCHEMA,
+                "items": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "filename": NAME_SCHEMA,
+                            "version": _COUNT,
+                            "plaintext_size": _COUNT,
+                            "big_size": _COUNT,
+                            "updated_at": {"type": ["number", "null"]},
+                            "cached": {"type": "boolean"},
+                        },
+                        (
+                            "filename",
+                            "version",
+                            "plaintext_size",
+                            "big_size",
+                            "updated_at",
+                            "cached",
+                        ),
+                    ),
+                },
             },
-            ("authenticated", "model_cache_dir", "upstream_url", "version", "unlock", "field"),
+            ("folder", "items"),
         ),
-    ),
-    MethodSpec(
-        "login",
-        login,
-        "Log cofferd in to the upstream; the credentials stay in memory.",
-        params=CREDENTIALS,
-        result=obj({"status": {"const": "ok"}}, ("status",)),
-        errors=(
-            ErrorCode.UNAUTHORIZED,
-            ErrorCode.FORBIDDEN,
-            ErrorCode.UPSTREAM_UNAVAILABLE,
-            ErrorCode.UPSTREAM_BAD_DATA,
-        ),
+        errors=(ErrorCode.BAD_REQUEST, *_UPSTREAM_ERRORS),
     ),
     MethodSpec(
         "load",
@@ -275,6 +288,35 @@ SPECS: tuple[MethodSpec, ...] = (
         errors=LOAD_ERRORS,
         fd="takes",
         traffic="out",
+    ),
+    MethodSpec(
+        "load_memfd",
+        load_memfd,
+        "The plaintext of a resource's current version in a sealed memfd, returned as an fd.",
+        params=LOAD_PARAMS,
+        result=obj(LOADED, ("folder", "filename", "version", "size", "from_cache")),
+        errors=LOAD_ERRORS,
+        fd="returns",
+        traffic="out",
+    ),
+    MethodSpec(
+        "pull",
+        pull,
+        "Fetch a resource's current version into the cache, every byte authenticated;"
+        " no plaintext is handed out.",
+        params=obj(
+            {
+                "filename": NAME_SCHEMA,
+                "folder": {**NAME_SCHEMA, "default": "models"},
+                "pin": {"type": "boolean", "default": False},
+            },
+            ("filename",),
+        ),
+        result=obj(
+            {**_VERSIONED, "from_cache": {"type": "boolean"}, "pinned": {"type": "boolean"}},
+            ("folder", "filename", "version", "size", "from_cache", "pinned"),
+        ),
+        errors=(ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, *_UPSTREAM_ERRORS),
     ),
     MethodSpec(
         "upload",

@@ -1,68 +1,36 @@
-"""The field methods: ``logout``, and the ``field`` object of ``status``.
+"""cofferd's login to the upstream: ``login`` and ``logout``.
 
-``status`` never waits on the network: the field object says what is known
-(the last exchange's outcome, the last contact), not what a probe would find.
+Both change the identity every caller uses. ``login`` keeps the credentials in
+memory; ``logout`` drops the login, the token and every offline record and
+lease.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from coffer.protocol import ErrorCode
+from cofferd.errors import Forbidden
 from cofferd.rpc.dispatch.context import Call
-from cofferd.rpc.dispatch.services import Services
+from cofferd.rpc.dispatch.params import CREDENTIALS, text
 from cofferd.rpc.dispatch.spec import MethodSpec, obj
 
-_TIME = {"type": ["number", "null"], "description": "Unix seconds"}
 
-FIELD_STATUS = obj(
-    {
-        "login_source": {"enum": ["credential", "login call", "none"]},
-        "device_key": {"type": "boolean"},
-        "upstream_reachable": {"type": ["boolean", "null"]},
-        "mode": {"enum": ["online", "offline"]},
-        "last_contact": _TIME,
-        "trusted_time": _TIME,
-        "offline_enabled": {"type": "boolean"},
-        "records_persistent": {"type": "boolean"},
-        "records": {
-            "type": "array",
-            "items": obj(
-                {
-                    "folder": {"type": "string"},
-                    "filename": {"type": "string"},
-                    "version": {"type": "integer"},
-                    "lease_expires": _TIME,
-                },
-                ("folder", "filename", "version", "lease_expires"),
-            ),
-        },
-    },
-    (
-        "login_source",
-        "device_key",
-        "upstream_reachable",
-        "mode",
-        "last_contact",
-        "trusted_time",
-        "offline_enabled",
-        "records_persistent",
-        "records",
-    ),
-)
-
-
-def field_status(app: Services) -> dict[str, Any]:
-    status = app.field.status()
-    return {
-        "login_source": app.boot_login.source,
-        "device_key": status["records_persistent"],
-        **status,
-    }
+def login(call: Call, /, email: object, password: object) -> dict[str, Any]:
+    # It changes the identity every caller uses: only the uids of login_uids
+    # may (Forbidden, 403). The upstream decides then; its refusal is
+    # Unauthorized (401), the same for a wrong email as for a wrong password,
+    # and leaves the working login in place.
+    app = call.app
+    if call.peer.uid not in app.settings.allowed_login_uids():
+        raise Forbidden(f"uid {call.peer.uid} may not change cofferd's login (see login_uids)")
+    app.api_client().login(text(email, "email"), text(password, "password"))
+    app.boot_login.login_called()
+    return {"status": "ok"}
 
 
 def logout(call: Call, /) -> dict[str, Any]:
-    assert call.services is not None, "a method called without the daemon's services"
-    app = call.services
+    app = call.app
     app.api_client().logout()
     app.boot_login.logged_out()
     erased = app.field.forget()
@@ -70,6 +38,19 @@ def logout(call: Call, /) -> dict[str, Any]:
 
 
 SPECS: tuple[MethodSpec, ...] = (
+    MethodSpec(
+        "login",
+        login,
+        "Log cofferd in to the upstream; the credentials stay in memory.",
+        params=CREDENTIALS,
+        result=obj({"status": {"const": "ok"}}, ("status",)),
+        errors=(
+            ErrorCode.UNAUTHORIZED,
+            ErrorCode.FORBIDDEN,
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            ErrorCode.UPSTREAM_BAD_DATA,
+        ),
+    ),
     MethodSpec(
         "logout",
         logout,

@@ -14,17 +14,16 @@ from typing import Any
 from coffer.protocol import ErrorCode
 from cofferd.models import UnlockState
 from cofferd.rpc.dispatch.context import Call
-from cofferd.rpc.dispatch.params import text
+from cofferd.rpc.dispatch.params import CREDENTIALS, text
 from cofferd.rpc.dispatch.spec import MethodSpec, obj
-from cofferd.rpc.methods.resources import CREDENTIALS, services
 
 
 def unlock(call: Call, /, email: object, password: object) -> dict[str, Any]:
-    return services(call).unlock.start(text(email, "email"), text(password, "password"))
+    return call.app.unlock.start(text(email, "email"), text(password, "password"))
 
 
 def unlock_status(call: Call, /) -> dict[str, Any]:
-    return services(call).unlock.status()
+    return call.app.unlock.status()
 
 
 _STATE = {"enum": [s.value for s in UnlockState]}
