@@ -15,7 +15,10 @@ from __future__ import annotations
 import re
 
 NAME_RULE = "1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: The rule as a regular expression, to be matched in full (``re.fullmatch``);
+#: cofferd's JSON Schema for names anchors it.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+_NAME = re.compile(NAME_PATTERN)
 
 
 class BadName(ValueError):

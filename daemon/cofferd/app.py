@@ -146,11 +146,13 @@ def _build_field(
 
 
 def build_dispatcher(
+    settings: Settings,
     *,
     call_log: CallLog | None = None,
     journal: AuditLog | None = None,
     registry: Registry | None = None,
 ) -> Dispatcher:
-    """The dispatcher over the method table, its calls logged, counted and audited."""
+    """The dispatcher over the method table, its calls logged, counted and audited,
+    its operator's methods open to the uids of ``login_uids`` alone."""
     observer = CallObserver(TABLE, call_log=call_log, journal=journal, registry=registry)
-    return Dispatcher(TABLE, observer)
+    return Dispatcher(TABLE, observer, operators=settings.allowed_login_uids())

@@ -7,7 +7,9 @@ looked up along the class's MRO, so its row order does not matter and a new
 subclass answers with its nearest ancestor's row.
 
 Two kinds, as systemd's varlink keeps them apart: *wire errors* are what a
-caller can be told (every one has a row in :data:`WIRE`); *local errors*
+caller can be told (every one has a row in :data:`WIRE`, and every code a
+caller can get has a class, so :data:`WIRE` is the one table of short
+messages: :func:`message_for`); *local errors*
 (:class:`LocalError`) never cross the socket: an operator's config mistake, a
 socket cofferd cannot serve on, a caller who is no longer there to answer.
 
@@ -32,6 +34,10 @@ socket cofferd cannot serve on, a caller who is no longer there to answer.
     │   ├── DockerUnavailable    unreachable
     │   └── DockerRefused        it answered, and refused
     ├── ShuttingDown             cut short: the daemon is stopping (504)
+    ├── Busy                     too many connections: told on accepting, then closed (429)
+    ├── ParseError, InvalidRequest, MethodNotFound, InternalError
+    │                            the JSON-RPC layer's own (never raised: jsonrpcserver
+    │                            answers them; InternalError stands for a bug)
     └── LocalError               never crosses the wire (no row in WIRE)
         ├── SettingsError        a config file or environment variable is unusable (exit 2)
         ├── ListenError          cofferd cannot serve on the socket it was given (exit 1)
@@ -134,6 +140,26 @@ class ShuttingDown(CofferError):
     """The work was cut short because the daemon is stopping."""
 
 
+class Busy(CofferError):
+    """cofferd serves too many connections (of this uid, or in all)."""
+
+
+class ParseError(CofferError):
+    """The request line is not UTF-8 JSON (JSON-RPC -32700)."""
+
+
+class InvalidRequest(CofferError):
+    """The line is JSON but not one JSON-RPC 2.0 request object (JSON-RPC -32600)."""
+
+
+class MethodNotFound(CofferError):
+    """No method of that name (JSON-RPC -32601)."""
+
+
+class InternalError(CofferError):
+    """A bug: whatever was raised outside the tree is answered as this (JSON-RPC -32603)."""
+
+
 class LocalError(CofferError):
     """An error that never crosses the wire: it is logged, or ends the process."""
 
@@ -159,8 +185,14 @@ class PeerGone(LocalError):
 
 
 #: Wire error class → (code, short message). Looked up along the MRO
-#: (:func:`wire_code`), so the order of the rows does not matter.
+#: (:func:`wire_code`), so the order of the rows does not matter to an
+#: exception; a code's own short message (:func:`message_for`) is that of its
+#: first row.
 WIRE: dict[type[CofferError], tuple[ErrorCode, str]] = {
+    ParseError: (ErrorCode.PARSE_ERROR, "Parse error"),
+    InvalidRequest: (ErrorCode.INVALID_REQUEST, "Invalid request"),
+    MethodNotFound: (ErrorCode.METHOD_NOT_FOUND, "Method not found"),
+    InternalError: (ErrorCode.INTERNAL_ERROR, "Internal error"),
     BadRequest: (ErrorCode.BAD_REQUEST, "Bad request"),
     InvalidParams: (ErrorCode.INVALID_PARAMS, "Invalid params"),
     BadName: (ErrorCode.BAD_REQUEST, "Bad name"),
@@ -175,6 +207,7 @@ WIRE: dict[type[CofferError], tuple[ErrorCode, str]] = {
     DockerError: (ErrorCode.UPSTREAM_BAD_DATA, "Docker refused"),
     DockerUnavailable: (ErrorCode.UPSTREAM_UNAVAILABLE, "Docker unavailable"),
     ShuttingDown: (ErrorCode.SHUTTING_DOWN, "Shutting down"),
+    Busy: (ErrorCode.BUSY, "Busy"),
     OfflineRefused: (ErrorCode.OFFLINE_REFUSED, "Offline use refused"),
 }
 
@@ -193,3 +226,11 @@ def wire_code(
         if row is not None:
             return row
     return None
+
+
+def message_for(code: int) -> str:
+    """The short message of ``code``: its first row in :data:`WIRE`."""
+    for row_code, message in WIRE.values():
+        if row_code == code:
+            return message
+    return WIRE[InternalError][1]

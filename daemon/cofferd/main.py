@@ -120,7 +120,7 @@ def serve(settings: Settings, env: MutableMapping[str, str]) -> int:
     # line goes through the call log (one line per call either way).
     sink = open_sink(env)
     journal = AuditLog(sink) if isinstance(sink, JournalSender) else None
-    dispatcher = build_dispatcher(call_log=calls, journal=journal, registry=app.metrics)
+    dispatcher = build_dispatcher(settings, call_log=calls, journal=journal, registry=app.metrics)
     server = Server(
         listener,
         dispatcher,

@@ -8,7 +8,7 @@ daemon's services raise from one error tree.
 from __future__ import annotations
 
 from coffer import names
-from coffer.names import NAME_RULE, is_valid_name
+from coffer.names import NAME_PATTERN, NAME_RULE, is_valid_name
 from cofferd.errors import BadName
 
 
@@ -20,4 +20,4 @@ def check_name(value: object, what: str = "name") -> str:
         raise BadName(str(exc)) from None
 
 
-__all__ = ["NAME_RULE", "check_name", "is_valid_name"]
+__all__ = ["NAME_PATTERN", "NAME_RULE", "check_name", "is_valid_name"]

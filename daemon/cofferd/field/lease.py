@@ -21,12 +21,12 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cofferd.errors import CofferError
+from cofferd.errors import OfflineRefused
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class LeaseInvalid(CofferError):
+class LeaseInvalid(OfflineRefused):
     """A lease that is malformed, not signed by a pinned key, or about something else."""
 
 

@@ -12,13 +12,13 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from cofferd.errors import CofferError
+from cofferd.errors import OfflineRefused
 
 MAGIC = b"CR1"
 NONCE_SIZE = 12
 
 
-class RecordUnreadable(CofferError):
+class RecordUnreadable(OfflineRefused):
     """A record that does not open: tampered, truncated or sealed with another device key."""
 
 

@@ -7,29 +7,17 @@ journald's own ``_PID``/``_UID`` are the daemon's, hence the ``COFFER_`` ones.
 
 Each kind has its own ``MESSAGE_ID`` so an operator can ask for it alone
 (``journalctl MESSAGE_ID=57ceaf16529b48b6a928cb96acdcfad8``) or by method
-(``journalctl -u cofferd COFFER_METHOD=load -o json``).
+(``journalctl -u cofferd COFFER_METHOD=load -o json``). The kinds and their ids
+are the method table's (``MethodSpec.audit``): this module knows no method.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Literal
 
 from cofferd.observe.journal import FieldValue, Sink
-
-# 128-bit ids, made once (uuid4) and never changed: they name the record kind
-# across versions, as systemd's catalog ids do.
-MESSAGE_IDS: dict[str, str] = {
-    "login": "6e1144617e614150921f039e5557b6f7",
-    "logout": "fe5c9787b1bc4a8dbfb2167ae02f5886",
-    "load": "57ceaf16529b48b6a928cb96acdcfad8",
-    "load_memfd": "7857394d749c4cd28f780fb789a8ff89",
-    "upload": "60b5d1b82d384743a735eb6e8ededd4e",
-    "unlock": "0398e5987c1f4ba6a2849fdd60e2feab",
-    "pull": "6c0a80ae66b2415d9d9ce1a389e12e13",
-    "evict": "c2db680e042c418e8e2f8dd139ce51b9",
-    "prune": "cc973c0a4c7b4c95a8d814dba54be55d",
-}
 
 #: ``hung_up``: the caller was gone before the answer (no code: nobody got one).
 Outcome = Literal["ok", "error", "hung_up"]
@@ -39,13 +27,15 @@ _PRIORITY_OK = 6
 _PRIORITY_ERROR = 4
 _PRIORITY_INTERNAL = 3
 _INTERNAL_ERROR = -32603
+_MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclasses.dataclass(frozen=True)
 class AuditRecord:
-    """One audited call. ``method`` is one of :data:`MESSAGE_IDS`."""
+    """One audited call: ``message_id`` names its kind, ``method`` the method called."""
 
     method: str
+    message_id: str
     outcome: Outcome
     uid: int
     gid: int
@@ -58,8 +48,10 @@ class AuditRecord:
     bytes: int | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in MESSAGE_IDS:
-            raise ValueError(f"no audit record kind {self.method!r}")
+        if type(self.method) is not str or not self.method:
+            raise ValueError("an audit record names its method")
+        if type(self.message_id) is not str or not _MESSAGE_ID.fullmatch(self.message_id):
+            raise ValueError(f"MESSAGE_ID must be 32 lowercase hex digits: {self.message_id!r}")
         if self.outcome not in ("ok", "error", "hung_up"):
             raise ValueError(f"outcome must be 'ok', 'error' or 'hung_up', not {self.outcome!r}")
         if (self.outcome == "error") != (self.error_code is not None):
@@ -103,7 +95,7 @@ class AuditRecord:
         """The journal entry."""
         out: dict[str, FieldValue] = {
             "MESSAGE": self.message(),
-            "MESSAGE_ID": MESSAGE_IDS[self.method],
+            "MESSAGE_ID": self.message_id,
             "PRIORITY": self.priority,
             "SYSLOG_IDENTIFIER": "cofferd",
             "COFFER_METHOD": self.method,

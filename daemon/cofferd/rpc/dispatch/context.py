@@ -83,11 +83,11 @@ class Call:
     reply_fds: list[int] = field(default_factory=list)
     #: The wire code the method answered with; None after a success.
     error_code: int | None = None
-    #: For an audited method (:data:`cofferd.observe.audit.MESSAGE_IDS`): what
-    #: its audit record says about the resource (``folder``, ``name``,
-    #: ``version``, ``bytes``) and, for the metrics, ``from_cache``. Filled from
-    #: the params and the result by the dispatcher; a method may add to it.
-    #: Never a secret: nothing else of the params goes here.
+    #: What the audit record says about the resource (``folder``, ``name``,
+    #: ``version``, ``bytes``) and the byte and cache counters take (``bytes``,
+    #: ``from_cache``): filled by the dispatcher from exactly the params and
+    #: result members the method's spec names. Never a secret: nothing else of
+    #: the params goes here.
     audit_fields: dict[str, Any] | None = None
 
     @property

@@ -7,7 +7,12 @@ too. What OpenRPC has no word for goes into ``x-`` extensions:
 
 - ``x-coffer-fd`` per method: ``takes`` (one fd may come with the request),
   ``returns`` (one comes back with the response) or ``none``;
-- ``x-coffer-audit`` per method: whether each call writes an audit record;
+- ``x-coffer-access`` per method: ``any`` member of the socket's group may
+  call it, or only an ``operator`` (the uids of ``login_uids``; others get
+  403); ``x-coffer-operator-params``: params that make a call an operator's
+  when true (``pull``'s ``pin``);
+- ``x-coffer-audit`` per method: the ``MESSAGE_ID`` of the audit record each
+  call writes, or null;
 - ``x-coffer-connection-errors`` at the top: errors the transport may send on
   any connection, outside any method (``id`` null): refused peer, busy, a line
   over the limit, shutting down.
@@ -23,10 +28,9 @@ from typing import Any
 
 from coffer.protocol import MAX_LINE_BYTES, ErrorCode
 from cofferd import __version__
-from cofferd.errors import WIRE
-from cofferd.observe.audit import MESSAGE_IDS
+from cofferd.errors import message_for
 from cofferd.rpc.dispatch.context import Call
-from cofferd.rpc.dispatch.spec import COMMON_ERRORS, MethodSpec
+from cofferd.rpc.dispatch.spec import MethodSpec
 
 OPENRPC_VERSION = "1.3.2"
 DISCOVER = "rpc.discover"
@@ -42,28 +46,9 @@ CONNECTION_ERRORS: tuple[ErrorCode, ...] = (
     ErrorCode.SHUTTING_DOWN,
 )
 
-_RESERVED_MESSAGES = {
-    ErrorCode.PARSE_ERROR: "Parse error",
-    ErrorCode.INVALID_REQUEST: "Invalid request",
-    ErrorCode.METHOD_NOT_FOUND: "Method not found",
-    ErrorCode.INVALID_PARAMS: "Invalid params",
-    ErrorCode.INTERNAL_ERROR: "Internal error",
-    ErrorCode.BUSY: "Busy",
-}
-
-
-def error_message(code: ErrorCode) -> str:
-    """The short message that goes with ``code`` (the first row of the wire table that has it)."""
-    if code in _RESERVED_MESSAGES:
-        return _RESERVED_MESSAGES[code]
-    for wire_code, message in WIRE.values():
-        if wire_code == code:
-            return message
-    return code.name.replace("_", " ").capitalize()
-
 
 def _errors(codes: Sequence[ErrorCode]) -> list[dict[str, Any]]:
-    return [{"code": int(c), "message": error_message(c)} for c in sorted(set(codes))]
+    return [{"code": int(c), "message": message_for(c)} for c in sorted(set(codes))]
 
 
 def _params(schema: Any) -> list[dict[str, Any]]:
@@ -82,9 +67,11 @@ def method_object(spec: MethodSpec) -> dict[str, Any]:
         "paramStructure": "by-name",
         "params": _params(spec.params),
         "result": {"name": f"{spec.name}.result", "schema": dict(spec.result)},
-        "errors": _errors((*spec.errors, *COMMON_ERRORS)),
+        "errors": _errors(spec.all_errors),
         "x-coffer-fd": spec.fd,
-        "x-coffer-audit": spec.name in MESSAGE_IDS,
+        "x-coffer-access": spec.access,
+        "x-coffer-operator-params": list(spec.operator_params),
+        "x-coffer-audit": spec.audit.message_id if spec.audit else None,
     }
 
 

@@ -11,6 +11,9 @@ Three things are ours:
   ten times a whole ``health`` call); ours checks the same rules by hand in
   about a microsecond, plus ours: one object per line (no batches, which could
   not say which request an fd belongs to) and params by name.
+- Who may call: a method (or a use of it) that is an operator's
+  (``MethodSpec.access``, ``operator_params``) is refused to any other uid
+  with Forbidden before it runs.
 - The boundary: every method is wrapped so that it never raises; its error is
   mapped by :func:`cofferd.rpc.dispatch.errors.to_rpc_error`. A caller who hung up
   (:class:`~cofferd.errors.PeerGone`) is marked on the :class:`Call`, and the
@@ -20,10 +23,11 @@ Three things are ours:
   params) are given a detail here.
 
 Every line ends at the :class:`~cofferd.rpc.dispatch.observer.CallObserver`, if one is
-given: the call's log line, metrics and audit record. For an audited method
-(a name in :data:`cofferd.observe.audit.MESSAGE_IDS`) the wrapper fills
-``call.audit_fields`` from the resource params (folder and name only, never
-another param) and the result; every other call allocates nothing for it.
+given: the call's log line, metrics and audit record. For a method whose spec
+names params or result members for them (``audit``, ``traffic``,
+``cache_hit``) the wrapper fills ``call.audit_fields`` from exactly those
+(names only if they pass the name rule, never another param); every other
+call allocates nothing for it.
 """
 
 from __future__ import annotations
@@ -34,14 +38,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from typing import Any
 
 from jsonrpcserver import Error, Success, dispatch_to_serializable
 
 from coffer.protocol import ErrorCode
-from cofferd.errors import PeerGone
-from cofferd.observe.audit import MESSAGE_IDS
+from cofferd.errors import Forbidden, PeerGone, message_for
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.errors import INTERNAL_DETAIL, is_expected, to_rpc_error
 from cofferd.rpc.dispatch.observer import CallObserver
@@ -75,64 +78,89 @@ def check_envelope(request: Any) -> Any:
 # A folder or name goes into an audit record only if it is one (a bad one may
 # be anything the caller sent, up to a line's 8 MiB).
 _NAME = re.compile(NAME_SCHEMA["pattern"])
-# Result members an audit record takes, and the audit field each becomes.
-_RESULT_FIELDS = (
-    ("folder", "folder", str),
-    ("filename", "name", str),
-    ("name", "name", str),
-    ("version", "version", int),
-    ("size", "bytes", int),
-    ("bytes", "bytes", int),
-    ("from_cache", "from_cache", bool),
-)
+_RECORD_TYPES: dict[str, type] = {
+    "folder": str,
+    "name": str,
+    "version": int,
+    "bytes": int,
+    "from_cache": bool,
+}
 
 
-def _audit_params(kwargs: Mapping[str, Any], folder_default: Any) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    folder = kwargs.get("folder", folder_default)
-    name = kwargs.get("filename", kwargs.get("name"))
-    if type(folder) is str and _NAME.fullmatch(folder):
-        fields["folder"] = folder
-    if type(name) is str and _NAME.fullmatch(name):
-        fields["name"] = name
-    return fields
+class _Fields:
+    """Which params and result members of one method fill ``call.audit_fields``."""
+
+    def __init__(self, spec: MethodSpec) -> None:
+        audit = spec.audit
+        props = spec.params.get("properties", {})
+        #: (record field, param, its default)
+        self.params = [
+            (field, param, props.get(param, {}).get("default"))
+            for field, param in (audit.params.items() if audit else ())
+        ]
+        #: (record field, result member)
+        self.result: list[tuple[str, str]] = list(audit.result.items() if audit else ())
+        if spec.traffic is not None:
+            self.result.append(("bytes", spec.traffic[1]))
+        if spec.cache_hit is not None:
+            self.result.append(("from_cache", spec.cache_hit))
+        self.wanted = audit is not None or bool(self.result)
+
+    def from_params(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        for field, param, default in self.params:
+            value = kwargs.get(param, default)
+            if type(value) is str and _NAME.fullmatch(value):
+                fields[field] = value
+        return fields
+
+    def from_result(self, fields: dict[str, Any], result: Any) -> None:
+        if type(result) is not dict:
+            return
+        for field, member in self.result:  # the result says what was done: it wins
+            value = result.get(member)
+            if type(value) is _RECORD_TYPES[field]:
+                fields[field] = value
 
 
-def _audit_result(fields: dict[str, Any], result: Any) -> None:
-    if type(result) is not dict:
-        return
-    # The result says what was done: it wins over the params.
-    for key, field, kind in _RESULT_FIELDS:
-        value = result.get(key)
-        if type(value) is kind:
-            fields[field] = value
+def _check_access(spec: MethodSpec, uid: int, kwargs: Mapping[str, Any]) -> None:
+    """Raise :class:`Forbidden` if this call is an operator's (``uid`` is not one)."""
+    what = spec.name if spec.access == "operator" else None
+    for param in spec.operator_params:
+        if what is None and kwargs.get(param):
+            what = f"{spec.name} with {param}"
+    if what is not None:
+        raise Forbidden(f"uid {uid} may not call {what}: it is for the operator uids (login_uids)")
 
 
-def _wrap(spec: MethodSpec) -> Callable[..., Any]:
+def _wrap(spec: MethodSpec, operators: Set[int]) -> Callable[..., Any]:
     """Turn a plain method into a jsonrpcserver one that never raises."""
     func, name = spec.func, spec.name
-    audited = name in MESSAGE_IDS
-    folder_default = spec.params.get("properties", {}).get("folder", {}).get("default")
+    fields = _Fields(spec)
+    guarded = spec.guarded
 
     @functools.wraps(func)
     def method(call: Call, *args: Any, **kwargs: Any) -> Any:
         call.method = name  # for the call log: set only for known names
-        if audited:
-            call.audit_fields = _audit_params(kwargs, folder_default)
+        if fields.wanted:
+            call.audit_fields = fields.from_params(kwargs)
         try:
+            if guarded and call.peer.uid not in operators:
+                _check_access(spec, call.peer.uid, kwargs)
             result = func(call, *args, **kwargs)
         except PeerGone as exc:
             log.info("%s: the caller hung up (%s): %s", name, call.peer, exc)
             call.hung_up = True
-            return Error(int(ErrorCode.INTERNAL_ERROR), "Hung up", {"detail": str(exc)})
+            code = ErrorCode.INTERNAL_ERROR  # never sent: nobody is left to read it
+            return Error(int(code), message_for(code), {"detail": str(exc)})
         except Exception as exc:
             if not is_expected(exc):
                 log.exception("%s failed unexpectedly (%s)", name, call.peer)
             err = to_rpc_error(exc)
             call.error_code = err.code
             return Error(err.code, err.message, {"detail": err.detail})
-        if audited and call.audit_fields is not None:
-            _audit_result(call.audit_fields, result)
+        if call.audit_fields is not None:
+            fields.from_result(call.audit_fields, result)
         return Success(result)
 
     # jsonrpcserver binds params against the signature on every call; a precomputed
@@ -160,13 +188,20 @@ def _deserialize(line: bytes) -> Any:
 
 
 class Dispatcher:
-    """The method table, fixed at construction, and the line-to-line dispatch over it."""
+    """The method table, fixed at construction, and the line-to-line dispatch over it.
+
+    ``operators``: the uids that may call an operator's method (the setting
+    ``login_uids``); none by default, so a dispatcher built without them
+    refuses those methods to everyone.
+    """
 
     def __init__(
         self,
         specs: Iterable[MethodSpec],
         observer: CallObserver | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        *,
+        operators: Set[int] = frozenset(),
     ) -> None:
         self._methods: dict[str, Callable[..., Any]] = {}
         self._observer = observer
@@ -175,7 +210,7 @@ class Dispatcher:
         for spec in self.specs:
             if spec.name in self._methods:
                 raise ValueError(f"method {spec.name!r} is in the table twice")
-            self._methods[spec.name] = _wrap(spec)
+            self._methods[spec.name] = _wrap(spec, frozenset(operators))
 
     @property
     def names(self) -> list[str]:
@@ -198,14 +233,15 @@ class Dispatcher:
             if error is not None:
                 code = error["code"]
                 data = error.get("data")
-                if not (isinstance(data, dict) and "detail" in data):
+                if not (isinstance(data, dict) and "detail" in data):  # the library's own
+                    error["message"] = message_for(code)
                     error["data"] = {"detail": _detail(code, data)}
         if self._observer is not None:
             self._observer.done(call, self._clock() - started, code)
         return response
 
 
-def error_response(code: int, message: str, detail: str, id_: Any = None) -> dict[str, Any]:
+def error_response(code: int, detail: str, id_: Any = None) -> dict[str, Any]:
     """An error response the transport sends on its own (oversized line, busy)."""
-    body = {"code": code, "message": message, "data": {"detail": detail}}
+    body = {"code": code, "message": message_for(code), "data": {"detail": detail}}
     return {"jsonrpc": "2.0", "error": body, "id": id_}

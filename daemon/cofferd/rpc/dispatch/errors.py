@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coffer.protocol import ErrorCode
 from cofferd import errors
 
 INTERNAL_DETAIL = "cofferd failed unexpectedly; its log has the details"
@@ -35,7 +34,8 @@ def to_rpc_error(exc: BaseException) -> RpcError:
     """The error object for ``exc``; anything without a wire row is an opaque internal error."""
     row = errors.wire_code(exc)
     if row is None:
-        return RpcError(int(ErrorCode.INTERNAL_ERROR), "Internal error", INTERNAL_DETAIL)
+        code, message = errors.WIRE[errors.InternalError]
+        return RpcError(int(code), message, INTERNAL_DETAIL)
     code, message = row
     return RpcError(int(code), message, str(exc) or message)
 

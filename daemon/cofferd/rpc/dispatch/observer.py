@@ -3,7 +3,7 @@
 The dispatcher calls :meth:`CallObserver.done` once per request line, on the
 serving thread, so the common case stays cheap: two pre-bound metric series
 updated and a tuple queued for the call log. Only an audited method (one
-with a ``MESSAGE_ID`` in :data:`cofferd.observe.audit.MESSAGE_IDS`) builds an
+whose spec has an ``audit``, with its ``MESSAGE_ID``) builds an
 :class:`~cofferd.observe.audit.AuditRecord`; that record *is* the call's line
 (one line per call): under journald it goes natively, with its structured
 fields; elsewhere, or if journald drops it, its message goes to the call log.
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from coffer.protocol import ErrorCode
-from cofferd.observe.audit import MESSAGE_IDS, AuditLog, AuditRecord
+from cofferd.observe.audit import AuditLog, AuditRecord
 from cofferd.observe.calllog import CallLog
 from cofferd.observe.metrics import Registry, Series, count_and_observe
 from cofferd.rpc.dispatch.context import Call
@@ -48,7 +48,9 @@ class CallObserver:
         journal: AuditLog | None = None,
         registry: Registry | None = None,
     ) -> None:
-        self._traffic = {spec.name: spec.traffic for spec in specs}
+        specs = tuple(specs)
+        self._traffic = {spec.name: spec.traffic[0] for spec in specs if spec.traffic}
+        self._message_ids = {spec.name: spec.audit.message_id for spec in specs if spec.audit}
         self._call_log = call_log
         self._journal = journal
         self._registry = registry
@@ -74,9 +76,10 @@ class CallObserver:
             hung_up = call.hung_up
             outcome = "ok" if code is None and not hung_up else outcome_label(code, hung_up)
             self._count(method, outcome, seconds, fields)
-        if fields is not None and method in MESSAGE_IDS:
+        message_id = self._message_ids.get(method)
+        if fields is not None and message_id is not None:
             try:
-                self._audit(call, method, code, seconds, fields)
+                self._audit(call, method, message_id, code, seconds, fields)
             except Exception:  # the answer must go out whatever the record did
                 log.exception("cannot write the audit record of a %s call", method)
             return
@@ -102,16 +105,22 @@ class CallObserver:
         count_and_observe(calls, durations, seconds)
         if fields is None or outcome != "ok":
             return
-        direction = self._traffic.get(method, "none")
+        direction = self._traffic.get(method)
         size = fields.get("bytes")
-        if direction != "none" and type(size) is int and size >= 0:
+        if direction is not None and type(size) is int and size >= 0:
             self._bytes[direction].inc(size)
         from_cache = fields.get("from_cache")
         if type(from_cache) is bool:
             self._cache[from_cache].inc()
 
     def _audit(
-        self, call: Call, method: str, code: int | None, seconds: float, fields: dict[str, Any]
+        self,
+        call: Call,
+        method: str,
+        message_id: str,
+        code: int | None,
+        seconds: float,
+        fields: dict[str, Any],
     ) -> None:
         if call.hung_up:
             outcome, code = "hung_up", None
@@ -119,6 +128,7 @@ class CallObserver:
             outcome = "ok" if code is None else "error"
         record = AuditRecord(
             method=method,
+            message_id=message_id,
             outcome=outcome,  # type: ignore[arg-type]  # one of the three, by the lines above
             uid=call.peer.uid,
             gid=call.peer.gid,

@@ -8,15 +8,16 @@ typed values they are given.
 from __future__ import annotations
 
 from cofferd.errors import InvalidParams
-from cofferd.names import NAME_RULE, check_name
+from cofferd.names import NAME_PATTERN, NAME_RULE, check_name
 from cofferd.rpc.dispatch.spec import obj
 
 __all__ = ["CREDENTIALS", "NAME_SCHEMA", "check_name", "text"]
 
-#: JSON Schema of a folder, resource name or archive id (see :mod:`cofferd.names`).
+#: JSON Schema of a folder, resource name or archive id: the rule of
+#: :mod:`coffer.names`, anchored (a JSON Schema pattern matches anywhere).
 NAME_SCHEMA = {
     "type": "string",
-    "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+    "pattern": f"^{NAME_PATTERN}$",
     "description": NAME_RULE,
 }
 

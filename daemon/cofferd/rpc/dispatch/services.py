@@ -14,7 +14,6 @@ from cofferd.field.offline import Field
 from cofferd.models import UnlockState
 from cofferd.notify import Notifier
 from cofferd.observe.metrics import Registry
-from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import Index
 from cofferd.resources.managed import ManagedCache
 from cofferd.resources.upstream import ApiClient
@@ -43,9 +42,6 @@ class Services(Protocol):
 
     @property
     def notifier(self) -> Notifier: ...
-
-    @property
-    def cache(self) -> BigPartCache: ...
 
     @property
     def unlock(self) -> UnlockService: ...

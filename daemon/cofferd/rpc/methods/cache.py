@@ -16,7 +16,7 @@ from cofferd.errors import InvalidParams, NotFound
 from cofferd.resources.index import Entry
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name
-from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.spec import Audit, MethodSpec, RecordField, obj
 
 
 def cache_list(call: Call, /) -> dict[str, Any]:
@@ -85,6 +85,7 @@ _ENTRY = obj(
     {"folder": NAME_SCHEMA, "filename": NAME_SCHEMA, "version": _COUNT, "size": _COUNT},
     ("folder", "filename", "version", "size"),
 )
+_RESOURCE_PARAMS: dict[RecordField, str] = {"folder": "folder", "name": "filename"}
 _EVICTED = {"evicted": {"type": "array", "items": _ENTRY}, "bytes": _COUNT}
 
 SPECS: tuple[MethodSpec, ...] = (
@@ -121,6 +122,8 @@ SPECS: tuple[MethodSpec, ...] = (
         params=obj(_RESOURCE, ("filename",)),
         result=obj(_EVICTED, ("evicted", "bytes")),
         errors=(ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT),
+        access="operator",
+        audit=Audit("c2db680e042c418e8e2f8dd139ce51b9", _RESOURCE_PARAMS, {"bytes": "bytes"}),
     ),
     MethodSpec(
         "prune",
@@ -128,6 +131,8 @@ SPECS: tuple[MethodSpec, ...] = (
         "Evict unpinned entries not in use, least recently used first, down to max_bytes.",
         params=obj({"max_bytes": _COUNT}, ("max_bytes",)),
         result=obj({**_EVICTED, "held": _COUNT}, ("evicted", "bytes", "held")),
+        access="operator",
+        audit=Audit("cc973c0a4c7b4c95a8d814dba54be55d", result={"bytes": "bytes"}),
     ),
     MethodSpec(
         "pin",
@@ -139,5 +144,11 @@ SPECS: tuple[MethodSpec, ...] = (
             ("folder", "filename", "pinned"),
         ),
         errors=(ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND),
+        access="operator",
+        audit=Audit(
+            "b6dc153bbbf7443d8e924d5defe674d8",
+            _RESOURCE_PARAMS,
+            {"folder": "folder", "name": "filename"},
+        ),
     ),
 )

@@ -27,7 +27,7 @@ from cofferd.resources.memfd import MemfdSink
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name
 from cofferd.rpc.dispatch.services import Services
-from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.spec import Audit, MethodSpec, RecordField, obj
 from cofferd.rpc.transport.fdio import CappedBuffer, FdReader, FdWriter
 
 #: The inline cap whatever the settings say: base64 of this many bytes, with the
@@ -234,6 +234,15 @@ LOAD_ERRORS = (
     ErrorCode.UPSTREAM_UNAVAILABLE,
     ErrorCode.OFFLINE_REFUSED,
 )
+#: The audit record of a call on one resource: which one, from the params,
+#: then which version and how many bytes, from the result.
+_RESOURCE_PARAMS: dict[RecordField, str] = {"folder": "folder", "name": "filename"}
+_VERSION_RESULT: dict[RecordField, str] = {
+    "folder": "folder",
+    "name": "filename",
+    "version": "version",
+    "bytes": "size",
+}
 _UPSTREAM_ERRORS = (
     ErrorCode.UNAUTHORIZED,
     ErrorCode.NOT_FOUND,
@@ -287,7 +296,9 @@ SPECS: tuple[MethodSpec, ...] = (
         ),
         errors=LOAD_ERRORS,
         fd="takes",
-        traffic="out",
+        audit=Audit("57ceaf16529b48b6a928cb96acdcfad8", _RESOURCE_PARAMS, _VERSION_RESULT),
+        traffic=("out", "size"),
+        cache_hit="from_cache",
     ),
     MethodSpec(
         "load_memfd",
@@ -297,7 +308,9 @@ SPECS: tuple[MethodSpec, ...] = (
         result=obj(LOADED, ("folder", "filename", "version", "size", "from_cache")),
         errors=LOAD_ERRORS,
         fd="returns",
-        traffic="out",
+        audit=Audit("7857394d749c4cd28f780fb789a8ff89", _RESOURCE_PARAMS, _VERSION_RESULT),
+        traffic=("out", "size"),
+        cache_hit="from_cache",
     ),
     MethodSpec(
         "pull",
@@ -317,6 +330,10 @@ SPECS: tuple[MethodSpec, ...] = (
             ("folder", "filename", "version", "size", "from_cache", "pinned"),
         ),
         errors=(ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, *_UPSTREAM_ERRORS),
+        # Pinning keeps a resource for every caller: an operator's decision.
+        operator_params=("pin",),
+        audit=Audit("6c0a80ae66b2415d9d9ce1a389e12e13", _RESOURCE_PARAMS, _VERSION_RESULT),
+        cache_hit="from_cache",
     ),
     MethodSpec(
         "upload",
@@ -344,6 +361,7 @@ SPECS: tuple[MethodSpec, ...] = (
             ErrorCode.UPSTREAM_UNAVAILABLE,
         ),
         fd="takes",
-        traffic="in",
+        audit=Audit("60b5d1b82d384743a735eb6e8ededd4e", _RESOURCE_PARAMS, _VERSION_RESULT),
+        traffic=("in", "size"),
     ),
 )

@@ -1,8 +1,9 @@
 """cofferd's login to the upstream: ``login`` and ``logout``.
 
-Both change the identity every caller uses. ``login`` keeps the credentials in
-memory; ``logout`` drops the login, the token and every offline record and
-lease.
+Both change the identity every caller uses, so both are an operator's
+(``access="operator"``: the dispatcher refuses other uids with Forbidden).
+``login`` keeps the credentials in memory; ``logout`` drops the login, the
+token and every offline record and lease.
 """
 
 from __future__ import annotations
@@ -10,20 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from coffer.protocol import ErrorCode
-from cofferd.errors import Forbidden
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.params import CREDENTIALS, text
-from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.spec import Audit, MethodSpec, obj
 
 
 def login(call: Call, /, email: object, password: object) -> dict[str, Any]:
-    # It changes the identity every caller uses: only the uids of login_uids
-    # may (Forbidden, 403). The upstream decides then; its refusal is
-    # Unauthorized (401), the same for a wrong email as for a wrong password,
-    # and leaves the working login in place.
+    # The upstream decides; its refusal is Unauthorized (401), the same for a
+    # wrong email as for a wrong password, and leaves the working login in place.
     app = call.app
-    if call.peer.uid not in app.settings.allowed_login_uids():
-        raise Forbidden(f"uid {call.peer.uid} may not change cofferd's login (see login_uids)")
     app.api_client().login(text(email, "email"), text(password, "password"))
     app.boot_login.login_called()
     return {"status": "ok"}
@@ -50,6 +46,8 @@ SPECS: tuple[MethodSpec, ...] = (
             ErrorCode.UPSTREAM_UNAVAILABLE,
             ErrorCode.UPSTREAM_BAD_DATA,
         ),
+        access="operator",
+        audit=Audit("6e1144617e614150921f039e5557b6f7"),
     ),
     MethodSpec(
         "logout",
@@ -59,5 +57,7 @@ SPECS: tuple[MethodSpec, ...] = (
             {"status": {"const": "ok"}, "records_erased": {"type": "integer", "minimum": 0}},
             ("status", "records_erased"),
         ),
+        access="operator",
+        audit=Audit("fe5c9787b1bc4a8dbfb2167ae02f5886"),
     ),
 )

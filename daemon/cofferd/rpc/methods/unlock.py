@@ -15,7 +15,7 @@ from coffer.protocol import ErrorCode
 from cofferd.models import UnlockState
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.params import CREDENTIALS, text
-from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.spec import Audit, MethodSpec, obj
 
 
 def unlock(call: Call, /, email: object, password: object) -> dict[str, Any]:
@@ -36,6 +36,7 @@ SPECS: tuple[MethodSpec, ...] = (
         params=CREDENTIALS,
         result=obj({"state": {"const": UnlockState.AUTHENTICATING.value}}, ("state",)),
         errors=(ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT),
+        audit=Audit("0398e5987c1f4ba6a2849fdd60e2feab"),
     ),
     MethodSpec(
         "unlock_status",

@@ -208,7 +208,7 @@ class Server:
         if not self._policy.allows(peer):
             log.warning("refusing a connection from %s: not cofferd's user or group", peer)
             detail = "only root, cofferd's user and the socket's group may call cofferd"
-            _send_quietly(sock, error_response(ErrorCode.UNAUTHORIZED, "Unauthorized", detail))
+            _send_quietly(sock, error_response(ErrorCode.UNAUTHORIZED, detail))
             sock.close()
             return
         conn = _Conn(sock, peer)
@@ -226,7 +226,7 @@ class Server:
                 serial = self._serial
         if refusal is not None:
             self._busy_log.warn(f"the last from {peer}: {refusal}")
-            busy = error_response(ErrorCode.BUSY, "Busy", f"{refusal}; try again later")
+            busy = error_response(ErrorCode.BUSY, f"{refusal}; try again later")
             _send_quietly(sock, busy)
             sock.close()
             return
@@ -312,14 +312,14 @@ class Server:
         detail = f"a request line may have at most {MAX_LINE_BYTES} bytes; closing the connection"
         if self._call_log is not None:
             self._call_log.record("-", f"error {int(ErrorCode.TOO_LARGE)}", conn.peer, 0.0)
-        _send_quietly(conn.sock, error_response(ErrorCode.TOO_LARGE, "Too large", detail))
+        _send_quietly(conn.sock, error_response(ErrorCode.TOO_LARGE, detail))
 
     def _answer(self, conn: _Conn, line: bytes, fds: list[int]) -> bool:
         """Serve one line; False when the connection is done for."""
         if self._stopping.is_set():
             _close_all(fds)
             detail = "cofferd is shutting down; try again once it is back"
-            stopping = error_response(ErrorCode.SHUTTING_DOWN, "Shutting down", detail)
+            stopping = error_response(ErrorCode.SHUTTING_DOWN, detail)
             _send_quietly(conn.sock, stopping)
             return False
         call = Call(self._services, conn.peer, fds, conn.cancel, conn.sock)

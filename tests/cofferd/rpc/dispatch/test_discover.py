@@ -14,9 +14,7 @@ import referencing
 import referencing.jsonschema
 
 from coffer.protocol import ErrorCode
-from cofferd.observe.audit import MESSAGE_IDS
 from cofferd.rpc.dispatch.discover import DISCOVER, document
-from cofferd.rpc.dispatch.spec import COMMON_ERRORS
 from cofferd.rpc.table import TABLE
 from fixtures.daemon import CofferdProcess
 
@@ -82,16 +80,22 @@ def test_it_describes_the_table_the_dispatcher_serves() -> None:
         m = by_name[spec.name]
         assert m["paramStructure"] == "by-name"
         assert m["x-coffer-fd"] == spec.fd
-        assert m["x-coffer-audit"] == (spec.name in MESSAGE_IDS)
+        assert m["x-coffer-audit"] == (spec.audit.message_id if spec.audit else None)
+        assert m["x-coffer-access"] == spec.access
+        assert m["x-coffer-operator-params"] == list(spec.operator_params)
         assert {p["name"] for p in m["params"]} == set(spec.params.get("properties", {}))
         required = {p["name"] for p in m["params"] if p["required"]}
         assert required == set(spec.params.get("required", ()))
         codes = {e["code"] for e in m["errors"]}
-        assert codes == {int(c) for c in (*spec.errors, *COMMON_ERRORS)}
+        assert codes == {int(c) for c in spec.all_errors}
+        assert (ErrorCode.FORBIDDEN in codes) == spec.guarded or spec.name == "login"
         assert all(e["message"] for e in m["errors"])
     assert by_name["load"]["x-coffer-fd"] == "takes"
-    assert by_name["load"]["x-coffer-audit"] is True
-    assert by_name["health"]["x-coffer-audit"] is False
+    assert by_name["load"]["x-coffer-audit"] == "57ceaf16529b48b6a928cb96acdcfad8"
+    assert by_name["health"]["x-coffer-audit"] is None
+    assert by_name["logout"]["x-coffer-access"] == "operator"
+    assert by_name["load"]["x-coffer-access"] == "any"
+    assert by_name["pull"]["x-coffer-operator-params"] == ["pin"]
     anywhere = {e["code"] for e in doc["x-coffer-connection-errors"]}
     assert {ErrorCode.BUSY, ErrorCode.TOO_LARGE, ErrorCode.UNAUTHORIZED} <= anywhere
 

@@ -17,14 +17,14 @@ from coffer.errors import NotFound as NotFoundAnswer
 from coffer.errors import UpstreamUnavailable
 from coffer.protocol import ErrorCode
 from cofferd.errors import NotFound
-from cofferd.observe.audit import MESSAGE_IDS, AuditLog
+from cofferd.observe.audit import AuditLog
 from cofferd.observe.calllog import CallLog
 from cofferd.observe.journal import JournalSender
 from cofferd.observe.metrics import coffer_registry
 from cofferd.rpc.dispatch.context import Call, PeerCred
 from cofferd.rpc.dispatch.dispatcher import Dispatcher
 from cofferd.rpc.dispatch.observer import CallObserver, outcome_label
-from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.spec import Audit, MethodSpec, obj
 from fixtures.daemon import CofferdProcess
 from fixtures.journald import FakeJournald
 from fixtures.upstream import Upstream
@@ -42,14 +42,29 @@ def _load(call: Call, /, filename: object, folder: object = "models") -> dict[st
     return {"folder": folder, "filename": filename, "version": 3, "size": 11, "from_cache": True}
 
 
+LOGIN_ID = "6e1144617e614150921f039e5557b6f7"
 SPECS = (
-    MethodSpec("login", _login, "log in", params=obj({"email": {}, "password": {}})),
+    MethodSpec(
+        "login",
+        _login,
+        "log in",
+        params=obj({"email": {}, "password": {}}),
+        result=obj({"status": {}}),
+        audit=Audit(LOGIN_ID),
+    ),
     MethodSpec(
         "load",
         _load,
         "load",
         params=obj({"filename": {}, "folder": {"default": "models"}}),
-        traffic="out",
+        result=obj({"folder": {}, "filename": {}, "version": {}, "size": {}, "from_cache": {}}),
+        audit=Audit(
+            "57ceaf16529b48b6a928cb96acdcfad8",
+            {"folder": "folder", "name": "filename"},
+            {"folder": "folder", "name": "filename", "version": "version", "bytes": "size"},
+        ),
+        traffic=("out", "size"),
+        cache_hit="from_cache",
     ),
     MethodSpec("health", lambda call: {"status": "ok"}, "health"),
 )
@@ -83,7 +98,7 @@ def test_an_audited_call_goes_to_the_journal_with_the_peer_and_no_secret(
     assert ok is not None
     assert ok["result"] == {"status": "ok"}
     entry = journald.receive()
-    assert entry["MESSAGE_ID"] == MESSAGE_IDS["login"].encode()
+    assert entry["MESSAGE_ID"] == LOGIN_ID.encode()
     assert entry["COFFER_METHOD"] == b"login"
     assert entry["COFFER_OUTCOME"] == b"ok"
     assert (entry["COFFER_UID"], entry["COFFER_GID"], entry["COFFER_PID"]) == (
