@@ -15,6 +15,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 #: Each package of the tree and the directory that holds it.
 PACKAGES = {
@@ -24,9 +26,6 @@ PACKAGES = {
 }
 
 
-#: Import cycles known today and being removed; each entry is one strongly
-#: connected component, exactly. Nothing else may be added here: empty it once
-#: the cycle is gone (the test fails on an entry that no longer matches).
 @dataclass(frozen=True)
 class Import:
     """One imported module name, as written (resolved), and where."""
@@ -126,6 +125,123 @@ def test_the_daemon_never_imports_the_reference_upstream() -> None:
         if top(i.target) == "coffer_upstream"
     ]
     assert bad == [], "\n".join(bad)
+
+
+#: The layers of cofferd (docs/architecture.md), from the bottom: a module may
+#: import from its own layer and the layers below, never from one above. Each
+#: layer is a list of module names and packages (a package: every module in it).
+COFFERD_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "base",
+        (
+            "cofferd",
+            "cofferd.models",
+            "cofferd.errors",
+            "cofferd.names",
+            "cofferd.settings",
+            "cofferd.notify",
+            "cofferd.foreign",
+        ),
+    ),
+    ("binary_split", ("cofferd.binary_split",)),
+    ("observe", ("cofferd.observe",)),
+    ("resources", ("cofferd.resources",)),
+    ("unlock and field", ("cofferd.unlock", "cofferd.docker_engine", "cofferd.field")),
+    ("rpc", ("cofferd.rpc",)),
+    ("process", ("cofferd.app", "cofferd.main", "cofferd.__main__", "cofferd.tools")),
+)
+#: Inside ``rpc/``, from the bottom, the same rule: the dispatch machinery, the
+#: transport that runs it, the methods, the table that gathers them.
+RPC_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("dispatch", ("cofferd.rpc", "cofferd.rpc.dispatch")),
+    ("transport", ("cofferd.rpc.transport",)),
+    ("methods", ("cofferd.rpc.methods",)),
+    ("table", ("cofferd.rpc.table",)),
+)
+
+
+def layer_of(module: str, layers: tuple[tuple[str, tuple[str, ...]], ...]) -> int:
+    """The index of the layer ``module`` belongs to (the longest matching entry)."""
+    best, best_len = -1, -1
+    for index, (_, members) in enumerate(layers):
+        for member in members:
+            is_in = module == member or (
+                module.startswith(member + ".")
+                and member != layers[0][1][0]  # the scope's root: its __init__ alone
+                and MODULES[member].name == "__init__.py"
+            )
+            if is_in and len(member) > best_len:
+                best, best_len = index, len(member)
+    if best < 0:
+        raise AssertionError(f"{module} is in no layer of docs/architecture.md")
+    return best
+
+
+def layering_violations(layers: tuple[tuple[str, tuple[str, ...]], ...], scope: str) -> list[str]:
+    bad = []
+    for module, found in all_imports().items():
+        if not (module == scope or module.startswith(scope + ".")):
+            continue
+        own = layer_of(module, layers)
+        for i in found:
+            if i.target not in MODULES or not i.target.startswith(scope):
+                continue
+            theirs = layer_of(i.target, layers)
+            if theirs > own:
+                bad.append(f"{i} ({layers[own][0]} may not import {layers[theirs][0]})")
+    return bad
+
+
+def test_every_cofferd_module_is_in_a_layer() -> None:
+    for module in MODULES:
+        if top(module) == "cofferd":
+            layer_of(module, COFFERD_LAYERS)
+            if module.startswith("cofferd.rpc"):
+                layer_of(module, RPC_LAYERS)
+
+
+def test_cofferd_layers_import_only_downwards() -> None:
+    bad = layering_violations(COFFERD_LAYERS, "cofferd")
+    assert bad == [], "\n".join(bad)
+
+
+def test_observe_is_pure_bookkeeping() -> None:
+    # It imports nothing of cofferd but itself (and the base layer's nothing).
+    bad = [
+        str(i)
+        for module, found in all_imports().items()
+        if module.startswith("cofferd.observe")
+        for i in found
+        if top(i.target) == "cofferd" and not i.target.startswith("cofferd.observe")
+    ]
+    assert bad == [], "\n".join(bad)
+
+
+def test_rpc_layers_import_only_downwards_and_no_method_imports_a_sibling() -> None:
+    bad = layering_violations(RPC_LAYERS, "cofferd.rpc")
+    bad += [
+        str(i)
+        for module, found in all_imports().items()
+        if module.startswith("cofferd.rpc.methods.")
+        for i in found
+        if i.target.startswith("cofferd.rpc.methods.") and i.target != module
+    ]
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_layer_check_catches_an_upward_import() -> None:
+    # The checks above are only as good as layer_of: an import of rpc from
+    # resources, or of a method from the dispatcher, must be caught.
+    assert layer_of("cofferd.resources.service", COFFERD_LAYERS) < layer_of(
+        "cofferd.rpc.table", COFFERD_LAYERS
+    )
+    assert layer_of("cofferd.rpc.dispatch.dispatcher", RPC_LAYERS) < layer_of(
+        "cofferd.rpc.methods.cache", RPC_LAYERS
+    )
+    assert layer_of("cofferd", COFFERD_LAYERS) == 0
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer_of("cofferd.rpc.stray", RPC_LAYERS)
+    assert layer_of("cofferd.tools.archive_cli", COFFERD_LAYERS) == len(COFFERD_LAYERS) - 1
 
 
 def test_no_import_cycle() -> None:
