@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from coffer.protocol import ErrorCode
+from cofferd.errors import BadName, InvalidParams, NotFound
 from cofferd.rpc.table import TABLE
 from fixtures.daemon import CofferdProcess, load_via_pipe, upload_via_pipe
 from fixtures.upstream import Upstream
@@ -135,3 +136,50 @@ def test_cli(daemon: CofferdProcess) -> None:
     coffer(daemon, "cache", "unpin", "m.bin")
     assert "evicted 1 entries" in coffer(daemon, "cache", "prune", "--max-bytes", "0")
     assert json.loads(coffer(daemon, "--json", "cache", "ls"))["entries"] == []
+
+
+# -- unit tests against fake services (conftest.py) ----------------------------
+
+
+def test_cache_list_shows_entries_pins_use_and_leases(app, invoke) -> None:
+    app.add_entry("a.bin", size=5, pinned=True)
+    app.add_entry("b.bin", size=7)
+    app.managed.in_use_names.add("b.bin")
+    app.index.put_record("models", "a.bin", 1, 99.0, b"sealed")
+    got = invoke("cache_list")
+    by_name = {e["filename"]: e for e in got["entries"]}
+    assert (by_name["a.bin"]["pinned"], by_name["a.bin"]["in_use"]) == (True, False)
+    assert (by_name["b.bin"]["pinned"], by_name["b.bin"]["in_use"]) == (False, True)
+    assert by_name["a.bin"]["lease_expires"] == 99.0
+    assert by_name["b.bin"]["lease_expires"] is None
+    assert got["bytes"] == 12
+
+
+def test_evict_and_prune_answer_what_went(app, invoke) -> None:
+    app.add_entry("a.bin", size=5)
+    got = invoke("evict", filename="a.bin")
+    assert got == {
+        "evicted": [{"folder": "models", "filename": "a.bin", "version": 1, "size": 5}],
+        "bytes": 5,
+    }
+    assert app.managed.evicted == [("models", "a.bin")]
+    pruned = invoke("prune", max_bytes=0)
+    assert (pruned["bytes"], pruned["held"]) == (5, 5)
+    assert app.managed.pruned == [0]
+    for bad in (-1, "1", True):
+        with pytest.raises(InvalidParams):
+            invoke("prune", max_bytes=bad)
+
+
+def test_pin_needs_the_entry_and_unpin_does_not(app, invoke) -> None:
+    with pytest.raises(NotFound, match="pull it with pin set"):
+        invoke("pin", filename="a.bin")
+    app.add_entry("a.bin")
+    assert invoke("pin", filename="a.bin")["pinned"] is True
+    assert app.index.is_pinned("models", "a.bin")
+    assert invoke("pin", filename="a.bin", pinned=False)["pinned"] is False
+    assert not app.index.is_pinned("models", "a.bin")
+    with pytest.raises(InvalidParams):
+        invoke("pin", filename="a.bin", pinned=1)
+    with pytest.raises(BadName):
+        invoke("evict", filename="a/b")

@@ -18,12 +18,11 @@ import pytest
 
 from coffer.protocol import ErrorCode
 from cofferd.binary_split import archive, stream
+from cofferd.errors import InvalidParams
 from cofferd.resources.upstream import ApiClient
 from fixtures.daemon import CofferdProcess
 from fixtures.dockerd import PrivateDockerd
 from fixtures.upstream import Upstream
-
-pytestmark = pytest.mark.docker
 
 TAG = "coffer-test/unlock-rpc:1"
 SEG = stream.SEGMENT_SIZE
@@ -50,9 +49,11 @@ def image(dockerd: PrivateDockerd, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(autouse=True)
-def _clean_engine(dockerd: PrivateDockerd) -> Iterator[None]:
+def _clean_engine(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    dockerd.remove_image(TAG)
+    if request.node.get_closest_marker("docker"):  # the unit tests below need no engine
+        dockerd: PrivateDockerd = request.getfixturevalue("dockerd")
+        dockerd.remove_image(TAG)
 
 
 def install_archive(daemon: CofferdProcess, image: Image, upstream: Upstream | None) -> Path:
@@ -95,6 +96,7 @@ def plaintext_files(root: Path, marker: bytes) -> list[Path]:
     return found
 
 
+@pytest.mark.docker
 def test_unlock_to_ready_then_ready_again_after_a_restart(
     cofferd: Callable[..., CofferdProcess],
     upstream: Upstream,
@@ -167,6 +169,7 @@ def unlock_to_ready(
     assert upstream.reader.password not in daemon.stderr_text()
 
 
+@pytest.mark.docker
 def test_wrong_password(
     cofferd: Callable[..., CofferdProcess],
     upstream: Upstream,
@@ -183,6 +186,7 @@ def test_wrong_password(
     assert "wrong-password" not in daemon.stderr_text()
 
 
+@pytest.mark.docker
 def test_no_archive_is_not_found(
     cofferd: Callable[..., CofferdProcess], upstream: Upstream, dockerd: PrivateDockerd
 ) -> None:
@@ -193,6 +197,7 @@ def test_no_archive_is_not_found(
     assert result(daemon.call("unlock_status"))["state"] == "idle"
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize(
     ("params", "code"),
     [
@@ -209,6 +214,7 @@ def test_bad_params_are_refused(
     assert daemon.call("unlock", params)["error"]["code"] == code
 
 
+@pytest.mark.docker
 def test_a_second_unlock_while_one_runs_is_a_conflict(
     cofferd: Callable[..., CofferdProcess], dockerd: PrivateDockerd, image: Image
 ) -> None:
@@ -225,6 +231,7 @@ def test_a_second_unlock_while_one_runs_is_a_conflict(
     assert wait_for(daemon, ("error",), timeout=60)["state"] == "error"
 
 
+@pytest.mark.docker
 def test_docker_engine_down_is_an_error_and_leaves_nothing(
     cofferd: Callable[..., CofferdProcess], upstream: Upstream, image: Image, tmp_path: Path
 ) -> None:
@@ -335,6 +342,7 @@ def unlock_until_held(
     return wait_stalled(daemon)
 
 
+@pytest.mark.docker
 def test_sigterm_mid_unlock_cancels_it_and_the_engine_loads_nothing(
     cofferd: Callable[..., CofferdProcess],
     upstream: Upstream,
@@ -364,6 +372,7 @@ def test_sigterm_mid_unlock_cancels_it_and_the_engine_loads_nothing(
     assert dockerd.image_ids() == before
 
 
+@pytest.mark.docker
 def test_sigterm_while_the_engine_hangs_still_exits_and_loads_nothing(
     cofferd: Callable[..., CofferdProcess],
     upstream: Upstream,
@@ -385,3 +394,15 @@ def test_sigterm_while_the_engine_hangs_still_exits_and_loads_nothing(
         assert time.monotonic() < deadline, "the engine kept the cut load's temp files"
         time.sleep(0.1)
     assert dockerd.image_ids() == before
+
+
+# -- unit tests against fake services (conftest.py) ----------------------------
+
+
+def test_unlock_hands_the_credentials_to_the_workflow_only(app, invoke) -> None:
+    assert invoke("unlock", email="a@b.c", password="pw") == {"state": "authenticating"}
+    assert app.unlock.started == [("a@b.c", "pw")]
+    assert invoke("unlock_status")["state"] == "authenticating"
+    with pytest.raises(InvalidParams):
+        invoke("unlock", email="a@b.c", password="")
+    assert len(app.unlock.started) == 1

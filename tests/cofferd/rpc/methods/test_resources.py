@@ -1,0 +1,166 @@
+"""``list``, ``load``, ``load_memfd``, ``pull`` and ``upload`` against fake services.
+
+The service underneath (:mod:`cofferd.resources.service`) is replaced by a
+fake that writes a known plaintext wherever it is told: what is tested is the
+method's own part (params, the fd or inline choice, the sink, the answer).
+The service itself runs for real in tests/cofferd/resources/ and, through the
+daemon, in tests/cofferd/rpc/test_methods.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+from typing import Any
+
+import pytest
+
+from cofferd.errors import BadName, BadRequest, InvalidParams, TooLarge
+from cofferd.models import LoadResult, UploadResult
+from cofferd.resources.listing import Listed
+from cofferd.resources.memfd import MemfdSink
+from cofferd.rpc.methods import resources
+
+DATA = b"plaintext of a model"
+
+
+@pytest.fixture
+def service(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+    seen: dict[str, list[Any]] = {"load": [], "pull": [], "upload": []}
+
+    def load(client: Any, managed: Any, folder: str, name: str, out: Any, **kw: Any) -> LoadResult:
+        seen["load"].append((folder, name, kw.get("max_size")))
+        if isinstance(out, MemfdSink):
+            out.reserve(len(DATA))
+            out.view[:] = DATA
+        else:
+            out.write(DATA)
+        return LoadResult(folder, name, 3, len(DATA), True)
+
+    def pull(client: Any, managed: Any, folder: str, name: str, **kw: Any) -> LoadResult:
+        seen["pull"].append((folder, name))
+        return LoadResult(folder, name, 2, 99, False)
+
+    def upload(client: Any, folder: str, name: str, src: Any) -> UploadResult:
+        data = src.read()
+        seen["upload"].append((folder, name, data))
+        return UploadResult(folder, name, 5, len(data))
+
+    monkeypatch.setattr(resources.service, "load", load)
+    monkeypatch.setattr(resources.service, "pull", pull)
+    monkeypatch.setattr(resources.service, "upload", upload)
+    return seen
+
+
+def test_list_marks_what_is_cached_across_pages(app, invoke) -> None:
+    app.client.pages["models"] = [
+        [Listed("a.bin", 1, 10, 20, 1.0)],
+        [Listed("b.bin", 2, 30, 40, None)],
+    ]
+    app.add_entry("a.bin")
+    got = invoke("list")
+    assert got["folder"] == "models"
+    assert [(i["filename"], i["version"], i["cached"]) for i in got["items"]] == [
+        ("a.bin", 1, True),
+        ("b.bin", 2, False),
+    ]
+    with pytest.raises(BadName):
+        invoke("list", folder="../x")
+
+
+def test_load_without_an_fd_answers_inline(app, invoke, service) -> None:
+    got = invoke("load", filename="m.bin")
+    assert base64.b64decode(got["data"]) == DATA
+    assert (got["folder"], got["filename"], got["version"], got["size"]) == (
+        "models",
+        "m.bin",
+        3,
+        len(DATA),
+    )
+    assert got["from_cache"] is True
+    # The inline cap goes down to the service, which checks the announced size first.
+    assert service["load"] == [("models", "m.bin", app.settings.inline_max_bytes)]
+
+
+def test_load_with_an_fd_writes_it_closes_it_and_answers_without_data(invoke, service) -> None:
+    r, w = os.pipe()
+    try:
+        got = invoke("load", filename="m.bin", folder="other", fds=[w])
+        assert "data" not in got
+        assert got["folder"] == "other"
+        assert os.read(r, 1000) == DATA
+        assert os.read(r, 1000) == b""  # closed before the answer
+    finally:
+        os.close(r)
+
+
+@pytest.mark.parametrize("params", [{"filename": "../x"}, {"filename": "a", "folder": ""}])
+def test_a_bad_name_is_refused_before_the_service(invoke, service, params) -> None:
+    with pytest.raises(BadName):
+        invoke("load", **params)
+    with pytest.raises(BadName):
+        invoke("load_memfd", **params)
+    assert service["load"] == []
+
+
+def test_load_memfd_answers_a_sealed_memfd(invoke, service) -> None:
+    got = invoke("load_memfd", filename="m.bin")
+    assert got["size"] == len(DATA)
+    [fd] = invoke.last_call.reply_fds
+    try:
+        assert os.pread(fd, 1000, 0) == DATA
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        assert seals & fcntl.F_SEAL_WRITE
+        assert seals & fcntl.F_SEAL_SEAL
+    finally:
+        os.close(fd)
+
+
+def test_pull_pins_when_asked_and_says_so(app, invoke, service) -> None:
+    got = invoke("pull", filename="m.bin")
+    assert (got["version"], got["size"], got["from_cache"], got["pinned"]) == (2, 99, False, False)
+    assert invoke("pull", filename="m.bin", pin=True)["pinned"] is True
+    assert app.index.is_pinned("models", "m.bin")
+    with pytest.raises(InvalidParams):
+        invoke("pull", filename="m.bin", pin="yes")
+
+
+def test_upload_inline_and_through_an_fd(invoke, service) -> None:
+    data = base64.b64encode(b"abc").decode()
+    got = invoke("upload", filename="u.bin", data=data, size=3)
+    assert got == {"status": "ok", "folder": "models", "filename": "u.bin", "version": 5, "size": 3}
+    r, w = os.pipe()
+    os.write(w, b"through a pipe")
+    os.close(w)
+    assert invoke("upload", filename="p.bin", fds=[r])["size"] == len(b"through a pipe")
+    assert [u[2] for u in service["upload"]] == [b"abc", b"through a pipe"]
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({}, BadRequest),  # neither an fd nor data
+        ({"data": "not base64!"}, InvalidParams),
+        ({"data": 12}, InvalidParams),
+        ({"data": base64.b64encode(b"abc").decode(), "size": 4}, BadRequest),
+        ({"size": -1, "data": ""}, InvalidParams),
+        ({"data": "A" * 8_000_004}, TooLarge),  # over the inline cap, refused undecoded
+    ],
+)
+def test_bad_uploads_publish_nothing(invoke, service, params, error) -> None:
+    with pytest.raises(error):
+        invoke("upload", filename="u.bin", **params)
+    assert service["upload"] == []
+
+
+def test_an_fd_and_data_together_are_refused_and_the_fd_closed(invoke, service) -> None:
+    r, w = os.pipe()
+    try:
+        with pytest.raises(BadRequest, match="not both"):
+            invoke("upload", filename="u.bin", data="", fds=[r])
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(r)
+    finally:
+        os.close(w)
+    assert service["upload"] == []
