@@ -11,7 +11,7 @@ from cofferd.errors import InvalidParams
 from cofferd.names import NAME_PATTERN, NAME_RULE, check_name
 from cofferd.rpc.dispatch.spec import obj
 
-__all__ = ["CREDENTIALS", "NAME_SCHEMA", "check_name", "text"]
+__all__ = ["CREDENTIALS", "NAME_SCHEMA", "check_name", "count", "flag", "text"]
 
 #: JSON Schema of a folder, resource name or archive id: the rule of
 #: :mod:`coffer.names`, anchored (a JSON Schema pattern matches anywhere).
@@ -20,6 +20,20 @@ NAME_SCHEMA = {
     "pattern": f"^{NAME_PATTERN}$",
     "description": NAME_RULE,
 }
+
+
+def flag(value: object, what: str) -> bool:
+    """``value`` if it is a boolean, else :class:`InvalidParams`."""
+    if not isinstance(value, bool):
+        raise InvalidParams(f"{what} must be a boolean")
+    return value
+
+
+def count(value: object, what: str) -> int:
+    """``value`` if it is a non-negative integer (not a boolean), else :class:`InvalidParams`."""
+    if type(value) is not int or value < 0:
+        raise InvalidParams(f"{what} must be a non-negative integer")
+    return value
 
 
 def text(value: object, what: str) -> str:

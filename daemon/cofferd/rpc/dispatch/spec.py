@@ -50,6 +50,11 @@ RecordField = Literal["folder", "name", "version", "bytes"]
 _MESSAGE_ID = re.compile(r"[0-9a-f]{32}")
 
 
+def array(items: Mapping[str, Any]) -> dict[str, Any]:
+    """An array schema, every item of schema ``items``."""
+    return {"type": "array", "items": dict(items)}
+
+
 @dataclass(frozen=True)
 class Audit:
     """A method whose every call writes an audit record (:mod:`cofferd.observe.audit`)."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from coffer.protocol import ErrorCode
-from cofferd.errors import InvalidParams, NotFound
+from cofferd.errors import NotFound
 from cofferd.resources.index import Entry
 from cofferd.rpc.dispatch.context import Call
-from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name
-from cofferd.rpc.dispatch.spec import Audit, MethodSpec, RecordField, obj
+from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name, count, flag
+from cofferd.rpc.dispatch.spec import Audit, MethodSpec, RecordField, array, obj
 
 
 def cache_list(call: Call, /) -> dict[str, Any]:
@@ -49,10 +49,8 @@ def evict(call: Call, /, filename: object, folder: object = "models") -> dict[st
 
 
 def prune(call: Call, /, max_bytes: object) -> dict[str, Any]:
-    if type(max_bytes) is not int or max_bytes < 0:
-        raise InvalidParams("max_bytes must be a non-negative integer")
     app = call.app
-    gone = app.managed.prune(max_bytes)
+    gone = app.managed.prune(count(max_bytes, "max_bytes"))
     return {
         "evicted": [_entry(e) for e in gone],
         "bytes": sum(e.size for e in gone),
@@ -63,15 +61,14 @@ def prune(call: Call, /, max_bytes: object) -> dict[str, Any]:
 def pin(
     call: Call, /, filename: object, folder: object = "models", pinned: object = True
 ) -> dict[str, Any]:
+    pinned_ = flag(pinned, "pinned")
     folder_ = check_name(folder, "folder")
     name = check_name(filename, "filename")
-    if not isinstance(pinned, bool):
-        raise InvalidParams("pinned must be a boolean")
     app = call.app
-    if pinned and not any(e.name == name for e in app.index.entries(folder_)):
+    if pinned_ and not any(e.name == name for e in app.index.entries(folder_)):
         raise NotFound(f"{folder_}/{name} is not in the cache; pull it with pin set")
-    app.index.set_pinned(folder_, name, pinned)
-    return {"folder": folder_, "filename": name, "pinned": pinned}
+    app.index.set_pinned(folder_, name, pinned_)
+    return {"folder": folder_, "filename": name, "pinned": pinned_}
 
 
 def _entry(e: Entry) -> dict[str, Any]:
@@ -86,7 +83,7 @@ _ENTRY = obj(
     ("folder", "filename", "version", "size"),
 )
 _RESOURCE_PARAMS: dict[RecordField, str] = {"folder": "folder", "name": "filename"}
-_EVICTED = {"evicted": {"type": "array", "items": _ENTRY}, "bytes": _COUNT}
+_EVICTED = {"evicted": array(_ENTRY), "bytes": _COUNT}
 
 SPECS: tuple[MethodSpec, ...] = (
     MethodSpec(
@@ -95,9 +92,8 @@ SPECS: tuple[MethodSpec, ...] = (
         "The cache's entries, most recently used first, and the bytes held.",
         result=obj(
             {
-                "entries": {
-                    "type": "array",
-                    "items": obj(
+                "entries": array(
+                    obj(
                         {
                             **_ENTRY["properties"],
                             "last_used": {"type": "number"},
@@ -106,8 +102,8 @@ SPECS: tuple[MethodSpec, ...] = (
                             "lease_expires": _TIME,
                         },
                         (*_ENTRY["required"], "last_used", "pinned", "in_use", "lease_expires"),
-                    ),
-                },
+                    )
+                ),
                 "bytes": _COUNT,
                 "max_bytes": _COUNT,
                 "free_floor": _COUNT,

@@ -17,7 +17,8 @@ import base64
 import binascii
 import io
 import os
-from typing import Any, BinaryIO, cast
+from collections.abc import Mapping
+from typing import Any, BinaryIO, Literal, cast
 
 from coffer.protocol import ErrorCode
 from cofferd.errors import BadRequest, InvalidParams, TooLarge
@@ -25,9 +26,9 @@ from cofferd.models import LoadResult, UploadResult
 from cofferd.resources import listing, service
 from cofferd.resources.memfd import MemfdSink
 from cofferd.rpc.dispatch.context import Call
-from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name
+from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name, count
 from cofferd.rpc.dispatch.services import Services
-from cofferd.rpc.dispatch.spec import Audit, MethodSpec, RecordField, obj
+from cofferd.rpc.dispatch.spec import Audit, Method, MethodSpec, RecordField, array, obj
 from cofferd.rpc.transport.fdio import CappedBuffer, FdReader, FdWriter
 
 #: The inline cap whatever the settings say: base64 of this many bytes, with the
@@ -125,14 +126,7 @@ def pull(
         )
     if pin:
         app.index.set_pinned(folder_, name, True)
-    return {
-        "folder": result.folder,
-        "filename": result.name,
-        "version": result.version,
-        "size": result.size,
-        "from_cache": result.from_cache,
-        "pinned": app.index.is_pinned(folder_, name),
-    }
+    return {**loaded(result), "pinned": app.index.is_pinned(folder_, name)}
 
 
 def upload(
@@ -150,14 +144,13 @@ def upload(
     """
     folder_ = check_name(folder, "folder")
     name = check_name(filename, "filename")
-    if size is not None and (type(size) is not int or size < 0):
-        raise InvalidParams("size must be a non-negative integer")
+    size_ = None if size is None else count(size, "size")
     fd = call.take_fd()
     app = call.app
     src: io.RawIOBase | io.BytesIO
     if fd is not None:
         try:
-            src = FdReader(fd, call, expected=size, limit=app.settings.max_upload_bytes)
+            src = FdReader(fd, call, expected=size_, limit=app.settings.max_upload_bytes)
         except TooLarge:
             os.close(fd)
             raise
@@ -165,13 +158,13 @@ def upload(
             src.close()
             raise BadRequest("give the content as an fd or as data, not both")
     else:
-        src = io.BytesIO(_inline(data, size, _inline_cap(app)))
+        src = io.BytesIO(_inline(data, size_, _inline_cap(app)))
     with app.notifier.working(f"uploading {folder_}/{name}"), src:
         result = service.upload(app.api_client(), folder_, name, cast(BinaryIO, src))
     return _uploaded(result)
 
 
-def _inline(data: object, size: object, cap: int) -> bytes:
+def _inline(data: object, size: int | None, cap: int) -> bytes:
     if data is None:
         raise BadRequest("upload needs an fd passed with the request, or base64 data")
     if not isinstance(data, str):
@@ -191,7 +184,7 @@ def _inline(data: object, size: object, cap: int) -> bytes:
 
 
 def loaded(result: LoadResult) -> dict[str, Any]:
-    """What a load answers (``load``, ``load_memfd``): which version, how many bytes."""
+    """What a load answers (``load``, ``load_memfd``, ``pull``): which version, how many bytes."""
     return {
         "folder": result.folder,
         "filename": result.name,
@@ -250,6 +243,30 @@ _UPSTREAM_ERRORS = (
     ErrorCode.UPSTREAM_UNAVAILABLE,
 )
 
+
+def _load_spec(
+    name: str,
+    func: Method,
+    summary: str,
+    fd: Literal["takes", "returns"],
+    message_id: str,
+    **extra: Mapping[str, Any],
+) -> MethodSpec:
+    """A load's spec (``load``, ``load_memfd``): the same params, errors, audit and counters."""
+    return MethodSpec(
+        name,
+        func,
+        summary,
+        params=LOAD_PARAMS,
+        result=obj({**LOADED, **extra}, ("folder", "filename", "version", "size", "from_cache")),
+        errors=LOAD_ERRORS,
+        fd=fd,
+        audit=Audit(message_id, _RESOURCE_PARAMS, _VERSION_RESULT),
+        traffic=("out", "size"),
+        cache_hit="from_cache",
+    )
+
+
 SPECS: tuple[MethodSpec, ...] = (
     MethodSpec(
         "list",
@@ -259,9 +276,8 @@ SPECS: tuple[MethodSpec, ...] = (
         result=obj(
             {
                 "folder": NAME_SCHEMA,
-                "items": {
-                    "type": "array",
-                    "items": obj(
+                "items": array(
+                    obj(
                         {
                             "filename": NAME_SCHEMA,
                             "version": _COUNT,
@@ -278,39 +294,27 @@ SPECS: tuple[MethodSpec, ...] = (
                             "updated_at",
                             "cached",
                         ),
-                    ),
-                },
+                    )
+                ),
             },
             ("folder", "items"),
         ),
         errors=(ErrorCode.BAD_REQUEST, *_UPSTREAM_ERRORS),
     ),
-    MethodSpec(
+    _load_spec(
         "load",
         load,
         "The plaintext of a resource's current version, into the fd passed, else inline.",
-        params=LOAD_PARAMS,
-        result=obj(
-            {**LOADED, "data": {"type": "string", "contentEncoding": "base64"}},
-            ("folder", "filename", "version", "size", "from_cache"),
-        ),
-        errors=LOAD_ERRORS,
-        fd="takes",
-        audit=Audit("57ceaf16529b48b6a928cb96acdcfad8", _RESOURCE_PARAMS, _VERSION_RESULT),
-        traffic=("out", "size"),
-        cache_hit="from_cache",
+        "takes",
+        "57ceaf16529b48b6a928cb96acdcfad8",
+        data={"type": "string", "contentEncoding": "base64"},
     ),
-    MethodSpec(
+    _load_spec(
         "load_memfd",
         load_memfd,
         "The plaintext of a resource's current version in a sealed memfd, returned as an fd.",
-        params=LOAD_PARAMS,
-        result=obj(LOADED, ("folder", "filename", "version", "size", "from_cache")),
-        errors=LOAD_ERRORS,
-        fd="returns",
-        audit=Audit("7857394d749c4cd28f780fb789a8ff89", _RESOURCE_PARAMS, _VERSION_RESULT),
-        traffic=("out", "size"),
-        cache_hit="from_cache",
+        "returns",
+        "7857394d749c4cd28f780fb789a8ff89",
     ),
     MethodSpec(
         "pull",

@@ -15,7 +15,7 @@ from cofferd.models import UnlockState
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.params import NAME_SCHEMA
 from cofferd.rpc.dispatch.services import Services
-from cofferd.rpc.dispatch.spec import MethodSpec, obj
+from cofferd.rpc.dispatch.spec import MethodSpec, array, obj
 
 
 def health(call: Call, /) -> dict[str, Any]:
@@ -63,9 +63,8 @@ FIELD_STATUS = obj(
         "trusted_time": _TIME,
         "offline_enabled": {"type": "boolean"},
         "records_persistent": {"type": "boolean"},
-        "records": {
-            "type": "array",
-            "items": obj(
+        "records": array(
+            obj(
                 {
                     "folder": {"type": "string"},
                     "filename": {"type": "string"},
@@ -73,8 +72,8 @@ FIELD_STATUS = obj(
                     "lease_expires": _TIME,
                 },
                 ("folder", "filename", "version", "lease_expires"),
-            ),
-        },
+            )
+        ),
     },
     (
         "login_source",
@@ -96,9 +95,8 @@ CACHE_STATUS = obj(
         "entries": _COUNT,
         "max_bytes": _COUNT,
         "free_floor": _COUNT,
-        "downloads": {
-            "type": "array",
-            "items": obj(
+        "downloads": array(
+            obj(
                 {
                     "folder": NAME_SCHEMA,
                     "filename": NAME_SCHEMA,
@@ -107,8 +105,8 @@ CACHE_STATUS = obj(
                     "size": _COUNT,
                 },
                 ("folder", "filename", "version", "written", "size"),
-            ),
-        },
+            )
+        ),
         "last_uncached": {
             "oneOf": [
                 {"type": "null"},
