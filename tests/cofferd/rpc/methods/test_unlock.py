@@ -50,10 +50,12 @@ def image(dockerd: PrivateDockerd, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(autouse=True)
 def _clean_engine(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not request.node.get_closest_marker("docker"):  # the unit tests below need no engine
+        yield
+        return
+    dockerd: PrivateDockerd = request.getfixturevalue("dockerd")
     yield
-    if request.node.get_closest_marker("docker"):  # the unit tests below need no engine
-        dockerd: PrivateDockerd = request.getfixturevalue("dockerd")
-        dockerd.remove_image(TAG)
+    dockerd.remove_image(TAG)
 
 
 def install_archive(daemon: CofferdProcess, image: Image, upstream: Upstream | None) -> Path:
