@@ -14,7 +14,8 @@ time, and the protocol is a hundred lines of ``socket`` and ``os.memfd_create``.
 
 An audit record must never hold up a call: the socket is non-blocking, and a
 record journald cannot take right now (its queue full: EAGAIN; journald gone:
-ENOENT, ECONNREFUSED) is dropped and counted, never retried.
+ENOENT, ECONNREFUSED) is dropped, never retried: ``send`` answers False, and
+the caller writes the record's line elsewhere (the call log).
 """
 
 from __future__ import annotations
@@ -78,19 +79,12 @@ class Sink(Protocol):
 
 
 class JournalSender:
-    """Sends entries to journald's socket; never blocks, counts what it drops."""
+    """Sends entries to journald's socket; never blocks, says what it drops."""
 
     def __init__(self, path: Path = JOURNAL_SOCKET) -> None:
         self._path = os.fsencode(path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self._sock.setblocking(False)
-        self._lock = threading.Lock()
-        self._dropped = 0
-
-    @property
-    def dropped(self) -> int:
-        """Entries journald could not take when they were sent."""
-        return self._dropped
 
     def send(self, fields: Fields) -> bool:
         data = encode(fields)  # a bad field name is the caller's bug: raise it
@@ -104,8 +98,6 @@ class JournalSender:
         except OSError as exc:
             if exc.errno not in _DROP:
                 raise
-            with self._lock:
-                self._dropped += 1
             return False
         return True
 

@@ -78,11 +78,10 @@ def test_good_field_names_pass() -> None:
         check_field_name(name)
 
 
-def test_a_missing_socket_drops_and_counts(tmp_path: Path) -> None:
+def test_a_missing_socket_drops_and_says_so(tmp_path: Path) -> None:
     sender = JournalSender(tmp_path / "nobody-here.sock")
     assert not sender.send({"MESSAGE": "lost"})
     assert not sender.send({"MESSAGE": "lost"})
-    assert sender.dropped == 2
     sender.close()
 
 
@@ -99,8 +98,7 @@ def test_a_full_journal_queue_drops_without_blocking(journald: FakeJournald) -> 
     thread.join(10)
     assert not thread.is_alive(), "a send blocked on a full journal queue"
     assert results[0] is True
-    assert sender.dropped > 0
-    assert results.count(False) == sender.dropped
+    assert False in results
     sender.close()
 
 
