@@ -29,7 +29,7 @@ class ErrorCode(enum.IntEnum):
     # Application codes, with the HTTP status they stand for.
     BAD_REQUEST = 400  # bad params, bad name
     UNAUTHORIZED = 401  # no credentials, or refused upstream
-    FORBIDDEN = 403  # this caller may not do that (e.g. `login` outside login_uids)
+    FORBIDDEN = 403  # this caller may not do that (an operator's method outside login_uids)
     NOT_FOUND = 404  # resource, key or archive
     CONFLICT = 409  # e.g. an unlock already runs
     OFFLINE_REFUSED = 412  # upstream unreachable and offline use not allowed (the rule is said)

@@ -22,7 +22,7 @@ socket cofferd cannot serve on, a caller who is no longer there to answer.
     │   ├── BadName              a folder, name or archive id fails the name rule
     │   └── TooLarge             over a documented size cap
     ├── Unauthorized             no credentials, or the upstream refused them
-    ├── Forbidden                this caller may not do that (``login`` outside login_uids)
+    ├── Forbidden                this caller may not: an operator's method outside login_uids
     ├── NotFound                 no such resource, key or archive
     ├── Conflict                 the operation clashes with one under way or with stored state
     ├── OfflineRefused           the upstream is unreachable and no offline use is allowed (412)
@@ -88,7 +88,7 @@ class Unauthorized(CofferError):
 
 
 class Forbidden(CofferError):
-    """The caller's uid may not call this method (e.g. ``login``: setting login_uids)."""
+    """The caller's uid may not make this call: an operator's, and it is not in login_uids."""
 
 
 class NotFound(CofferError):
