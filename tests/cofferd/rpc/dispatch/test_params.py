@@ -11,7 +11,7 @@ import pytest
 
 from coffer.names import NAME_PATTERN, is_valid_name
 from cofferd.errors import InvalidParams
-from cofferd.rpc.dispatch.params import NAME_SCHEMA, text
+from cofferd.rpc.dispatch.params import NAME_SCHEMA, count, flag, text
 
 EDGES = [
     "a",
@@ -62,3 +62,14 @@ def test_text_refuses_what_is_not_a_non_empty_string(value: object) -> None:
     with pytest.raises(InvalidParams, match="email must be a non-empty string"):
         text(value, "email")
     assert text("x", "email") == "x"
+
+
+def test_flag_and_count_take_only_their_own_type() -> None:
+    assert flag(True, "pin") is True
+    assert count(0, "size") == 0
+    for bad in (1, "true", None):
+        with pytest.raises(InvalidParams, match="pin must be a boolean"):
+            flag(bad, "pin")
+    for bad in (-1, True, 1.0, "3"):
+        with pytest.raises(InvalidParams, match="size must be a non-negative integer"):
+            count(bad, "size")
