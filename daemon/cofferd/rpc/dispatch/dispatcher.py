@@ -241,7 +241,7 @@ class Dispatcher:
         return response
 
 
-def error_response(code: int, detail: str, id_: Any = None) -> dict[str, Any]:
+def error_response(code: int, detail: str, *, id_: Any = None) -> dict[str, Any]:
     """An error response the transport sends on its own (oversized line, busy)."""
     body = {"code": code, "message": message_for(code), "data": {"detail": detail}}
     return {"jsonrpc": "2.0", "error": body, "id": id_}
