@@ -74,6 +74,7 @@ _RECV_BYTES = 64 * 1024
 _ANCILLARY = socket.CMSG_SPACE(8 * array.array("i").itemsize)
 # A plain int: testing the IntFlag member costs more than the rest of the check.
 _CTRUNC = int(socket.MSG_CTRUNC)
+_NEWLINE = ord("\n")
 # json.dumps builds a new encoder per call when given options; one serves all.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 #: Seconds cancelled calls get to answer before the transport answers for them.
@@ -380,13 +381,22 @@ class Server:
                 n, ancdata, flags, _ = conn.sock.recvmsg_into([chunk], _ANCILLARY)
             except OSError:
                 return
-            fds = _fds_of(ancdata, flags)
+            fds = _fds_of(ancdata, flags) if ancdata or flags else []
             if not n:
                 _close_all(fds)
                 if conn.expired is not None:
                     why = conn.expired
                     log.info("closed the connection from %s: %s for too long", conn.peer, why)
                 return
+            if not buf and not fds and not conn.pending and chunk[n - 1] == _NEWLINE:
+                # The common case: one whole request in one read, nothing parked.
+                line = bytes(chunk[: n - 1])
+                if b"\n" not in line:
+                    lines_done += 1
+                    if not self._answer(conn, line, []):
+                        return
+                    idle_since = self._clock()
+                    continue
             if not buf:
                 line_started = self._clock()
             buf += chunk[:n]
@@ -429,6 +439,7 @@ class Server:
             return False
         call = Call(self._services, conn.peer, fds, conn.cancel, conn.sock)
         conn.waiting = None  # a call has no read deadline: its own limits hold
+        # Kept for an answer on the call's behalf (shutdown); never longer than the call.
         conn.line, conn.call = line, call
         try:
             # The dispatcher's observer logs, counts and audits the call.
