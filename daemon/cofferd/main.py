@@ -114,9 +114,10 @@ def _end(status: int) -> NoReturn:
     down under calls left running, whose next pool submit then fails
     ("cannot schedule new futures after shutdown"). Nothing is left to lose:
     the cache and the index are crash-safe by design (a SIGKILL leaves them
-    whole), and the logs are flushed here.
+    whole), and the logs are flushed here (the handlers flush each record;
+    ``logging.shutdown`` would take their locks, which a call left running
+    may hold).
     """
-    logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # already closed: nothing to flush
             stream.flush()
