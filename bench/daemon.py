@@ -28,8 +28,10 @@ echo server's p99 in the same run; peak RSS <= 100 MiB; load_memfd >= 0.9x its
 ceiling. It starts its own reference
 upstream and cofferd.
 
-Usage: .venv/bin/python bench/daemon.py [--size-mib N] [--seconds S] [--rounds R] [--rpc-only]
-The last line printed is one JSON object (``--rpc-only``: (b) alone).
+Usage: .venv/bin/python bench/daemon.py [--size-mib N] [--seconds S] [--rounds R]
+                                        [--rpc-only] [--baseline SOURCE_TREE]
+The last line printed is one JSON object (``--rpc-only``: (b) alone; with
+``--baseline``, (b) also for that tree's cofferd, in the same rounds).
 """
 
 from __future__ import annotations
@@ -172,9 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each RPC run")
     parser.add_argument("--rounds", type=int, default=3, help="RPC runs of each server")
     parser.add_argument("--rpc-only", action="store_true", help="only (b): no resource needed")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="(b) also for the cofferd of this source tree (e.g. a worktree of main), in turn",
+    )
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="cfb-"))
-    rpc = RpcRuns(args.seconds, args.rounds, args.rpc_only)
+    rpc = RpcRuns(args.seconds, args.rounds, args.rpc_only, args.baseline)
     try:
         with upstream_fixture.Upstream.with_new_users(base / "upstream") as server:
             return run(server, base, args.size_mib * MiB, rpc)
@@ -183,11 +190,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class RpcRuns:
-    """How (b) runs: ``rounds`` runs of ``seconds`` per server; ``only``: nothing else."""
+    """How (b) runs: ``rounds`` runs of ``seconds`` per server; ``only``: nothing else.
 
-    def __init__(self, seconds: float, rounds: int, only: bool) -> None:
+    ``baseline``: a source tree whose cofferd runs beside (same load, same
+    rounds), for a before/after from one run on a shared machine.
+    """
+
+    def __init__(self, seconds: float, rounds: int, only: bool, baseline: Path | None) -> None:
         self.seconds, self.rounds, self.only = seconds, rounds, only
+        self.baseline = baseline
         self.echo_pid = 0
+        #: (socket path, pid) of the baseline's cofferd, once started.
+        self.baseline_daemon: tuple[Path, int] | None = None
+
+
+def start_baseline(server: Any, base: Path, tree: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """cofferd from the source tree ``tree`` (its daemon/ and client/ first on the path)."""
+    (base / "baseline").mkdir()
+    env = daemon_fixture.daemon_env(base / "baseline", server.url)
+    env["PYTHONPATH"] = os.pathsep.join(str(tree.resolve() / d) for d in ("daemon", "client"))
+    sock_path = base / "baseline" / "cofferd.sock"
+    err = base / "baseline" / "stderr.log"
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cofferd", "--socket", str(sock_path)], env=env, stderr=stderr
+        )
+    daemon_fixture.wait_for_health(sock_path, proc, err)
+    return proc, sock_path
 
 
 def run(server: Any, base: Path, size: int, rpc: RpcRuns) -> int:
@@ -201,8 +230,12 @@ def run(server: Any, base: Path, size: int, rpc: RpcRuns) -> int:
     echo_path = str(base / "echo.sock")
     echo = multiprocessing.get_context("fork").Process(target=echo_server, args=(echo_path,))
     echo.start()
+    baseline = None
     try:
         daemon_fixture.wait_for_health(sock_path, daemon, base / "d" / "stderr.log")
+        if rpc.baseline is not None:
+            baseline, baseline_sock = start_baseline(server, base, rpc.baseline)
+            rpc.baseline_daemon = (baseline_sock, baseline.pid)
         while not os.path.exists(echo_path):
             if not echo.is_alive():
                 raise RuntimeError("the echo server did not start")
@@ -215,8 +248,10 @@ def run(server: Any, base: Path, size: int, rpc: RpcRuns) -> int:
     finally:
         echo.terminate()
         echo.join()
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
+        for proc in (daemon, baseline):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
         stderr.close()
 
 
@@ -327,18 +362,19 @@ def cpu_seconds(pid: int) -> float:
 
 def measure_rpc(pid: int, sock_path: Path, echo_path: str, runs: RpcRuns) -> dict[str, Any]:
     """(b): the echo server and cofferd in turn, ``runs.rounds`` times; ratios per round."""
+    servers = [("echo", echo_path, runs.echo_pid), ("rpc", str(sock_path), pid)]
+    if runs.baseline_daemon is not None:
+        servers.append(("baseline", str(runs.baseline_daemon[0]), runs.baseline_daemon[1]))
+    labels = {"echo": "echo server", "rpc": "cofferd health", "baseline": "baseline health"}
     rounds = []
     for n in range(runs.rounds):
         pair = {}
-        for name, path, server_pid in (
-            ("echo", echo_path, runs.echo_pid),
-            ("rpc", str(sock_path), pid),
-        ):
+        for name, path, server_pid in servers:
             before = cpu_seconds(server_pid)
             rate, p99 = drive(path, runs.seconds)
             cpu_us = (cpu_seconds(server_pid) - before) / (rate * runs.seconds) * 1e6
             pair[name] = (rate, p99, cpu_us)
-            label = "echo server" if name == "echo" else "cofferd health"
+            label = labels[name]
             print(
                 f"round {n}: {label:<15} {rate:8.0f} calls/s  p99 {p99:6.2f} ms"
                 f"  CPU {cpu_us:5.1f} us/call",
@@ -349,7 +385,21 @@ def measure_rpc(pid: int, sock_path: Path, echo_path: str, runs: RpcRuns) -> dic
     vs_echo = statistics.median([r["rpc"][0] / r["echo"][0] for r in rounds])
     p99_vs_echo = statistics.median([r["rpc"][1] / r["echo"][1] for r in rounds])
     p99 = statistics.median([r["rpc"][1] for r in rounds])
+    baseline = {}
+    if runs.baseline_daemon is not None:
+        baseline = {
+            "baseline_vs_echo": round(
+                statistics.median([r["baseline"][0] / r["echo"][0] for r in rounds]), 3
+            ),
+            "baseline_p99_vs_echo": round(
+                statistics.median([r["baseline"][1] / r["echo"][1] for r in rounds]), 2
+            ),
+            "baseline_cpu_us_per_call": round(
+                statistics.median([r["baseline"][2] for r in rounds]), 1
+            ),
+        }
     return {
+        **baseline,
         "rpc_per_s": round(statistics.median([r["rpc"][0] for r in rounds])),
         "echo_per_s": round(statistics.median([r["echo"][0] for r in rounds])),
         "rpc_vs_echo": round(vs_echo, 3),
