@@ -6,10 +6,14 @@
     drains: the ceiling of any load through a pipe here); also ``load`` into an fd of
     /dev/null, which shows what cofferd adds without the pipe's two copies
     (on 2 cores the decrypt workers and the pipe copies share the CPU);
-(b) calls per second and p99 latency of ``health`` with 32 concurrent clients
-    for 10 s, beside a bare newline-JSON echo server in Python on a Unix socket
-    (thread per connection, json.loads + json.dumps per line), driven by the
-    same clients;
+(b) calls per second and p99 latency of ``health`` with 32 concurrent clients,
+    beside a bare newline-JSON echo server in Python on a Unix socket (thread
+    per connection, json.loads + json.dumps per line), driven by the same
+    clients: ``--rounds`` runs of ``--seconds`` each, the echo server and
+    cofferd in turn, each ratio taken within its round (the machine's load
+    drifts between rounds) and the median reported; beside them, the CPU
+    time each server spent per call (user + system, from /proc), which a
+    busy machine skews less than the rates;
 (c) cofferd's peak RSS during (a) (high-water mark reset just before) and its
     RSS while idle;
 (d) ``load_memfd`` of the same resource (the fd received and its seals
@@ -24,8 +28,10 @@ echo server's p99 in the same run; peak RSS <= 100 MiB; load_memfd >= 0.9x its
 ceiling. It starts its own reference
 upstream and cofferd.
 
-Usage: .venv/bin/python bench/daemon.py [--size-mib N] [--seconds S]
-The last line printed is one JSON object.
+Usage: .venv/bin/python bench/daemon.py [--size-mib N] [--seconds S] [--rounds R]
+                                        [--rpc-only] [--baseline SOURCE_TREE]
+The last line printed is one JSON object (``--rpc-only``: (b) alone; with
+``--baseline``, (b) also for that tree's cofferd, in the same rounds).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -164,17 +171,55 @@ def connect(path: Path) -> socket.socket:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="resource size (MiB)")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of the RPC runs")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each RPC run")
+    parser.add_argument("--rounds", type=int, default=3, help="RPC runs of each server")
+    parser.add_argument("--rpc-only", action="store_true", help="only (b): no resource needed")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="(b) also for the cofferd of this source tree (e.g. a worktree of main), in turn",
+    )
     args = parser.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="cfb-"))
+    rpc = RpcRuns(args.seconds, args.rounds, args.rpc_only, args.baseline)
     try:
         with upstream_fixture.Upstream.with_new_users(base / "upstream") as server:
-            return run(server, base, args.size_mib * MiB, args.seconds)
+            return run(server, base, args.size_mib * MiB, rpc)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run(server: Any, base: Path, size: int, seconds: float) -> int:
+class RpcRuns:
+    """How (b) runs: ``rounds`` runs of ``seconds`` per server; ``only``: nothing else.
+
+    ``baseline``: a source tree whose cofferd runs beside (same load, same
+    rounds), for a before/after from one run on a shared machine.
+    """
+
+    def __init__(self, seconds: float, rounds: int, only: bool, baseline: Path | None) -> None:
+        self.seconds, self.rounds, self.only = seconds, rounds, only
+        self.baseline = baseline
+        self.echo_pid = 0
+        #: (socket path, pid) of the baseline's cofferd, once started.
+        self.baseline_daemon: tuple[Path, int] | None = None
+
+
+def start_baseline(server: Any, base: Path, tree: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """cofferd from the source tree ``tree`` (its daemon/ and client/ first on the path)."""
+    (base / "baseline").mkdir()
+    env = daemon_fixture.daemon_env(base / "baseline", server.url)
+    env["PYTHONPATH"] = os.pathsep.join(str(tree.resolve() / d) for d in ("daemon", "client"))
+    sock_path = base / "baseline" / "cofferd.sock"
+    err = base / "baseline" / "stderr.log"
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cofferd", "--socket", str(sock_path)], env=env, stderr=stderr
+        )
+    daemon_fixture.wait_for_health(sock_path, proc, err)
+    return proc, sock_path
+
+
+def run(server: Any, base: Path, size: int, rpc: RpcRuns) -> int:
     (base / "d").mkdir()
     env = daemon_fixture.daemon_env(base / "d", server.url)
     sock_path = base / "d" / "cofferd.sock"
@@ -185,23 +230,33 @@ def run(server: Any, base: Path, size: int, seconds: float) -> int:
     echo_path = str(base / "echo.sock")
     echo = multiprocessing.get_context("fork").Process(target=echo_server, args=(echo_path,))
     echo.start()
+    baseline = None
     try:
         daemon_fixture.wait_for_health(sock_path, daemon, base / "d" / "stderr.log")
+        if rpc.baseline is not None:
+            baseline, baseline_sock = start_baseline(server, base, rpc.baseline)
+            rpc.baseline_daemon = (baseline_sock, baseline.pid)
         while not os.path.exists(echo_path):
             if not echo.is_alive():
                 raise RuntimeError("the echo server did not start")
             time.sleep(0.01)
-        return measure_all(server, daemon.pid, sock_path, echo_path, size, seconds)
+        rpc.echo_pid = echo.pid or 0
+        if rpc.only:
+            print(json.dumps(measure_rpc(daemon.pid, sock_path, echo_path, rpc)))
+            return 0
+        return measure_all(server, daemon.pid, sock_path, echo_path, size, rpc)
     finally:
         echo.terminate()
         echo.join()
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(60)
+        for proc in (daemon, baseline):
+            if proc is not None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
         stderr.close()
 
 
 def measure_all(
-    server: Any, pid: int, sock_path: Path, echo_path: str, size: int, seconds: float
+    server: Any, pid: int, sock_path: Path, echo_path: str, size: int, rpc_runs: RpcRuns
 ) -> int:
     account = server.publisher
     block = os.urandom(8 * MiB)
@@ -270,10 +325,7 @@ def measure_all(
     memfd_rate = timed("load_memfd via cofferd", size, load_memfd)
 
     # (b) health under 32 clients, beside the echo server.
-    echo_rate, echo_p99 = drive(echo_path, seconds)
-    print(f"echo server: {echo_rate:9.0f} calls/s  p99 {echo_p99:6.2f} ms", flush=True)
-    rpc_rate, rpc_p99 = drive(str(sock_path), seconds)
-    print(f"cofferd health: {rpc_rate:6.0f} calls/s  p99 {rpc_p99:6.2f} ms", flush=True)
+    rpc = measure_rpc(pid, sock_path, echo_path, rpc_runs)
 
     result = {
         "size_mib": size // MiB,
@@ -284,12 +336,7 @@ def measure_all(
         "load_vs_decrypt_pipe": round(load_rate / pipe_rate, 3),
         "load_devnull_mib_s": round(null_rate, 1),
         "load_devnull_vs_decrypt": round(null_rate / decrypt_rate, 3),
-        "rpc_per_s": round(rpc_rate),
-        "echo_per_s": round(echo_rate),
-        "rpc_vs_echo": round(rpc_rate / echo_rate, 3),
-        "rpc_p99_ms": round(rpc_p99, 2),
-        "echo_p99_ms": round(echo_p99, 2),
-        "rpc_p99_vs_echo": round(rpc_p99 / echo_p99, 2),
+        **{k: v for k, v in rpc.items() if k != "targets_met"},
         "load_memfd_mib_s": round(memfd_rate, 1),
         "memfd_ceiling_mib_s": round(memfd_ceiling, 1),
         "load_memfd_vs_ceiling": round(memfd_rate / memfd_ceiling, 3),
@@ -299,14 +346,75 @@ def measure_all(
             "load_vs_decrypt>=0.85": load_rate / decrypt_rate >= 0.85,
             "load_vs_decrypt_pipe>=0.9": load_rate / pipe_rate >= 0.9,
             "load_memfd_vs_ceiling>=0.9": memfd_rate / memfd_ceiling >= 0.9,
-            "rpc_vs_echo>=0.5": rpc_rate / echo_rate >= 0.5,
-            "rpc_p99_ms<=5": rpc_p99 <= 5,
-            "rpc_p99_vs_echo<=1.5": rpc_p99 / echo_p99 <= 1.5,
+            **rpc["targets_met"],
             "peak_rss_mib<=100": peak_rss <= 100,
         },
     }
     print(json.dumps(result))
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_rpc(pid: int, sock_path: Path, echo_path: str, runs: RpcRuns) -> dict[str, Any]:
+    """(b): the echo server and cofferd in turn, ``runs.rounds`` times; ratios per round."""
+    servers = [("echo", echo_path, runs.echo_pid), ("rpc", str(sock_path), pid)]
+    if runs.baseline_daemon is not None:
+        servers.append(("baseline", str(runs.baseline_daemon[0]), runs.baseline_daemon[1]))
+    labels = {"echo": "echo server", "rpc": "cofferd health", "baseline": "baseline health"}
+    rounds = []
+    for n in range(runs.rounds):
+        pair = {}
+        for name, path, server_pid in servers:
+            before = cpu_seconds(server_pid)
+            rate, p99 = drive(path, runs.seconds)
+            cpu_us = (cpu_seconds(server_pid) - before) / (rate * runs.seconds) * 1e6
+            pair[name] = (rate, p99, cpu_us)
+            label = labels[name]
+            print(
+                f"round {n}: {label:<15} {rate:8.0f} calls/s  p99 {p99:6.2f} ms"
+                f"  CPU {cpu_us:5.1f} us/call",
+                flush=True,
+            )
+        rounds.append(pair)
+
+    vs_echo = statistics.median([r["rpc"][0] / r["echo"][0] for r in rounds])
+    p99_vs_echo = statistics.median([r["rpc"][1] / r["echo"][1] for r in rounds])
+    p99 = statistics.median([r["rpc"][1] for r in rounds])
+    baseline = {}
+    if runs.baseline_daemon is not None:
+        baseline = {
+            "baseline_vs_echo": round(
+                statistics.median([r["baseline"][0] / r["echo"][0] for r in rounds]), 3
+            ),
+            "baseline_p99_vs_echo": round(
+                statistics.median([r["baseline"][1] / r["echo"][1] for r in rounds]), 2
+            ),
+            "baseline_cpu_us_per_call": round(
+                statistics.median([r["baseline"][2] for r in rounds]), 1
+            ),
+        }
+    return {
+        **baseline,
+        "rpc_per_s": round(statistics.median([r["rpc"][0] for r in rounds])),
+        "echo_per_s": round(statistics.median([r["echo"][0] for r in rounds])),
+        "rpc_vs_echo": round(vs_echo, 3),
+        "rpc_p99_ms": round(p99, 2),
+        "echo_p99_ms": round(statistics.median([r["echo"][1] for r in rounds]), 2),
+        "rpc_p99_vs_echo": round(p99_vs_echo, 2),
+        "rpc_cpu_us_per_call": round(statistics.median([r["rpc"][2] for r in rounds]), 1),
+        "echo_cpu_us_per_call": round(statistics.median([r["echo"][2] for r in rounds]), 1),
+        "rpc_rounds": runs.rounds,
+        "targets_met": {
+            "rpc_vs_echo>=0.5": vs_echo >= 0.5,
+            "rpc_p99_ms<=5": p99 <= 5,
+            "rpc_p99_vs_echo<=1.5": p99_vs_echo <= 1.5,
+        },
+    }
 
 
 def drain_load(sock: socket.socket) -> int:

@@ -175,13 +175,7 @@ def test_sigterm_during_a_256_mib_load(
         result["bytes"] = len(data)
         result["response"] = response
 
-    def reader() -> None:
-        try:
-            slow_reader()
-        except ConnectionError as exc:
-            result["closed"] = str(exc)
-
-    thread = threading.Thread(target=reader)
+    thread = threading.Thread(target=slow_reader)
     thread.start()
     time.sleep(1.0)
     started = time.monotonic()
@@ -189,13 +183,13 @@ def test_sigterm_during_a_256_mib_load(
     elapsed = time.monotonic() - started
     thread.join(60)
     sock.close()
+    # grace (1 s) + the cancel wait (2 s), with room for a loaded machine.
     assert elapsed < 8, f"took {elapsed:.1f}s to stop"
-    # The load was cut: the caller learns it, and never from a success.
-    assert "response" in result or "closed" in result
-    assert "result" not in result.get("response", {})
-    if "response" in result:
-        assert result["response"]["error"]["code"] == ErrorCode.SHUTTING_DOWN
-        assert result["bytes"] < size
+    # The load was cut, and the caller learns it from its answer, never from
+    # a success or an EOF: whether the load saw its cancel in time or the
+    # transport answered for it (tests/faults/test_stop.py does it often).
+    assert result["response"]["error"]["code"] == ErrorCode.SHUTTING_DOWN, result
+    assert result["bytes"] < size
     log = daemon.stderr_text()
     assert "stopped" in log
     assert "Traceback" not in log

@@ -28,6 +28,8 @@ _STOP = (0.0, "", "", None, 0.0)
 # The outcome of an entry that is a whole line already: (at, text, _LINE, priority, 0).
 _LINE = "\0line"
 _LEVEL = {3: "ERROR", 4: "WARNING", 6: "INFO"}
+#: Lines formatted and written at once: about 0.1 ms of work.
+_BATCH = 64
 
 
 class CallLog:
@@ -81,8 +83,13 @@ class CallLog:
                 except queue.Empty:
                     break
             stop = any(e is _STOP for e in entries)
-            text = "".join(self._line(e) for e in entries if e is not _STOP)
-            if text:
+            lines = [e for e in entries if e is not _STOP]
+            for at in range(0, len(lines), _BATCH):
+                if at:
+                    # Formatting holds the GIL: in bites, the serving threads
+                    # get it between them instead of waiting out a whole pile.
+                    time.sleep(0)
+                text = "".join(map(self._line, lines[at : at + _BATCH]))
                 self._write(text.encode("utf-8", "replace"))
             if stop:
                 return

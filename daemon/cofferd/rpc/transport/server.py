@@ -14,10 +14,22 @@ fds parked on a line not yet complete are capped at the per-request maximum
 (the excess is closed at once and the line, when it ends, is refused); a
 failing ``accept`` (e.g. ``EMFILE``) logs one line per interval with a count.
 
+The read deadlines cost the serving threads nothing: a connection's thread
+reads with a plain blocking ``recvmsg`` (one GIL hand-off per read, as any
+line server) after noting when its caller's time is up, and the accept loop,
+which wakes at least every :func:`~cofferd.rpc.transport.limits.scan_interval`,
+shuts the reading side of each connection past its deadline; the thread then
+sees EOF and closes it. (A poll before each read was one more GIL hand-off
+per call.)
+
 Stopping (:meth:`Server.request_stop`, safe from a signal handler): no new
 connections or requests, in-flight calls get ``grace`` seconds, then they are
-cancelled (their chunked I/O sees it within a chunk) and finally their sockets
-are shut, so every caller sees either a response or an EOF, never a hang.
+cancelled (their chunked I/O sees it within a chunk); a call still running
+:data:`CANCEL_WAIT` s later (one waiting on a stalled upstream, say) is
+answered ``SHUTTING_DOWN`` by the transport on its behalf and its socket is
+shut, so every caller in flight gets its answer within ``grace +``
+:data:`CANCEL_WAIT` s, never an EOF or a hang; :meth:`Server.shutdown` says
+how many calls it left running, so the daemon does not close what they use.
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ from cofferd.rpc.transport.limits import (
     PARTIAL_LINE_TIMEOUT,
     RateLimitedLog,
     cap_parked,
-    wait_readable,
+    scan_interval,
 )
 from cofferd.rpc.transport.listen import PeerPolicy
 
@@ -62,10 +74,12 @@ _RECV_BYTES = 64 * 1024
 _ANCILLARY = socket.CMSG_SPACE(8 * array.array("i").itemsize)
 # A plain int: testing the IntFlag member costs more than the rest of the check.
 _CTRUNC = int(socket.MSG_CTRUNC)
+_NEWLINE = ord("\n")
 # json.dumps builds a new encoder per call when given options; one serves all.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
-#: Seconds cancelled calls get to answer before their sockets are shut.
-_CANCEL_WAIT = 2.0
+#: Seconds cancelled calls get to answer before the transport answers for them.
+CANCEL_WAIT = 2.0
+_SHUTTING_DOWN = "cofferd is shutting down; try again once it is back"
 
 
 @dataclass(eq=False)
@@ -73,9 +87,49 @@ class _Conn:
     sock: socket.socket
     peer: PeerCred
     thread: threading.Thread | None = None
+    #: The call in flight, until its answer is claimed: by its thread, or by
+    #: the transport answering for it at the end of a stop (under ``lock``).
     call: Call | None = None
+    #: The request line of the call in flight (its id, should the transport answer).
+    line: bytes = b""
     pending: dict[int, list[int]] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: While the thread waits for the caller's bytes: (deadline, inside a line).
+    #: One tuple, so the accept loop reads a consistent pair without a lock.
+    waiting: tuple[float, bool] | None = None
+    #: Why the accept loop cut the connection ("no request"...), once it did.
+    expired: str | None = None
+    #: Orders closing the socket (its thread) against shutting it (the accept
+    #: loop, a stop): a closed fd number may already be another caller's.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
+
+    def shut(self, how: int) -> bool:
+        """Shut the socket unless its thread closed it; False if it had."""
+        with self.lock:
+            if self.closed:
+                return False
+            with contextlib.suppress(OSError):  # the peer is gone already
+                self.sock.shutdown(how)
+            return True
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.sock.close()
+
+    def claim(self, call: Call | None = None) -> tuple[Call, bytes] | None:
+        """Take the right to answer the call in flight (``call``, or whichever).
+
+        Its request line comes along (an answer needs its id); None if the
+        answer was claimed already.
+        """
+        with self.lock:
+            mine, line = self.call, self.line
+            if mine is None or (call is not None and mine is not call):
+                return None
+            self.call, self.line = None, b""
+            return mine, line
 
 
 class Server:
@@ -121,19 +175,28 @@ class Server:
     # -- life cycle ---------------------------------------------------------
 
     def serve_forever(self, on_ready: Callable[[], None] = lambda: None) -> None:
-        """Accept connections until :meth:`request_stop`; then return (call :meth:`shutdown`)."""
+        """Accept connections until :meth:`request_stop`; then return (call :meth:`shutdown`).
+
+        Between accepts it cuts the connections whose caller's time is up.
+        """
+        scan = scan_interval(self._idle_timeout, self._partial_timeout)
+        next_scan = self._clock() + scan
         with selectors.DefaultSelector() as sel:
             sel.register(self._listener, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
             on_ready()
             while not self._stopping.is_set():
                 # The timeout is a second line of defence; the wake-up socket is the first.
-                for key, _ in sel.select(timeout=1.0):
+                for key, _ in sel.select(timeout=max(0.0, next_scan - self._clock())):
                     if key.fileobj is self._wake_r:
                         with contextlib.suppress(OSError):
                             self._wake_r.recv(4096)
                     elif not self._stopping.is_set():
                         self._accept()
+                now = self._clock()
+                if now >= next_scan:
+                    self._cut_expired(now)
+                    next_scan = now + scan
 
     def request_stop(self) -> None:
         """Stop accepting; safe to call from a signal handler or any thread."""
@@ -158,8 +221,13 @@ class Server:
         with self._lock:
             return sum(1 for c in self._conns if c.call is not None)
 
-    def shutdown(self, grace: float) -> None:
-        """Close the listener, let calls finish within ``grace`` s, cut the rest."""
+    def shutdown(self, grace: float) -> int:
+        """Close the listener, let calls finish within ``grace`` s, answer for the rest.
+
+        Returns how many calls were still running at the end: each was answered
+        ``SHUTTING_DOWN`` by the transport and its socket shut, but its thread
+        goes on, so what it uses must not be closed under it.
+        """
         self._stopping.set()
         self._listener.close()
         # Only the file this server made: a successor may already have replaced it.
@@ -169,18 +237,47 @@ class Server:
             conns = list(self._conns)
         for conn in conns:
             if conn.call is None:
-                _shut(conn.sock)  # idle: its thread wakes from recv and ends
+                # Idle: its thread wakes from recv and ends. Only the reading
+                # side: a line that came just now still gets its answer.
+                conn.shut(socket.SHUT_RD)
         deadline = self._clock() + grace
         busy = self._join(conns, deadline)
         if busy:
             log.warning("cancelling %d call(s) still running after %.1fs", len(busy), grace)
             for conn in busy:
                 conn.cancel.set()
-            busy = self._join(busy, self._clock() + _CANCEL_WAIT)
+            busy = self._join(busy, self._clock() + CANCEL_WAIT)
+        running = 0
         for conn in busy:
-            _shut(conn.sock)
+            claimed = conn.claim()
+            if claimed is not None:
+                running += 1
+                self._answer_for(conn, *claimed)
+            conn.shut(socket.SHUT_RDWR)  # e.g. stuck writing to a caller who does not read
+        if running:
+            log.warning(
+                "answered %d call(s) still running %.1fs after the cancel: shutting down",
+                running,
+                CANCEL_WAIT,
+            )
         self._wake_r.close()
         self._wake_w.close()
+        return running
+
+    def _answer_for(self, conn: _Conn, call: Call, line: bytes) -> None:
+        """Answer ``SHUTTING_DOWN`` in place of a call that does not end."""
+        try:
+            request = json.loads(line)
+        except ValueError:  # not JSON: it was answered already, as a parse error
+            return
+        if not isinstance(request, dict) or "id" not in request:
+            return  # a notification: nobody waits for an answer
+        answer = error_response(ErrorCode.SHUTTING_DOWN, _SHUTTING_DOWN, id_=request["id"])
+        # Never blocks: a caller who does not read gets its EOF instead.
+        _send_quietly(conn.sock, answer, flags=socket.MSG_DONTWAIT)
+        if self._call_log is not None:
+            what = f"error {int(ErrorCode.SHUTTING_DOWN)} (left running)"
+            self._call_log.record(call.method or "-", what, conn.peer, 0.0)
 
     def _join(self, conns: list[_Conn], deadline: float) -> list[_Conn]:
         left = []
@@ -190,6 +287,17 @@ class Server:
                 if conn.thread.is_alive():
                     left.append(conn)
         return left
+
+    def _cut_expired(self, now: float) -> None:
+        """Shut the reading side of each connection whose caller's time is up."""
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            waiting = conn.waiting
+            if waiting is not None and waiting[0] <= now:
+                conn.expired = "a partial request line" if waiting[1] else "no request"
+                # Its thread sees EOF and closes it; an answer under way still goes out.
+                conn.shut(socket.SHUT_RD)
 
     # -- connections --------------------------------------------------------
 
@@ -243,7 +351,7 @@ class Server:
         finally:
             for fds in conn.pending.values():
                 _close_all(fds)
-            conn.sock.close()
+            conn.close()
             with self._lock:
                 self._conns.discard(conn)
                 left = self._per_uid.get(conn.peer.uid, 1) - 1
@@ -252,36 +360,42 @@ class Server:
                 else:
                     self._per_uid.pop(conn.peer.uid, None)
 
-    def _wait_readable(self, conn: _Conn, partial: bool, idle_since: float, started: float) -> bool:
-        """Wait for the caller's next bytes; False when its time is up (then it is closed)."""
-        deadline = idle_since + self._idle_timeout
-        if partial:
-            deadline = min(deadline, started + self._partial_timeout)
-        if wait_readable(conn.sock, deadline, self._clock):
-            return True
-        what = "a partial request line" if partial else "no request"
-        log.info("closing the connection from %s: %s for too long", conn.peer, what)
-        return False
-
     def _read_loop(self, conn: _Conn) -> None:
         buf = bytearray()
         lines_done = 0  # index of the line ``buf`` starts with
         # One receive buffer per connection: a fresh one per read costs more
         # than a small request's whole dispatch.
         chunk = memoryview(bytearray(_RECV_BYTES))
+        idle_timeout, partial_timeout = self._idle_timeout, self._partial_timeout
         idle_since = self._clock()
         line_started = idle_since
         while True:
-            if not self._wait_readable(conn, bool(buf), idle_since, line_started):
-                return
+            # The accept loop cuts the connection once this passes (_cut_expired).
+            due = idle_since + idle_timeout
+            if buf:
+                conn.waiting = (min(due, line_started + partial_timeout), True)
+            else:
+                conn.waiting = (due, False)
             try:
                 n, ancdata, flags, _ = conn.sock.recvmsg_into([chunk], _ANCILLARY)
             except OSError:
                 return
-            fds = _fds_of(ancdata, flags)
+            fds = _fds_of(ancdata, flags) if ancdata or flags else []
             if not n:
                 _close_all(fds)
+                if conn.expired is not None:
+                    why = conn.expired
+                    log.info("closed the connection from %s: %s for too long", conn.peer, why)
                 return
+            if not buf and not fds and not conn.pending and chunk[n - 1] == _NEWLINE:
+                # The common case: one whole request in one read, nothing parked.
+                line = bytes(chunk[: n - 1])
+                if b"\n" not in line:
+                    lines_done += 1
+                    if not self._answer(conn, line, []):
+                        return
+                    idle_since = self._clock()
+                    continue
             if not buf:
                 line_started = self._clock()
             buf += chunk[:n]
@@ -303,7 +417,8 @@ class Server:
                 start = end + 1
                 idle_since = line_started = self._clock()
             del buf[:start]
-            cap_parked(conn.pending)
+            if conn.pending:
+                cap_parked(conn.pending)
             if len(buf) >= MAX_LINE_BYTES:
                 self._too_large(conn)
                 return
@@ -318,19 +433,21 @@ class Server:
         """Serve one line; False when the connection is done for."""
         if self._stopping.is_set():
             _close_all(fds)
-            detail = "cofferd is shutting down; try again once it is back"
-            stopping = error_response(ErrorCode.SHUTTING_DOWN, detail)
+            stopping = error_response(ErrorCode.SHUTTING_DOWN, _SHUTTING_DOWN)
             _send_quietly(conn.sock, stopping)
             return False
         call = Call(self._services, conn.peer, fds, conn.cancel, conn.sock)
-        conn.call = call
+        conn.waiting = None  # a call has no read deadline: its own limits hold
+        # Kept for an answer on the call's behalf (shutdown); never longer than the call.
+        conn.line, conn.call = line, call
         try:
             # The dispatcher's observer logs, counts and audits the call.
             response = self._dispatcher.handle(line, call)
         finally:
             call.close_fds()
-            conn.call = None
         try:
+            if conn.claim(call) is None:
+                return False  # a stop answered for it already
             return self._respond(conn, call, response)
         finally:
             call.close_reply_fds()
@@ -381,22 +498,25 @@ def _close_all(fds: list[int]) -> None:
                 os.close(fd)
 
 
-def _send_quietly(sock: socket.socket, response: dict[str, Any], fds: Sequence[int] = ()) -> bool:
+def _send_quietly(
+    sock: socket.socket, response: dict[str, Any], fds: Sequence[int] = (), flags: int = 0
+) -> bool:
     """Send one response line, ``fds`` riding on its first byte(s) (SCM_RIGHTS).
 
     A peer that hung up is not an error worth a log line. The fds are the
     caller's duplicates once sent; the sender still owns (and closes) its own.
+    With ``MSG_DONTWAIT`` in ``flags``, what does not fit at once is dropped.
     """
     payload = _ENCODER.encode(response).encode() + b"\n"
     try:
-        sent = socket.send_fds(sock, [payload], fds, socket.MSG_NOSIGNAL) if fds else 0
-        if sent < len(payload):
-            sock.sendall(memoryview(payload)[sent:])
+        if fds:
+            sent = socket.send_fds(sock, [payload], fds, flags | socket.MSG_NOSIGNAL)
+            if sent < len(payload):
+                sock.sendall(memoryview(payload)[sent:])
+        elif flags:
+            sock.send(payload, flags)
+        else:
+            sock.sendall(payload)
     except OSError:
         return False
     return True
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed by its thread
-        sock.shutdown(socket.SHUT_RDWR)

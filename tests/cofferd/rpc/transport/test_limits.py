@@ -30,6 +30,11 @@ def echo(call: Call, /) -> dict[str, Any]:
     return {"fds": len(call.fds)}
 
 
+def nap(call: Call, /, seconds: float) -> dict[str, Any]:
+    time.sleep(seconds)
+    return {}
+
+
 @pytest.fixture
 def serve() -> Iterator[Callable[..., tuple[Path, Server]]]:
     servers: list[tuple[Server, threading.Thread]] = []
@@ -38,7 +43,7 @@ def serve() -> Iterator[Callable[..., tuple[Path, Server]]]:
 
     def start(**options: Any) -> tuple[Path, Server]:
         path = base / f"{len(servers)}.sock"
-        table = [MethodSpec("echo", echo, "echo")]
+        table = [MethodSpec("echo", echo, "echo"), MethodSpec("nap", nap, "nap")]
         server = Server(bind_unix(path), Dispatcher(table), None, unlink_path=path, **options)
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()
@@ -88,6 +93,16 @@ def test_idle_and_partial_lines_have_deadlines(serve: Callable[..., tuple[Path, 
         start = time.monotonic()
         assert idle.recv(1) == b""
         assert 0.5 < time.monotonic() - start < 2.0
+
+
+def test_a_call_longer_than_the_deadlines_is_not_cut(
+    serve: Callable[..., tuple[Path, Server]],
+) -> None:
+    path, _ = serve(idle_timeout=0.3, partial_line_timeout=0.2)
+    with connect(path) as sock:
+        # The deadlines bound the wait for a request, not the call it starts.
+        assert rpc(sock, "nap", {"seconds": 0.8})["result"] == {}
+        assert rpc(sock, "echo")["result"]  # and the idle clock starts again after it
 
 
 def test_fds_parked_ahead_of_their_line_are_closed_at_once(

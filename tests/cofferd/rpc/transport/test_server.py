@@ -20,7 +20,7 @@ from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.dispatcher import Dispatcher
 from cofferd.rpc.dispatch.spec import MethodSpec
 from cofferd.rpc.transport.listen import bind_unix
-from cofferd.rpc.transport.server import Server
+from cofferd.rpc.transport.server import CANCEL_WAIT, Server
 from fixtures.daemon import read_response, rpc
 
 entered = threading.Event()
@@ -45,6 +45,16 @@ def nap(call: Call, /) -> dict[str, Any]:
     return {"slept": True}
 
 
+released = threading.Event()
+
+
+def stuck(call: Call, /) -> dict[str, Any]:
+    """Blind to the cancel, as a read from a stalled upstream is."""
+    entered.set()
+    released.wait(30)
+    return {"late": True}
+
+
 def missing(call: Call, /) -> dict[str, Any]:
     raise NotFound("no such thing")
 
@@ -65,7 +75,14 @@ def sock_dir() -> Iterator[Path]:
 def start(sock_dir: Path, **options: Any) -> tuple[Server, threading.Thread, Path]:
     entered.clear()
     path = sock_dir / "s.sock"
-    methods = {"echo": echo, "wait": wait, "nap": nap, "missing": missing, "broken": broken}
+    methods = {
+        "echo": echo,
+        "wait": wait,
+        "nap": nap,
+        "stuck": stuck,
+        "missing": missing,
+        "broken": broken,
+    }
     table = [MethodSpec(name, func, name) for name, func in methods.items()]
     server = Server(bind_unix(path), Dispatcher(table), None, unlink_path=path, **options)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -150,6 +167,31 @@ def test_shutdown_cancels_calls_that_outlive_the_grace(sock_dir: Path) -> None:
         assert response["id"] == 5
         assert response["error"]["code"] == ErrorCode.SHUTTING_DOWN
         assert idle.recv(1) == b""  # idle connections are simply closed
+
+
+def test_a_call_blind_to_the_cancel_is_answered_by_the_transport(sock_dir: Path) -> None:
+    server, thread, path = start(sock_dir)
+    released.clear()
+    try:
+        with connect(path) as sock:
+            sock.sendall(
+                json.dumps({"jsonrpc": "2.0", "method": "stuck", "id": "s"}).encode() + b"\n"
+            )
+            assert entered.wait(10)
+            server.request_stop()
+            thread.join(10)
+            started = time.monotonic()
+            assert server.shutdown(0.2) == 1  # one call left running
+            assert time.monotonic() - started < 0.2 + CANCEL_WAIT + 1
+            response = read_response(sock)
+            assert response["id"] == "s"
+            assert response["error"]["code"] == ErrorCode.SHUTTING_DOWN
+            assert sock.recv(1) == b""  # shut: the late answer never comes
+            released.set()
+            time.sleep(0.1)
+            assert sock.recv(1) == b""
+    finally:
+        released.set()
 
 
 def test_bind_refuses_what_it_cannot_tell_is_stale(sock_dir: Path) -> None:
