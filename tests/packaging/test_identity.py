@@ -165,6 +165,7 @@ def _set_upstream(device: SystemdContainer, lease_key: str) -> None:
         "--no-restart",
         input=PASSWORD + "\n",
     )
+    device.run("systemctl", "daemon-reload")
     device.run("systemctl", "restart", "cofferd.service")
 
 
