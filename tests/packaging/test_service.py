@@ -75,7 +75,12 @@ def test_installed_user_units_and_socket(device: SystemdContainer) -> None:
     stat = device.run("stat", "-c", "%U:%G %a", "/run/coffer/cofferd.sock", "/run/coffer").stdout
     assert stat.split("\n")[:2] == ["root:coffer 660", "coffer:coffer 750"]
     verify = device.run(
-        "systemd-analyze", "verify", "cofferd.service", "cofferd.socket", check=False
+        "systemd-analyze",
+        "verify",
+        "cofferd.service",
+        "cofferd.socket",
+        "coffer-identity.service",
+        check=False,
     )
     assert verify.returncode == 0, verify.stderr
     assert verify.stderr == ""

@@ -91,15 +91,15 @@ class IdentityState:
     #: Why the first-boot unit made a new key (None unless ``new``).
     reason: str | None = None
 
-    def status(self) -> dict[str, Any] | None:
-        """The ``identity`` member of ``status`` (``enrolled`` is filled by enrollment)."""
+    def status(self, *, enrolled: bool = False) -> dict[str, Any] | None:
+        """The ``identity`` member of ``status``; enrollment says whether it is ``enrolled``."""
         if self.identity is None:
             return None
         return {
             "public_key": self.identity.public_key,
             "key_id": self.identity.key_id,
             "new": self.new,
-            "enrolled": False,
+            "enrolled": enrolled,
         }
 
 

@@ -62,9 +62,9 @@ class IdentityError(Exception):
     """systemd-creds could not seal a credential; the message quotes no secret."""
 
 
-def say(message: str) -> None:
-    """One journal line (stdout under systemd)."""
-    print(message, flush=True)
+def say(message: str, *, warning: bool = False) -> None:
+    """One journal line (stdout under systemd; ``<4>`` makes it a warning there)."""
+    print(f"<4>{message}" if warning else message, flush=True)
 
 
 class Creds:
@@ -106,7 +106,7 @@ class Creds:
         except subprocess.TimeoutExpired:
             return None
         if proc.returncode != 0:
-            say(f"{path}: does not open on this machine: {_tail(proc.stderr)}")
+            say(f"{path}: does not open on this machine: {_tail(proc.stderr)}", warning=True)
             return None
         return proc.stdout
 
@@ -181,9 +181,10 @@ def ensure(directory: Path, creds: Creds, legacy_device_key: Path | None) -> Dev
             say(f"made the device identity {identity.key_id} (public key {identity.public_key})")
         else:
             say(
-                f"WARNING: {reason} (an image or a copy from another machine?): made a new"
+                f"{reason} (an image or a copy from another machine?): made a new"
                 f" identity {identity.key_id} (public key {identity.public_key});"
-                " new identity: enroll again"
+                " new identity: enroll again",
+                warning=True,
             )
 
     # A new identity gets a new records key too: records obtained under the
@@ -195,7 +196,10 @@ def ensure(directory: Path, creds: Creds, legacy_device_key: Path | None) -> Dev
         plaintext = creds.opens(DEVICE_KEY_CREDENTIAL, key_path)
         key_ok = plaintext is not None and len(plaintext) == 32
         if not key_ok:
-            say("WARNING: the records key does not open here: a new one; offline records are lost")
+            say(
+                "the records key does not open here: a new one; offline records are lost",
+                warning=True,
+            )
     elif legacy_device_key is not None and legacy_device_key.exists():
         plaintext = creds.opens(DEVICE_KEY_CREDENTIAL, legacy_device_key)
         if plaintext is not None and len(plaintext) == 32:
