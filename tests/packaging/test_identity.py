@@ -241,6 +241,11 @@ def test_credentials_from_another_machine_are_replaced_at_boot(
     journal = two.journal("coffer-identity.service")
     assert "could not be decrypted on this machine" in journal
     assert "new identity: enroll again" in journal
+    # At warning priority, as the docs tell operators to look for it.
+    warnings = two.run(
+        "journalctl", "-u", "coffer-identity", "-b", "-p", "warning", "-o", "cat", "--no-pager"
+    ).stdout
+    assert "new identity: enroll again" in warnings
     identity = identity_of(two)
     two.wait_for("cofferd.service", ActiveState="active", SubState="running")
     assert identity["new"] is True

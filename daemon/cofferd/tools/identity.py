@@ -173,7 +173,6 @@ def ensure(directory: Path, creds: Creds, legacy_device_key: Path | None) -> Dev
             identity = _usable_identity(plaintext)
             if identity is None:
                 reason = "the previous identity was not an Ed25519 PKCS#8 key"
-    made = identity is None
     if identity is None:
         identity = DeviceIdentity.generate()
         creds.encrypt(IDENTITY_CREDENTIAL, identity.pkcs8_pem(), identity_path)
@@ -186,6 +185,9 @@ def ensure(directory: Path, creds: Creds, legacy_device_key: Path | None) -> Dev
                 " new identity: enroll again",
                 warning=True,
             )
+        # At once: should the records key fail next, the next boot still
+        # knows this identity replaced another.
+        _write_state(state_path, identity, replaced=reason is not None, reason=reason)
 
     # A new identity gets a new records key too: records obtained under the
     # old one must not open.
@@ -216,7 +218,7 @@ def ensure(directory: Path, creds: Creds, legacy_device_key: Path | None) -> Dev
             legacy_device_key.unlink()
             say(f"removed {legacy_device_key} (the records key now lives in {directory})")
 
-    if made or not state_path.exists():
+    if not state_path.exists():
         _write_state(state_path, identity, replaced=reason is not None, reason=reason)
     return identity
 
