@@ -6,7 +6,7 @@ by ``COFFER_ADMIN_EMAIL`` / ``COFFER_ADMIN_PASSWORD``, or a generated one whose
 password is printed once (the upstream keeps only its hash). Then cofferd on
 ``.run/cofferd.sock`` against it, with its cache and state under ``.run/``,
 the upstream's lease key pinned, and ``.run/credentials/`` as its
-``$CREDENTIALS_DIRECTORY`` holding a generated device key (and a
+``$CREDENTIALS_DIRECTORY`` holding a generated device key and identity (and a
 ``coffer-login`` file if one is put there), as systemd would give them.
 Prints the ``coffer`` commands to try. Ctrl-C (SIGINT) or SIGTERM stops both,
 cofferd first, and exits 0; if either dies on its own, the other is stopped and
@@ -28,6 +28,7 @@ from types import FrameType
 from typing import NoReturn
 
 from coffer.client import Client, CofferRPCError
+from cofferd.field.identity import IDENTITY_CREDENTIAL, DeviceIdentity
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -229,6 +230,11 @@ def start_cofferd(run_dir: Path, upstream_url: str, running: list[Child]) -> Pat
     if not device_key.exists():
         device_key.write_bytes(os.urandom(32))
         device_key.chmod(0o600)
+    # And the device's identity, which coffer-identity.service makes on a device.
+    identity = run_dir / "credentials" / IDENTITY_CREDENTIAL
+    if not identity.exists():
+        identity.write_bytes(DeviceIdentity.generate().pkcs8_pem())
+        identity.chmod(0o600)
     env = child_env(
         run_dir,
         {

@@ -276,6 +276,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"version:         {r.get('version')}",
         f"unlock:          {unlock.get('state') if isinstance(unlock, dict) else unlock}",
         *cli_field.field_lines(r),
+        *cli_field.identity_lines(r),
     ]
     cache = r.get("cache")
     if isinstance(cache, dict):

@@ -41,5 +41,23 @@ def field_lines(status: dict[str, Any]) -> list[str]:
     return lines
 
 
+def identity_lines(status: dict[str, Any]) -> list[str]:
+    """What ``status`` says of the device's own key: its id, and whether to enroll again."""
+    identity = status.get("identity")
+    if "identity" not in status:
+        return []
+    if not isinstance(identity, dict):
+        return ["identity:        none (no coffer-device-identity credential)"]
+    note = ""
+    if identity.get("new") and not identity.get("enrolled"):
+        note = " (new identity: enroll again)"
+    elif not identity.get("enrolled"):
+        note = " (not enrolled)"
+    return [
+        f"identity:        {identity.get('key_id')}{note}",
+        f"public key:      {identity.get('public_key')}",
+    ]
+
+
 def print_logout(result: dict[str, Any]) -> str:
     return f"logged out; {result.get('records_erased', 0)} offline record(s) erased"

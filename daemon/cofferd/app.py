@@ -20,6 +20,7 @@ import requests
 
 from cofferd.field.clock import TrustedClock
 from cofferd.field.credentials import CredentialError, read_device_key
+from cofferd.field.identity import IdentityState, load_identity
 from cofferd.field.login import BootLogin
 from cofferd.field.offline import Field
 from cofferd.field.records import RecordStore
@@ -66,6 +67,8 @@ class App:
         # only by `login` (and the boot credential).
         self.unlock = UnlockWorkflow.from_settings(settings, self.new_api_client, notifier)
         self.boot_login = BootLogin(settings.credentials_dir, settings.login_credential)
+        #: The device's own key pair (cofferd.field.identity), read once at start.
+        self.identity: IdentityState = load_identity(settings.credentials_dir)
         self.field = _build_field(settings, self.index, self.cache, self.api_client)
         self.boot_login.start(self.api_client)
 

@@ -96,6 +96,11 @@ def test_health_and_status(sock: Path) -> None:
     assert coffer("health", env={"COFFER_SOCKET": str(sock)}).returncode == 0
     done = coffer("status", "--json", "--socket", str(sock))
     assert json.loads(done.stdout) == status
+    # The device's identity (the fixture gives each daemon one), not yet enrolled.
+    identity = status["identity"]
+    text = coffer("status", sock=sock).stdout.decode()
+    assert f"identity:        {identity['key_id']} (not enrolled)\n" in text
+    assert f"public key:      {identity['public_key']}\n" in text
 
 
 def test_login_reads_the_password_from_stdin(sock: Path, upstream: Upstream) -> None:

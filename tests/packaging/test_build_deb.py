@@ -60,6 +60,7 @@ def test_layout(unpacked: Path) -> None:
     for path in (
         "lib/systemd/system/cofferd.service",
         "lib/systemd/system/cofferd.socket",
+        "lib/systemd/system/coffer-identity.service",
         "usr/lib/sysusers.d/coffer.conf",
         "usr/lib/tmpfiles.d/coffer.conf",
         "etc/coffer/cofferd.toml",
@@ -71,6 +72,9 @@ def test_layout(unpacked: Path) -> None:
         "usr/share/bash-completion/completions/coffer",
     ):
         assert (unpacked / path).is_file(), path
+    # No device secret in the package: each device makes its own at boot.
+    assert not list(unpacked.rglob("*.cred"))
+    assert not (unpacked / "var/lib/coffer-identity").exists()
     # The reference upstream is for tests and demos, not devices.
     assert not list(unpacked.glob("opt/coffer/lib/python3.11/site-packages/coffer_upstream*"))
 

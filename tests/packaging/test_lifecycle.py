@@ -32,6 +32,16 @@ def test_upgrade_keeps_config_then_remove_keeps_data_and_purge_removes_it(
     # The cache dir belongs to the daemon's user (tmpfiles.d, CacheDirectory=).
     assert box.run("stat", "-c", "%U %a", "/var/cache/coffer").stdout == "coffer 750\n"
     box.run("sh", "-c", "echo cached > /var/cache/coffer/marker")
+    # As an older package left a device: its records key in /etc/coffer (made
+    # by its postinst), none beside the identity, whose unit has not run yet.
+    box.run(
+        "sh",
+        "-c",
+        "head -c 32 /dev/urandom | tee /root/old-key"
+        " | systemd-creds encrypt --name=coffer-device-key - /etc/coffer/device-key.cred"
+        " && rm /var/lib/coffer-identity/device-key.cred",
+    )
+    box.run("systemctl", "stop", "coffer-identity.service")
 
     # Upgrade: the daemon stops before the files change and comes back after,
     # with the operator's config untouched (dpkg does not prompt: --force-confold
@@ -45,6 +55,16 @@ def test_upgrade_keeps_config_then_remove_keeps_data_and_purge_removes_it(
     status = box.run("coffer", "status").stdout
     assert "http://192.0.2.7:8443" in status
     assert box.run("systemctl", "is-enabled", "cofferd.socket").stdout.strip() == "enabled"
+    # The older records key moved beside the identity: the same key, so the
+    # device's offline records keep opening; /etc/coffer no longer holds it.
+    box.run(
+        "sh",
+        "-c",
+        "systemd-creds decrypt --name=coffer-device-key"
+        " /var/lib/coffer-identity/device-key.cred - | cmp - /root/old-key",
+    )
+    assert not exists(box, "/etc/coffer/device-key.cred")
+    assert "moved the records key" in box.journal("coffer-identity.service")
 
     # Remove: the daemon and socket stop, the code goes; config and cache stay.
     box.run("dpkg", "-r", "coffer")
@@ -58,7 +78,8 @@ def test_upgrade_keeps_config_then_remove_keeps_data_and_purge_removes_it(
 
     # Purge: config, cache and state go; the system user stays, as Debian does.
     box.run("dpkg", "-P", "coffer")
-    for path in ("/etc/coffer", "/var/cache/coffer", "/var/lib/coffer", "/run/coffer"):
+    gone = ("/etc/coffer", "/var/cache/coffer", "/var/lib/coffer", "/var/lib/coffer-identity")
+    for path in (*gone, "/run/coffer"):
         assert not exists(box, path), path
     assert box.run("getent", "passwd", "coffer", check=False).returncode == 0
     leftovers = box.run("dpkg-query", "-W", "coffer", check=False)

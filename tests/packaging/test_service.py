@@ -75,7 +75,12 @@ def test_installed_user_units_and_socket(device: SystemdContainer) -> None:
     stat = device.run("stat", "-c", "%U:%G %a", "/run/coffer/cofferd.sock", "/run/coffer").stdout
     assert stat.split("\n")[:2] == ["root:coffer 660", "coffer:coffer 750"]
     verify = device.run(
-        "systemd-analyze", "verify", "cofferd.service", "cofferd.socket", check=False
+        "systemd-analyze",
+        "verify",
+        "cofferd.service",
+        "cofferd.socket",
+        "coffer-identity.service",
+        check=False,
     )
     assert verify.returncode == 0, verify.stderr
     assert verify.stderr == ""
@@ -254,7 +259,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
 
 
 #: Run in the container: the offline record the daemon sealed opens with the
-#: device key the postinst made (decrypted by systemd-creds), and with no other.
+#: device key coffer-identity.service made (decrypted by systemd-creds), and with no other.
 RECORD_CHECK = """
 import json, os, sqlite3, subprocess, sys
 from cryptography.exceptions import InvalidTag
@@ -262,7 +267,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 db = sqlite3.connect("file:/var/lib/coffer/index.sqlite3?mode=ro", uri=True)
 folder, name, sealed = db.execute("SELECT folder, name, sealed FROM records").fetchone()
 key = subprocess.run(
-    ["systemd-creds", "decrypt", "--name=coffer-device-key", "/etc/coffer/device-key.cred", "-"],
+    ["systemd-creds", "decrypt", "--name=coffer-device-key",
+     "/var/lib/coffer-identity/device-key.cred", "-"],
     capture_output=True, check=True,
 ).stdout
 ad = f"coffer/v1/record/{folder}/{name}".encode()
@@ -281,7 +287,7 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
 ) -> None:
     # The operator stores a login with `coffer credentials set-login`; after a
     # restart a caller's load works without any `coffer login`, and the record
-    # it leaves is sealed with the device key the postinst made.
+    # it leaves is sealed with the device key made on the device at boot.
     device.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
     upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
     data = "--data-dir=/srv/field-upstream"
@@ -305,7 +311,8 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
         f"Environment=COFFER_LEASE_PUBLIC_KEYS={key}\\n' > {dropin}",
     )
     try:
-        assert device.run("stat", "-c", "%a", "/etc/coffer/device-key.cred").stdout.strip() == "600"
+        made = device.run("stat", "-c", "%U %a", "/var/lib/coffer-identity/device-key.cred")
+        assert made.stdout.strip() == "root 600"
         device.wait_for("field-upstream.service", ActiveState="active")
         device.run(
             "coffer",

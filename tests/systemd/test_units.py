@@ -20,13 +20,14 @@ def root(tmp_path: Path) -> Path:
     sockets.target and friends, all under --root.
     """
     shutil.copytree("/lib/systemd/system", tmp_path / "lib/systemd/system", symlinks=True)
-    for unit in UNITS.glob("cofferd.*"):
+    for unit in UNITS.glob("coffer*"):
         if unit.suffix in (".service", ".socket"):
             shutil.copy(unit, tmp_path / "lib/systemd/system" / unit.name)
-    cofferd = tmp_path / "usr/bin/cofferd"
-    cofferd.parent.mkdir(parents=True)
-    cofferd.write_text("#!/bin/sh\n")
-    cofferd.chmod(0o755)
+    for program in ("usr/bin/cofferd", "opt/coffer/bin/python"):
+        path = tmp_path / program
+        path.parent.mkdir(parents=True)
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
     return tmp_path
 
 
@@ -41,8 +42,8 @@ def verify(root: Path, *units: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_unit_verifies_without_a_word(root: Path) -> None:
-    units = sorted(p.name for p in UNITS.glob("cofferd.*") if p.suffix != ".toml")
-    assert units == ["cofferd.service", "cofferd.socket"]
+    units = sorted(p.name for p in UNITS.glob("coffer*") if p.suffix != ".toml")
+    assert units == ["coffer-identity.service", "cofferd.service", "cofferd.socket"]
     proc = verify(root, *units)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -88,3 +89,24 @@ def test_sysusers_and_tmpfiles_entries_parse(tmp_path: Path) -> None:
     for made in ("run/coffer", "var/lib/coffer", "var/cache/coffer"):
         st = (tmp_path / made).stat()
         assert (oct(st.st_mode & 0o7777), st.st_uid) == ("0o750", uid), made
+
+
+def test_the_identity_is_made_before_cofferd_and_loaded_by_it() -> None:
+    identity = (UNITS / "coffer-identity.service").read_text().splitlines()
+    assert "Type=oneshot" in identity
+    assert "RemainAfterExit=yes" in identity
+    assert "Before=cofferd.service" in identity
+    assert "StateDirectory=coffer-identity" in identity
+    service = (UNITS / "cofferd.service").read_text().splitlines()
+    wants = next(line for line in service if line.startswith("Wants="))
+    after = next(line for line in service if line.startswith("After="))
+    assert "coffer-identity.service" in wants.split()
+    assert "coffer-identity.service" in after.split()
+    loaded = {line.split("=", 1)[1] for line in service if line.startswith("LoadCredential")}
+    assert loaded == {
+        "coffer-device-identity:/var/lib/coffer-identity/device-identity.cred",
+        "coffer-device-key:/var/lib/coffer-identity/device-key.cred",
+        "coffer-identity-state:/var/lib/coffer-identity/state.json",
+    }
+    # Nothing device-specific under /etc, which images carry.
+    assert not any("/etc/" in entry for entry in loaded)

@@ -1,4 +1,4 @@
-"""Reading systemd credentials: the upstream login and the device key.
+"""Reading systemd credentials: the upstream login, the device key and identity.
 
 systemd puts each credential of a unit (``LoadCredential=``,
 ``LoadCredentialEncrypted=``) as a file in ``$CREDENTIALS_DIRECTORY``, readable
@@ -12,6 +12,9 @@ Formats (docs/operations.md):
   (UTF-8, nothing else in it; a trailing newline is fine).
 - ``coffer-device-key``: 32 raw bytes, or their standard base64 (44 characters,
   surrounding whitespace ignored).
+- ``coffer-device-identity``: the device's Ed25519 private key, unencrypted
+  PKCS#8, PEM or DER (made on the device at first boot, see
+  :mod:`cofferd.tools.identity`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cofferd.names import check_name
 
@@ -94,4 +101,28 @@ def read_device_key(directory: Path | None, name: str) -> bytes | None:
         raise CredentialError(
             f"credential {name}: not {DEVICE_KEY_SIZE} raw bytes nor their base64"
         )
+    return key
+
+
+def read_identity_key(directory: Path | None, name: str) -> Ed25519PrivateKey | None:
+    """The device's Ed25519 private key ``name`` (PKCS#8, PEM or DER); None if there is none.
+
+    Anything else (another algorithm, an encrypted PKCS#8, garbage) is one
+    CredentialError that never quotes the content.
+    """
+    data = _read(directory, name)
+    if data is None:
+        return None
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_der_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # from None: the parser's message could quote the content.
+        raise CredentialError(
+            f"credential {name}: not an unencrypted PKCS#8 private key (PEM or DER)"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise CredentialError(f"credential {name}: not an Ed25519 key")
     return key

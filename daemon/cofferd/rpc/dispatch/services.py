@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from cofferd.field.identity import IdentityState
 from cofferd.field.login import BootLogin
 from cofferd.field.offline import Field
 from cofferd.models import UnlockState
@@ -73,4 +74,9 @@ class Services(Protocol):
     @property
     def boot_login(self) -> BootLogin:
         """Where the login came from (the boot credential, a ``login`` call)."""
+        ...
+
+    @property
+    def identity(self) -> IdentityState:
+        """The device's own key pair and whether it is new (``cofferd.field.identity``)."""
         ...

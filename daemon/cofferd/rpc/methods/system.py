@@ -37,6 +37,7 @@ def status(call: Call, /) -> dict[str, Any]:
         },
         "field": _field(app),
         "cache": app.managed.status(),
+        "identity": app.identity.status(),
     }
 
 
@@ -87,6 +88,28 @@ FIELD_STATUS = obj(
         "records",
     ),
 )
+
+#: The ``identity`` member of ``status``: null without an identity credential.
+IDENTITY_STATUS = {
+    "oneOf": [
+        {"type": "null"},
+        obj(
+            {
+                "public_key": {
+                    "type": "string",
+                    "description": "standard base64 of the 32 raw Ed25519 bytes",
+                },
+                "key_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                "new": {
+                    "type": "boolean",
+                    "description": "it replaced an identity that did not open here: enroll again",
+                },
+                "enrolled": {"type": "boolean"},
+            },
+            ("public_key", "key_id", "new", "enrolled"),
+        ),
+    ]
+}
 
 #: The ``cache`` member of ``status``.
 CACHE_STATUS = obj(
@@ -155,6 +178,7 @@ SPECS: tuple[MethodSpec, ...] = (
                 ),
                 "field": FIELD_STATUS,
                 "cache": CACHE_STATUS,
+                "identity": IDENTITY_STATUS,
             },
             ("authenticated", "model_cache_dir", "upstream_url", "version", "unlock", "field"),
         ),

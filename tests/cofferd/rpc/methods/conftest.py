@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from cofferd.field.identity import DeviceIdentity, IdentityState
 from cofferd.models import UnlockState
 from cofferd.notify import Notifier
 from cofferd.observe.metrics import Registry, coffer_registry
@@ -158,6 +159,7 @@ class FakeServices:
         self.field = FakeField()
         self.boot_login = FakeBootLogin()
         self.unlock = FakeUnlock()
+        self.identity = IdentityState(DeviceIdentity.generate())
 
     def api_client(self) -> FakeClient:
         return self.client

@@ -1,0 +1,258 @@
+"""Every device its own secrets: two devices booted from one golden image.
+
+The image is what an image builder makes: the Debian root with the .deb
+installed by dpkg while no systemd runs (as in a chroot), committed as it is;
+nothing has booted in it, so it holds no identity, no records key and no
+systemd host key. Two containers start from it, each boots, and
+coffer-identity.service makes each its own identity and records key with the
+real systemd-creds (the host key each makes on first use; these containers
+have no TPM2). Then: a copy of device 1's state opens nothing on device 2,
+and device 1's credentials copied onto device 2 are replaced at the next boot
+by a new identity, with cofferd still starting and saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fixtures.dockerd import PrivateDockerd
+from fixtures.systemd import SystemdContainer
+
+pytestmark = [pytest.mark.systemd, pytest.mark.slow]
+
+EMAIL = "publisher@example.org"
+PASSWORD = "correct-horse-battery"  # a test account's; passed on stdin only
+PORT = 8097
+OFFLINE_REFUSED = 10  # coffer's exit code
+REPO = Path(__file__).resolve().parents[2]
+IDENTITY_DIR = "/var/lib/coffer-identity"
+
+#: Run in a device: the public key of the identity credential, opened by systemd-creds.
+PUBLIC_KEY_OF_CRED = f"""
+import base64, subprocess
+from cryptography.hazmat.primitives import serialization
+pem = subprocess.run(
+    ["systemd-creds", "decrypt", "--name=coffer-device-identity",
+     "{IDENTITY_DIR}/device-identity.cred", "-"],
+    capture_output=True, check=True,
+).stdout
+key = serialization.load_pem_private_key(pem, password=None)
+raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+print(base64.b64encode(raw).decode())
+"""
+
+
+@pytest.fixture(scope="module")
+def golden_image(
+    systemd_engine: PrivateDockerd, systemd_image: str, coffer_deb: Path
+) -> Iterator[str]:
+    """The Debian root with the .deb installed and never booted, as one image."""
+    builder = f"coffer-golden-{os.getpid()}"
+    tag = f"coffer-test/golden-{os.getpid()}:latest"
+    install = (
+        "dpkg -i /tmp/coffer.deb && rm /tmp/coffer.deb"
+        # What the image must not carry: any device secret.
+        f' && test -z "$(ls -A {IDENTITY_DIR} 2>/dev/null)"'
+        " && test ! -e /var/lib/systemd/credential.secret"
+        " && test ! -e /etc/coffer/device-key.cred"
+    )
+    systemd_engine.docker(
+        "create", "--name", builder, "--network", "none", systemd_image, "sh", "-c", install
+    )
+    try:
+        systemd_engine.docker("cp", str(coffer_deb), f"{builder}:/tmp/coffer.deb")
+        built = systemd_engine.docker("start", "-a", builder, check=False, timeout=600)
+        assert built.returncode == 0, (built.stdout + built.stderr).decode(errors="replace")
+        systemd_engine.docker("commit", builder, tag)
+    finally:
+        systemd_engine.docker("rm", "-f", builder, check=False)
+    try:
+        yield tag
+    finally:
+        systemd_engine.docker("rmi", "-f", tag, check=False)
+
+
+@pytest.fixture(scope="module")
+def devices(
+    systemd_engine: PrivateDockerd, golden_image: str
+) -> Iterator[tuple[SystemdContainer, SystemdContainer]]:
+    boxes = tuple(
+        SystemdContainer(systemd_engine, golden_image, f"coffer-dev{n}-{os.getpid()}")
+        for n in (1, 2)
+    )
+    try:
+        for box in boxes:
+            box.boot()
+        yield boxes[0], boxes[1]
+    finally:
+        for box in boxes:
+            box.remove()
+
+
+def identity_of(device: SystemdContainer) -> dict[str, Any]:
+    status = json.loads(device.run("coffer", "--json", "status").stdout)
+    identity: dict[str, Any] = status["identity"]
+    return identity
+
+
+def no_secret_in_journals(device: SystemdContainer) -> None:
+    for unit in ("coffer-identity.service", "cofferd.service"):
+        journal = device.journal(unit, lines=500)
+        assert "PRIVATE KEY" not in journal
+        assert PASSWORD not in journal
+
+
+def test_each_device_makes_its_own_identity_at_first_boot(
+    devices: tuple[SystemdContainer, SystemdContainer],
+) -> None:
+    seen = []
+    for device in devices:
+        # Made at boot (cofferd.socket wants it), before any call.
+        made = device.wait_for("coffer-identity.service", ActiveState="active", Result="success")
+        assert made["Result"] == "success"
+        assert device.show("cofferd.service", "ActiveState")["ActiveState"] == "inactive"
+        files = device.run(
+            "stat",
+            "-c",
+            "%n %U %a",
+            IDENTITY_DIR,
+            *(
+                f"{IDENTITY_DIR}/{f}"
+                for f in ("device-identity.cred", "device-key.cred", "state.json")
+            ),
+        ).stdout.splitlines()
+        assert files == [
+            f"{IDENTITY_DIR} root 700",
+            f"{IDENTITY_DIR}/device-identity.cred root 600",
+            f"{IDENTITY_DIR}/device-key.cred root 600",
+            f"{IDENTITY_DIR}/state.json root 600",
+        ]
+        identity = identity_of(device)  # the call starts cofferd
+        device.wait_for("cofferd.service", ActiveState="active", SubState="running")
+        assert identity["new"] is False
+        assert identity["enrolled"] is False
+        # What cofferd shows is the key sealed on this device.
+        sealed = device.run("/opt/coffer/bin/python", "-c", PUBLIC_KEY_OF_CRED).stdout.strip()
+        assert identity["public_key"] == sealed
+        made_line = f"made the device identity {identity['key_id']}"
+        assert made_line in device.journal("coffer-identity.service")
+        no_secret_in_journals(device)
+        seen.append(identity["public_key"])
+        print(f"{device.name}: identity {identity['key_id']} {identity['public_key']}")
+    assert seen[0] != seen[1]
+    # Each made its own host key too: the image had none.
+    secrets = [d.run("sha256sum", "/var/lib/systemd/credential.secret").stdout for d in devices]
+    assert secrets[0].split()[0] != secrets[1].split()[0]
+
+
+def _set_upstream(device: SystemdContainer, lease_key: str) -> None:
+    dropin = "/etc/systemd/system/cofferd.service.d/test-upstream.conf"
+    device.run("mkdir", "-p", str(Path(dropin).parent))
+    device.run(
+        "sh",
+        "-c",
+        f"printf '[Service]\\nEnvironment=COFFER_UPSTREAM_URL=http://127.0.0.1:{PORT}\\n"
+        f"Environment=COFFER_LEASE_PUBLIC_KEYS={lease_key}\\n' > {dropin}",
+    )
+    device.run(
+        *("coffer", "credentials", "set-login", "--email", EMAIL, "--password-stdin"),
+        "--no-restart",
+        input=PASSWORD + "\n",
+    )
+    device.run("systemctl", "daemon-reload")
+    device.run("systemctl", "restart", "cofferd.service")
+
+
+def test_device_1s_offline_records_open_nothing_on_device_2(
+    devices: tuple[SystemdContainer, SystemdContainer],
+) -> None:
+    one, two = devices
+    one.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
+    upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
+    data = "--data-dir=/srv/upstream"
+    one.run(*upstream, "user", "add", EMAIL, "--role=publisher", data, input=PASSWORD + "\n")
+    lease_key = one.run(*upstream, "lease-key", data).stdout.strip()
+    one.run(
+        *("systemd-run", "--unit=id-upstream", *upstream, "serve"),
+        *("--host=127.0.0.1", f"--port={PORT}", data),
+    )
+    one.wait_for("id-upstream.service", ActiveState="active")
+    _set_upstream(one, lease_key)
+    one.run(
+        "sh",
+        "-c",
+        "head -c 200000 /dev/urandom > /root/field.bin && coffer upload /root/field.bin"
+        " && coffer load field.bin -o /root/online.bin && cmp /root/field.bin /root/online.bin",
+    )
+    # Device 1 serves it offline from its record: the record is good.
+    one.run("systemctl", "stop", "id-upstream.service")
+    one.run("systemctl", "restart", "cofferd.service")
+    one.run("sh", "-c", "coffer load field.bin -o /root/offline.bin")
+    one.run("cmp", "/root/field.bin", "/root/offline.bin")
+
+    # Its state and cache, copied onto device 2 (same owner ids: one image).
+    for device in devices:
+        device.run("systemctl", "stop", "cofferd.service")
+    copied = one.engine.docker(
+        "exec",
+        one.name,
+        "tar",
+        "-C",
+        "/",
+        "--numeric-owner",
+        "-cf",
+        "-",
+        "var/lib/coffer",
+        "var/cache/coffer",
+    ).stdout
+    two.run("sh", "-c", "rm -rf /var/lib/coffer/* /var/cache/coffer/*")
+    two.engine.docker(
+        "exec", "-i", two.name, "tar", "-C", "/", "--numeric-owner", "-xpf", "-", input=copied
+    )
+    _set_upstream(two, lease_key)  # the same pinned key; its upstream is unreachable
+    refused = two.run("sh", "-c", "coffer load field.bin -o /root/stolen.bin", check=False)
+    assert refused.returncode == OFFLINE_REFUSED, refused
+    assert "does not open with this device's key" in refused.stderr
+    assert two.run("sh", "-c", "cat /root/stolen.bin 2>/dev/null | wc -c").stdout.strip() == "0"
+    assert "does not open with this device's key" in two.journal("cofferd.service")
+    for device in devices:
+        no_secret_in_journals(device)
+
+
+def test_credentials_from_another_machine_are_replaced_at_boot(
+    devices: tuple[SystemdContainer, SystemdContainer],
+) -> None:
+    one, two = devices
+    before = {identity_of(d)["key_id"] for d in devices}
+    copied = one.engine.docker(
+        "exec", one.name, "tar", "-C", "/", "-cf", "-", IDENTITY_DIR.lstrip("/")
+    ).stdout
+    two.engine.docker("exec", "-i", two.name, "tar", "-C", "/", "-xpf", "-", input=copied)
+    two.reboot()
+
+    made = two.wait_for("coffer-identity.service", ActiveState="active", Result="success")
+    assert made["Result"] == "success"
+    journal = two.journal("coffer-identity.service")
+    assert "could not be decrypted on this machine" in journal
+    assert "new identity: enroll again" in journal
+    # At warning priority, as the docs tell operators to look for it.
+    warnings = two.run(
+        "journalctl", "-u", "coffer-identity", "-b", "-p", "warning", "-o", "cat", "--no-pager"
+    ).stdout
+    assert "new identity: enroll again" in warnings
+    identity = identity_of(two)
+    two.wait_for("cofferd.service", ActiveState="active", SubState="running")
+    assert identity["new"] is True
+    assert identity["key_id"] not in before
+    sealed = two.run("/opt/coffer/bin/python", "-c", PUBLIC_KEY_OF_CRED).stdout.strip()
+    assert identity["public_key"] == sealed
+    shown = two.run("coffer", "status").stdout
+    assert f"identity:        {identity['key_id']} (new identity: enroll again)" in shown
+    print(shown)
+    no_secret_in_journals(two)
