@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 
 from cofferd.field.clock import TrustedClock
 from cofferd.field.credentials import CredentialError, read_device_key
+from cofferd.field.loads import Loads
 from cofferd.field.login import BootLogin
 from cofferd.field.offline import Field
 from cofferd.field.records import RecordStore
@@ -52,6 +53,7 @@ class App:
         self.managed = ManagedCache(
             self.cache,
             self.index,
+            _Cdn(self.api_client),
             max_bytes=settings.cache_max_bytes,
             min_free_bytes=settings.cache_min_free_bytes,
         )
@@ -66,7 +68,8 @@ class App:
         # only by `login` (and the boot credential).
         self.unlock = UnlockWorkflow.from_settings(settings, self.new_api_client, notifier)
         self.boot_login = BootLogin(settings.credentials_dir, settings.login_credential)
-        self.field = _build_field(settings, self.index, self.cache, self.api_client)
+        self.field = _build_field(settings, self.index, self.api_client)
+        self.loads = Loads(self.field, self.managed)
         self.boot_login.start(self.api_client)
 
     def new_api_client(self) -> ApiClient:
@@ -106,6 +109,16 @@ class App:
             self._client = None
 
 
+class _Cdn:
+    """The managed cache's CDN source: the process's API client, whichever it is now."""
+
+    def __init__(self, client: Callable[[], ApiClient]) -> None:
+        self._client = client
+
+    def iter_big(self, url: str, size: int, offset: int = 0) -> Iterator[bytes]:
+        return self._client().iter_big(url, size, offset)
+
+
 class _Contact:
     """The API client's observer: the field hears every exchange, the metrics its outcome."""
 
@@ -122,9 +135,7 @@ class _Contact:
         self._reachable(False)
 
 
-def _build_field(
-    settings: Settings, index: Index, cache: BigPartCache, client: Callable[[], ApiClient]
-) -> Field:
+def _build_field(settings: Settings, index: Index, client: Callable[[], ApiClient]) -> Field:
     try:
         key = read_device_key(settings.credentials_dir, settings.device_key_credential)
     except CredentialError as exc:
@@ -137,7 +148,6 @@ def _build_field(
     store = RecordStore(index, Sealer(key) if key is not None else None)
     return Field(
         client,
-        cache,
         store,
         clock,
         lease_public_keys=settings.lease_public_keys,

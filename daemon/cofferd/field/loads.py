@@ -34,6 +34,14 @@ class Loads:
         info, offline = self._field.resolve(folder, name)
         return deliver(self._cache, info, sink, cached_only=offline)
 
+    def stat(self, folder: str, name: str) -> tuple[int, int]:
+        """The version and plaintext size a load of ``folder/name`` would deliver now.
+
+        The decision alone: what a caller sizes its memfd by (``load_memfd``).
+        """
+        info, _ = self._field.resolve(folder, name)
+        return info.version, info.plaintext_size
+
     def pull(self, folder: str, name: str) -> LoadResult:
         """``folder/name``'s current version into the cache, every byte authenticated.
 

@@ -1,13 +1,15 @@
 """The one decision of a load: the upstream's answer now, or an offline record.
 
-:meth:`Field.resolve` is what the load service calls instead of asking the API
-client directly. Online, a valid lease makes it store (or replace) the
-resource's record; an upstream "no" (401, 403, 404) erases the record at once.
+:meth:`Field.resolve` is the first step of every load and pull
+(:mod:`cofferd.field.loads`): which version, and whether from an offline
+record. Online, a valid lease makes it store (or replace) the resource's
+record; an upstream "no" (401, 403, 404) erases the record at once.
 When the upstream is unreachable it serves from the record if every rule
 allows: a record that opens, a lease signed by a pinned key about exactly
 what the record holds, a clock not set back, not offline longer than the lease
-allows, and the big part in the cache. Otherwise :class:`OfflineRefused` says
-which rule.
+allows. Otherwise :class:`OfflineRefused` says which rule. That an offline
+load is served from the cache only is the read's rule, checked there once
+(:meth:`cofferd.resources.managed.ManagedCache.reading`).
 
 With a record at hand it does not wait out the API client's retries: the
 online call runs on a worker, and the first failed exchange (a refused
@@ -32,7 +34,6 @@ from cofferd.field.clock import TrustedClock
 from cofferd.field.lease import LeaseInvalid, check_matches, pinned_keys, verify
 from cofferd.field.records import Held, RecordStore
 from cofferd.field.sealing import RecordUnreadable
-from cofferd.resources.cache import BigPartCache
 from cofferd.resources.translate import describe
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
@@ -46,7 +47,6 @@ class Field:
     def __init__(
         self,
         client: Callable[[], ApiClient],
-        cache: BigPartCache,
         store: RecordStore,
         clock: TrustedClock,
         *,
@@ -54,7 +54,6 @@ class Field:
         decide_within: float = 30.0,
     ) -> None:
         self._client = client
-        self._cache = cache
         self.store = store
         self.clock = clock
         self._keys = pinned_keys(lease_public_keys)
@@ -196,8 +195,6 @@ class Field:
         except (LeaseInvalid, OfflineRefused) as exc:
             raise OfflineRefused(f"{refused}: {exc}") from None
         info = held.info()
-        if self._cache.lookup(info) is None:
-            raise OfflineRefused(f"{refused}: it is not cached")
         log.info(
             "serving %s/%s version %d offline, lease until %s",
             folder,

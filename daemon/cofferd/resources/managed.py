@@ -74,6 +74,7 @@ class ManagedCache:
         self,
         big: BigPartCache,
         index: Index,
+        source: BigSource,
         *,
         max_bytes: int = 0,
         min_free_bytes: int = 0,
@@ -82,6 +83,7 @@ class ManagedCache:
     ) -> None:
         self.big = big
         self.index = index
+        self._source = source
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
         self._free_bytes = free_bytes or self._statvfs_free
@@ -107,14 +109,14 @@ class ManagedCache:
     def reading(
         self,
         info: ResourceInfo,
-        client: BigSource,
         *,
         need_cache: bool = False,
         cached_only: bool = False,
     ) -> Iterator[Source]:
         """A source of ``info``'s big part: the cached file, a download to follow, or the CDN.
 
-        The entry counts as in use (never evicted) until the block ends.
+        The CDN is the source given when the cache was built. The entry
+        counts as in use (never evicted) until the block ends.
         With ``need_cache``, no room is :class:`TooLarge` instead of a stream.
         With ``cached_only`` (offline use), an entry not in the cache is
         :class:`OfflineRefused`: nothing is fetched.
@@ -132,7 +134,7 @@ class ManagedCache:
                     raise OfflineRefused(
                         f"offline use of {info.folder}/{info.name} refused: it is not cached"
                     )
-                follower = self._flight_for(info, client, need_cache)
+                follower = self._flight_for(info, need_cache)
                 if follower is not _LANDED:
                     break
             if path is not None:
@@ -141,7 +143,7 @@ class ManagedCache:
                     yield CachedSource(file)
                 return
             if follower is None:
-                chunks = client.iter_big(info.big_url, info.big_size)
+                chunks = self._source.iter_big(info.big_url, info.big_size)
                 try:
                     yield StreamSource(iter(chunks))
                 finally:
@@ -156,21 +158,15 @@ class ManagedCache:
                 follower.close()
             if follower.verified:
                 # Its pass let the download land: a rename and a row, a moment.
-                # Waiting for it means a load that returned left the entry in place.
-                follower.flight.wait(LAND_WAIT)
+                # The one wait for it: a load (or pull) that returned left the entry in place.
+                follower.wait_landed(LAND_WAIT)
         finally:
             with self._lock:
                 self._users[key] -= 1
                 if not self._users[key]:
                     del self._users[key]
 
-    def flight(self, info: ResourceInfo) -> Flight | None:
-        with self._lock:
-            return self._flights.get(_key(info))
-
-    def _flight_for(
-        self, info: ResourceInfo, client: BigSource, need_cache: bool
-    ) -> Follower | object | None:
+    def _flight_for(self, info: ResourceInfo, need_cache: bool) -> Follower | object | None:
         """Follow the download of ``info``, started if need be; None (stream) if no room.
 
         :data:`_LANDED` if a download landed since the caller looked: look again.
@@ -197,7 +193,7 @@ class ManagedCache:
                     if need_cache:
                         raise TooLarge(f"cannot cache {info.folder}/{info.name}") from exc
                     return None
-                flight = Flight(info, client, tmp, self._installer(info), self._landed)
+                flight = Flight(info, self._source, tmp, self._installer(info), self._landed)
                 self._flights[key] = flight
                 flight.start()
             return flight.follow()

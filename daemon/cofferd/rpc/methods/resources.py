@@ -24,11 +24,12 @@ from cofferd.errors import BadRequest, InvalidParams, TooLarge
 from cofferd.models import LoadResult, UploadResult
 from cofferd.resources import listing, service
 from cofferd.resources.memfd import MemfdSink
+from cofferd.resources.sinks import BufferSink, StreamSink
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name
 from cofferd.rpc.dispatch.services import Services
 from cofferd.rpc.dispatch.spec import MethodSpec, obj
-from cofferd.rpc.transport.fdio import CappedBuffer, FdReader, FdWriter
+from cofferd.rpc.transport.fdio import FdReader, FdWriter
 
 #: The inline cap whatever the settings say: base64 of this many bytes, with the
 #: JSON around it, still fits in one line of ``coffer.protocol.MAX_LINE_BYTES``.
@@ -69,29 +70,14 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
     app = call.app
     with app.notifier.working(f"loading {folder_}/{name}"):
         if fd is None:
-            cap = _inline_cap(app)
-            buffer = CappedBuffer(cap)  # the upstream's announced size is checked first
-            result = service.load(
-                app.api_client(),
-                app.managed,
-                folder_,
-                name,
-                buffer,
-                max_size=cap,
-                resolve=app.field.resolve,
-            )
-            data = base64.b64encode(buffer.getbuffer()).decode("ascii")
+            # The upstream's announced size is checked against the cap first.
+            buffer = BufferSink(_inline_cap(app))
+            result = app.loads.load(folder_, name, buffer)
+            data = base64.b64encode(buffer.getvalue()).decode("ascii")
             return {**loaded(result), "data": data}
         # Closed before the result goes out, so the caller's EOF comes first.
         with FdWriter(fd, call) as out:
-            result = service.load(
-                app.api_client(),
-                app.managed,
-                folder_,
-                name,
-                cast(BinaryIO, out),
-                resolve=app.field.resolve,
-            )
+            result = app.loads.load(folder_, name, StreamSink(cast(BinaryIO, out)))
     return loaded(result)
 
 
@@ -120,9 +106,7 @@ def pull(
         raise InvalidParams("pin must be a boolean")
     app = call.app
     with app.notifier.working(f"pulling {folder_}/{name}"):
-        result = service.pull(
-            app.api_client(), app.managed, folder_, name, resolve=app.field.resolve
-        )
+        result = app.loads.pull(folder_, name)
     if pin:
         app.index.set_pinned(folder_, name, True)
     return {
