@@ -1,11 +1,11 @@
 """The resources: what the upstream offers, load, load into a memfd, pull, upload.
 
 ``list`` asks the upstream. ``load`` writes the plaintext into the caller's fd
-(or inline); ``load_memfd`` sizes a memfd from the upstream's answer, has the
-load decrypt straight into its mapping, seals it (no write, shrink, grow, or
-seal change) and hands the fd to the transport, which sends it with the
-response line (SCM_RIGHTS) and closes its own copy; on any error the memfd is
-closed unsent: nothing of a failed load leaves the daemon. ``pull`` fetches a
+(or inline). ``load_memfd`` fills a memfd the caller made, sized (``stat``
+says the size) and allocated, so that its pages are charged to the caller's
+memory cgroup and never to cofferd's: cofferd checks it, fills it, seals it
+(no write, shrink, grow, or seal change), closes its copy and answers; on an
+error the memfd is not sealed and holds nothing to use. ``pull`` fetches a
 resource's big part into the cache and authenticates every byte on the way
 (the decryption pass, its plaintext going nowhere). ``upload`` encrypts and
 publishes the next version.
@@ -23,8 +23,7 @@ from coffer.protocol import ErrorCode
 from cofferd.errors import BadRequest, InvalidParams, TooLarge
 from cofferd.models import LoadResult, UploadResult
 from cofferd.resources import listing, service
-from cofferd.resources.memfd import MemfdSink
-from cofferd.resources.sinks import BufferSink, StreamSink
+from cofferd.resources.sinks import BufferSink, MemfdSink, StreamSink
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name
 from cofferd.rpc.dispatch.services import Services
@@ -84,17 +83,28 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
 def load_memfd(call: Call, /, filename: object, folder: object = "models") -> dict[str, Any]:
     folder_ = check_name(folder, "folder")
     name = check_name(filename, "filename")
+    fd = call.take_fd()
+    if fd is None:
+        raise BadRequest(
+            "load_memfd needs a memfd passed with the request, of the size stat answers,"
+            " its pages allocated"
+        )
     app = call.app
-    sink = MemfdSink(f"coffer:{folder_}/{name}", app.settings.memfd_max_bytes)
+    sink = MemfdSink(fd, app.settings.memfd_max_bytes)
     try:
         with app.notifier.working(f"loading {folder_}/{name} into a memfd"):
-            result = service.load(
-                app.api_client(), app.managed, folder_, name, sink, resolve=app.field.resolve
-            )
-        call.reply_fds.append(sink.seal())
+            result = app.loads.load(folder_, name, sink)
+        sink.seal()
     finally:
         sink.close()
     return loaded(result)
+
+
+def stat(call: Call, /, filename: object, folder: object = "models") -> dict[str, Any]:
+    folder_ = check_name(folder, "folder")
+    name = check_name(filename, "filename")
+    version, size = call.app.loads.stat(folder_, name)
+    return {"folder": folder_, "filename": name, "version": version, "size": size}
 
 
 def pull(
@@ -276,12 +286,20 @@ SPECS: tuple[MethodSpec, ...] = (
     MethodSpec(
         "load_memfd",
         load_memfd,
-        "The plaintext of a resource's current version in a sealed memfd, returned as an fd.",
+        "The plaintext of a resource's current version into the caller's memfd, then sealed.",
         params=LOAD_PARAMS,
         result=obj(LOADED, ("folder", "filename", "version", "size", "from_cache")),
         errors=LOAD_ERRORS,
-        fd="returns",
+        fd="takes",
         traffic="out",
+    ),
+    MethodSpec(
+        "stat",
+        stat,
+        "The version and plaintext size a load of a resource would deliver now.",
+        params=LOAD_PARAMS,
+        result=obj(_VERSIONED, ("folder", "filename", "version", "size")),
+        errors=tuple(e for e in LOAD_ERRORS if e is not ErrorCode.TOO_LARGE),
     ),
     MethodSpec(
         "pull",
