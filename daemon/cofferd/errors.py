@@ -32,6 +32,7 @@ socket cofferd cannot serve on, a caller who is no longer there to answer.
     │   ├── DockerUnavailable    unreachable
     │   └── DockerRefused        it answered, and refused
     ├── ShuttingDown             cut short: the daemon is stopping (504)
+    ├── StateUnwritable          the state dir (the index) cannot be written (507)
     └── LocalError               never crosses the wire (no row in WIRE)
         ├── SettingsError        a config file or environment variable is unusable (exit 2)
         ├── ListenError          cofferd cannot serve on the socket it was given (exit 1)
@@ -134,6 +135,10 @@ class ShuttingDown(CofferError):
     """The work was cut short because the daemon is stopping."""
 
 
+class StateUnwritable(CofferError):
+    """A change the state dir must keep (the index) cannot be written there."""
+
+
 class LocalError(CofferError):
     """An error that never crosses the wire: it is logged, or ends the process."""
 
@@ -176,6 +181,7 @@ WIRE: dict[type[CofferError], tuple[ErrorCode, str]] = {
     DockerUnavailable: (ErrorCode.UPSTREAM_UNAVAILABLE, "Docker unavailable"),
     ShuttingDown: (ErrorCode.SHUTTING_DOWN, "Shutting down"),
     OfflineRefused: (ErrorCode.OFFLINE_REFUSED, "Offline use refused"),
+    StateUnwritable: (ErrorCode.STATE_UNWRITABLE, "State not writable"),
 }
 
 

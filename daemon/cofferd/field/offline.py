@@ -19,6 +19,7 @@ record; the worker's late answer still updates or erases the record.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import threading
@@ -29,7 +30,13 @@ from typing import Any
 
 import requests
 
-from cofferd.errors import NotFound, OfflineRefused, Unauthorized, UpstreamUnavailable
+from cofferd.errors import (
+    NotFound,
+    OfflineRefused,
+    StateUnwritable,
+    Unauthorized,
+    UpstreamUnavailable,
+)
 from cofferd.field.clock import TrustedClock
 from cofferd.field.lease import LeaseInvalid, check_matches, pinned_keys, verify
 from cofferd.field.records import Held, RecordStore
@@ -142,7 +149,7 @@ class Field:
             info = client.get_resource(folder, name)
         except (Unauthorized, NotFound) as exc:
             # Without credentials the "no" is ours, not the upstream's.
-            if client.authenticated and self.store.delete(folder, name):
+            if client.authenticated and self._erase(folder, name):
                 log.warning("erased the offline record of %s/%s: %s", folder, name, exc)
             raise
         self._remember(info)
@@ -165,10 +172,22 @@ class Field:
             )
         except LeaseInvalid as exc:
             log.warning("%s/%s not kept for offline use: %s", info.folder, info.name, exc)
-            self.store.delete(info.folder, info.name)
+            self._erase(info.folder, info.name)
             return
         self.clock.trust(lease.iat)
-        self.store.put(Held.of(info, info.lease), float(lease.exp))
+        # The load serves without it: the record is only for later offline use.
+        with contextlib.suppress(StateUnwritable):
+            self.store.put(Held.of(info, info.lease), float(lease.exp))
+
+    def _erase(self, folder: str, name: str) -> bool:
+        """Erase a record the upstream no longer backs; an unwritable index keeps it, loudly."""
+        try:
+            return self.store.delete(folder, name)
+        except StateUnwritable:
+            log.error(  # noqa: TRY400 (no traceback: the message says it)
+                "cannot erase the offline record of %s/%s: the index is read-only", folder, name
+            )
+            return False
 
     def _offline(self, folder: str, name: str, why: str) -> ResourceInfo:
         refused = f"{why}; offline use of {folder}/{name} refused"

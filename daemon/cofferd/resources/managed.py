@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cofferd.errors import Conflict, NotFound, OfflineRefused, TooLarge
+from cofferd.errors import Conflict, NotFound, OfflineRefused, StateUnwritable, TooLarge
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.flight import BigSource, Flight, Follower, State
 from cofferd.resources.index import Entry, Index
@@ -201,23 +201,30 @@ class ManagedCache:
     def _installer(self, info: ResourceInfo) -> Callable[[Any], None]:
         def install(tmp: Any) -> None:
             target = self.big.install(info, tmp)
-            self.index.add_entry(
-                info.folder,
-                info.name,
-                info.version,
-                str(target.relative_to(self.big.root)),
-                info.big_size,
-                info.plaintext_size,
-            )
-            self._drop_older_rows(info)
+            # In place and served without its row if the index cannot take one:
+            # the next start's reconcile adds it.
+            with contextlib.suppress(StateUnwritable):
+                self._add_row(info, target)
 
         return install
+
+    def _add_row(self, info: ResourceInfo, target: Path) -> None:
+        file = str(target.relative_to(self.big.root))
+        self.index.add_entry(
+            info.folder, info.name, info.version, file, info.big_size, info.plaintext_size
+        )
+        self._drop_older_rows(info)
 
     def _landed(self, flight: Flight) -> None:
         with self._lock:
             self._flights.pop(_key(flight.info), None)
 
     def _note_use(self, info: ResourceInfo, file_name: str) -> None:
+        # A load needs no write: without a writable index it serves all the same.
+        with contextlib.suppress(StateUnwritable):
+            self._write_use(info, file_name)
+
+    def _write_use(self, info: ResourceInfo, file_name: str) -> None:
         if self.index.entry(info.folder, info.name, info.version) is None:
             file = f"{info.folder}/{info.name}/{file_name}"
             self.index.add_entry(
@@ -308,7 +315,8 @@ class ManagedCache:
     def drop_bad(self, info: ResourceInfo) -> None:
         """Remove ``info``'s entry, which failed authentication (its readers fail anyway)."""
         self.big.evict(self.big.path_for(info))
-        self.index.remove_entry(info.folder, info.name, info.version)
+        with contextlib.suppress(StateUnwritable):  # the reconcile at start drops it then
+            self.index.remove_entry(info.folder, info.name, info.version)
 
     def in_use(self, entry: Entry) -> bool:
         with self._lock:
@@ -335,6 +343,9 @@ class ManagedCache:
             "free_floor": self.min_free_bytes,
             "downloads": downloads,
             "last_uncached": None if last is None else asdict(last),
+            # Loads go on without it; pins, evictions, records and logout need it.
+            "state_writable": self.index.writable(),
+            "state_error": self.index.write_error,
         }
 
     def _scan(self) -> list[Entry]:

@@ -120,7 +120,12 @@ SPECS: tuple[MethodSpec, ...] = (
         "Drop every cached version of a resource; Conflict while one is in use.",
         params=obj(_RESOURCE, ("filename",)),
         result=obj(_EVICTED, ("evicted", "bytes")),
-        errors=(ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND, ErrorCode.CONFLICT),
+        errors=(
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.NOT_FOUND,
+            ErrorCode.CONFLICT,
+            ErrorCode.STATE_UNWRITABLE,
+        ),
     ),
     MethodSpec(
         "prune",
@@ -128,6 +133,7 @@ SPECS: tuple[MethodSpec, ...] = (
         "Evict unpinned entries not in use, least recently used first, down to max_bytes.",
         params=obj({"max_bytes": _COUNT}, ("max_bytes",)),
         result=obj({**_EVICTED, "held": _COUNT}, ("evicted", "bytes", "held")),
+        errors=(ErrorCode.STATE_UNWRITABLE,),
     ),
     MethodSpec(
         "pin",
@@ -138,6 +144,6 @@ SPECS: tuple[MethodSpec, ...] = (
             {"folder": NAME_SCHEMA, "filename": NAME_SCHEMA, "pinned": {"type": "boolean"}},
             ("folder", "filename", "pinned"),
         ),
-        errors=(ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND),
+        errors=(ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND, ErrorCode.STATE_UNWRITABLE),
     ),
 )

@@ -318,7 +318,13 @@ SPECS: tuple[MethodSpec, ...] = (
             {**_VERSIONED, "from_cache": {"type": "boolean"}, "pinned": {"type": "boolean"}},
             ("folder", "filename", "version", "size", "from_cache", "pinned"),
         ),
-        errors=(ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, *_UPSTREAM_ERRORS),
+        errors=(
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.TOO_LARGE,
+            *_UPSTREAM_ERRORS,
+            ErrorCode.OFFLINE_REFUSED,
+            ErrorCode.STATE_UNWRITABLE,
+        ),
     ),
     MethodSpec(
         "upload",

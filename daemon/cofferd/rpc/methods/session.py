@@ -59,5 +59,6 @@ SPECS: tuple[MethodSpec, ...] = (
             {"status": {"const": "ok"}, "records_erased": {"type": "integer", "minimum": 0}},
             ("status", "records_erased"),
         ),
+        errors=(ErrorCode.STATE_UNWRITABLE,),
     ),
 )
