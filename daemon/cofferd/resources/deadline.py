@@ -13,7 +13,10 @@ Two rules, one per kind of exchange:
 - a progress rule (big transfers): each window of ``window`` seconds must
   move at least :data:`MIN_PROGRESS` bytes (:meth:`Guard.moved`); a window
   that did rolls on to the next, one that did not ends the exchange. A
-  trickle of a byte per read fails at the end of its first window.
+  trickle of a byte per read fails at the end of its first window. The
+  clock stops while our side holds the exchange up (:meth:`Guard.paused`: a
+  slow consumer of a download, a slow source of an upload), so only the
+  server's slowness counts.
 
 The connections of a :class:`requests.Session` are watched once the session
 mounts a :class:`GuardedAdapter`; an exchange started inside
@@ -51,8 +54,11 @@ class Guard:
         self.deadline = time.monotonic() + seconds
         self._progress = progress
         self._moved = 0
+        self._paused = False
         self.expired = False
         self._conns: list[Any] = []
+        #: The watchdog's one live entry for this guard (older ones are stale).
+        self._armed = 0.0
 
     def moved(self, n: int) -> None:
         """``n`` more bytes went through (the progress rule counts them)."""
@@ -66,6 +72,22 @@ class Guard:
             self.deadline = time.monotonic() + seconds
         _WATCHDOG.watch(self)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Our side holds the exchange up: the window's clock stops until the block ends."""
+        with self._lock:
+            left = self.deadline - time.monotonic()
+            self._paused = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._paused = False
+                self.deadline = time.monotonic() + max(left, 0.0)
+                earlier = self.deadline < self._armed
+            if earlier:
+                _WATCHDOG.watch(self)
+
     def _attach(self, conn: Any) -> None:
         conn.coffer_guard = self
         with self._lock:
@@ -74,6 +96,8 @@ class Guard:
     def _due(self, now: float) -> float | None:
         """At the deadline: the next one if a window moved enough, else None (cut it)."""
         with self._lock:
+            if self._paused:
+                return now + self._window  # look again; the resume sets the deadline
             if now < self.deadline:
                 return self.deadline
             if self._progress and self._moved >= MIN_PROGRESS:
@@ -127,6 +151,7 @@ class _Watchdog:
     def watch(self, guard: Guard) -> None:
         with self._cond:
             self._live.add(id(guard))
+            guard._armed = guard.deadline
             heapq.heappush(self._heap, (guard.deadline, next(self._seq), guard))
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -150,12 +175,13 @@ class _Watchdog:
                     self._cond.wait(at - now)
                     continue
                 heapq.heappop(self._heap)
-                if id(guard) not in self._live:
-                    continue
+                if id(guard) not in self._live or at != guard._armed:
+                    continue  # forgotten, or re-armed since
             later = guard._due(now)
             if later is not None:
                 with self._cond:
                     if id(guard) in self._live:
+                        guard._armed = later
                         heapq.heappush(self._heap, (later, next(self._seq), guard))
 
 

@@ -377,7 +377,8 @@ class ApiClient:
                         offset += len(chunk)
                         failures = 0
                         deadline = self._deadline()
-                        yield chunk
+                        with progress.paused():  # the consumer's pace is not the CDN's
+                            yield chunk
             except (requests.RequestException, _ServerError, _ShortRead) as exc:
                 if offset == size:
                     return  # the connection failed after the last byte
@@ -521,7 +522,12 @@ def _chunks(resp: requests.Response) -> Iterator[bytes]:
 
 def _counted(chunks: Iterable[bytes], progress: Guard, answer_within: float) -> Iterator[bytes]:
     """An upload's body, each chunk counted once sent (when the next is asked for)."""
-    for chunk in chunks:
+    source = iter(chunks)
+    while True:
+        with progress.paused():  # the source's pace (the publisher's input) is not the CDN's
+            chunk = next(source, None)
+        if chunk is None:
+            break
         yield chunk
         progress.moved(len(chunk))
     progress.answer_within(answer_within)
