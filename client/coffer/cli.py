@@ -289,6 +289,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             lines.append(
                 f"last uncached:   {last.get('folder')}/{last.get('name')}: {last.get('reason')}"
             )
+        if cache.get("state_writable") is False:
+            lines.append(
+                f"state dir:       NOT writable ({cache.get('state_error')}): loads serve;"
+                " pins, evictions and logout are refused"
+            )
     _emit(args, r, "\n".join(lines), sys.stdout)
     return 0
 

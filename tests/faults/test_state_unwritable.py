@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,4 +69,17 @@ def test_loads_serve_and_writes_say_why(
         assert info.value.code == 507
         assert "state dir cannot be written" in info.value.detail
         assert c.health()["status"] == "ok"
+    shown = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "coffer"),
+            "--socket",
+            str(second.socket_path),
+            "status",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "state dir:       NOT writable" in shown.stdout
     assert "Traceback" not in second.stderr_path.read_text()
