@@ -23,7 +23,7 @@ Caller mistakes (a key of the wrong length, a bad segment size) are
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, Protocol
 
 from coffer.streams import write_all
@@ -134,18 +134,31 @@ def _decrypt(
     associated_data: bytes,
     segment_size: int,
     workers: int | None,
+    write_at: Callable[[memoryview, int], None] | None = None,
 ) -> Iterator[memoryview]:
     check_key(key)
     check_segment_size(segment_size)
     nworkers = _pick_workers(workers)
     header = read(memoryview(bytearray(HEADER_SIZE)))
     seg = SegmentCipher(key, *parse_header(header), associated_data)
+    transform: Callable[[int, bool, memoryview, memoryview], None] = seg.decrypt_into
+    if write_at is not None:
+        first = segment_size - HEADER_SIZE - TAG_SIZE  # plaintext of segment 0
+        full = segment_size - TAG_SIZE
+        put = write_at
+
+        def transform(index: int, last: bool, data: memoryview, out: memoryview) -> None:
+            # On the worker that decrypted it, once its tag verified: the copies
+            # out run in parallel too. Only whole, verified segments are written.
+            seg.decrypt_into(index, last, data, out)
+            put(out, 0 if index == 0 else first + (index - 1) * full)
+
     yield from segments(
         read,
         first_size=segment_size - HEADER_SIZE,
         size=segment_size,
         delta=-TAG_SIZE,
-        transform=seg.decrypt_into,
+        transform=transform,
         workers=nworkers,
     )
 
@@ -188,9 +201,15 @@ class Writer(Protocol):
     def write(self, data: memoryview, /) -> int | None: ...
 
 
+class PositionalWriter(Protocol):
+    """A sink that takes each verified segment at its offset, from any thread, in any order."""
+
+    def write_at(self, data: memoryview, offset: int, /) -> None: ...
+
+
 def decrypt_file(
     src: BinaryIO,
-    dst: Writer | None,
+    dst: Writer | PositionalWriter | None,
     key: bytes,
     associated_data: bytes,
     *,
@@ -205,14 +224,23 @@ def decrypt_file(
     (``readinto``), decrypted into reused buffers (``decrypt_into``) on up to
     ``workers`` threads (default: two where two cores are ours), and written
     to ``dst`` in order, each only after its tag verified: one copy in, the
-    AES pass, one copy out. ``dst`` None is a verification pass whose
-    plaintext goes nowhere. On :class:`DecryptionError` ``dst`` holds a
-    verified prefix, which the caller discards. OSError from either side
-    propagates.
+    AES pass, one copy out. A :class:`PositionalWriter` (a memfd being
+    filled) takes each segment at its offset on the worker that decrypted
+    it, so the copies out run in parallel; on an error it may hold verified
+    segments past a gap, and the caller discards it all (nothing of it was
+    handed out). ``dst`` None is a verification pass whose plaintext goes
+    nowhere. On :class:`DecryptionError` a :class:`Writer` holds a verified
+    prefix, which the caller discards. OSError from either side propagates.
     """
     read = file_reader(src)
     if prefix:
         read = prefixed(prefix, read)
+    write_at = getattr(dst, "write_at", None)
+    if write_at is not None:
+        total = 0
+        for view in _decrypt(read, key, associated_data, segment_size, workers, write_at):
+            total += len(view)
+        return total
     total = 0
     for view in _decrypt(read, key, associated_data, segment_size, workers):
         if dst is not None:

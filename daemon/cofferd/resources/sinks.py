@@ -9,8 +9,9 @@ A load decides first (which version, online or offline), reads the big part
   byte is fetched, filled in a buffer of exactly the announced size;
 - :class:`MemfdSink`: a memfd the *caller* made and sized, so its pages are
   charged to the caller's memory cgroup, not cofferd's; checked, filled with
-  ``os.pwrite`` from the reused segment buffers (no mapping: 4 KiB page
-  faults cost more than the copy), then sealed;
+  ``os.pwrite`` from the reused segment buffers by the decrypt workers, each
+  segment at its offset (no mapping: 4 KiB page faults cost more than the
+  copy), then sealed;
 - :class:`Nowhere`: ``pull``'s verification pass.
 
 Every sink learns the plaintext size before any byte is fetched
@@ -26,6 +27,7 @@ import ctypes
 import fcntl
 import os
 import stat
+import threading
 from typing import BinaryIO, Protocol
 
 from coffer.streams import write_all
@@ -150,6 +152,7 @@ class MemfdSink:
         self._fd = fd
         self._max = max_bytes
         self._blocks = 0
+        self._lock = threading.Lock()  # the decrypt workers write at once
         self._unchecked = 0
         self.written = 0
 
@@ -195,22 +198,32 @@ class MemfdSink:
             raise BadRequest(f"cannot seal the memfd's size: {exc.strerror}") from exc
 
     def write(self, data: memoryview, /) -> int:
-        if self._unchecked >= _CHECK_EVERY:
+        self.write_at(data, self.written)
+        return len(data)
+
+    def write_at(self, data: memoryview, offset: int, /) -> None:
+        """One verified segment at its place (``pwrite``: no mapping, no page faults here)."""
+        with self._lock:
+            check = self._unchecked >= _CHECK_EVERY
+            if check:
+                self._unchecked = 0
+        if check:
             self._check_allocated()
         view = data
+        at = offset
         while view:
-            n = os.pwrite(self._fd, view, self.written)
-            self.written += n
-            self._unchecked += n
+            n = os.pwrite(self._fd, view, at)
+            at += n
             view = view[n:]
-        return len(data)
+        with self._lock:
+            self.written += len(data)
+            self._unchecked += len(data)
 
     def restart(self) -> bool:
         self.written = 0
         return True
 
     def _check_allocated(self) -> None:
-        self._unchecked = 0
         if os.fstat(self._fd).st_blocks < self._blocks:
             # Whatever cofferd wrote into holes would be charged to it: drop every page.
             with contextlib.suppress(OSError):
