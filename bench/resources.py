@@ -4,11 +4,15 @@ Beside them, in the same run and on the same bytes, the raw streaming decrypt
 (``stream.decrypt_file`` over the small part and the big part's file) that
 load's throughput is compared with. It starts its own reference upstream.
 
-Targets (issue 3): warm load >= 0.8x raw decrypt, cold load >= 0.5x, peak
-RSS <= 150 MiB; (issue 11) cold load >= 0.6x warm load, ``pull`` (fetch into
-the cache, every byte authenticated, no plaintext out) >= 0.6x the CDN
-download alone. For the cold load it also prints what bounds it: the CDN
-download alone, and writing the big part into a cache dir alone.
+Loads and pulls run through the load owner (``cofferd.field.loads.Loads``:
+decide, read the managed cache, deliver into a sink), online.
+
+Targets (issue 3): warm load >= 0.8x raw decrypt, peak RSS <= 150 MiB;
+(issue 18) ``load_cold_vs_ceiling`` >= 0.8 and ``pull_vs_ceiling`` >= 0.9
+(``pull``: fetch into the cache, every byte authenticated, no plaintext out),
+the ceiling being the lower of the CDN download alone and writing the big
+part into a cache dir alone, both measured in the same round as the load or
+pull; each ratio is the best of ROUNDS rounds.
 Peak RSS is the process's high-water mark, reset before each phase through
 /proc/self/clear_refs, so each phase's figure is its own.
 
@@ -31,10 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from cofferd.binary_split.stream import decrypt_file, resource_associated_data
+from cofferd.field.clock import TrustedClock
+from cofferd.field.loads import Loads
+from cofferd.field.offline import Field
+from cofferd.field.records import RecordStore
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import Index
 from cofferd.resources.managed import ManagedCache
-from cofferd.resources.service import load, pull, upload
+from cofferd.resources.service import upload
+from cofferd.resources.sinks import StreamSink
 from cofferd.resources.upstream import ApiClient
 
 # The test suite's upstream fixture, reused. Imported after cofferd: tests/
@@ -44,7 +53,7 @@ upstream_fixture = importlib.import_module("fixtures.upstream")
 Upstream = upstream_fixture.Upstream
 
 MiB = 1 << 20
-ROUNDS = 2
+ROUNDS = 3
 
 
 def reset_peak_rss() -> None:
@@ -99,7 +108,9 @@ def run(server: Any, base: Path, size: int) -> int:
     make_plaintext(plain, size)
     client = ApiClient(server.url, timeout=60)
     client.login(server.publisher.email, server.publisher.password)
-    cache = ManagedCache(BigPartCache(base / "cache"), Index(base / "index.sqlite3"))
+    cache = ManagedCache(BigPartCache(base / "cache"), Index(base / "index.sqlite3"), client)
+    field = Field(lambda: client, RecordStore(None, None), TrustedClock(None))
+    loads = Loads(field, cache)
     print(f"resource of {size // MiB} MiB, upstream at {server.url}", flush=True)
 
     def do_upload() -> None:
@@ -118,7 +129,7 @@ def run(server: Any, base: Path, size: int) -> int:
 
     def do_load() -> None:
         with open(os.devnull, "wb", buffering=0) as out:
-            load(client, cache, "bench", "model.bin", out)
+            loads.load("bench", "model.bin", StreamSink(out))
 
     # What a cold load cannot go faster than: fetching the big part, and
     # writing it into the cache dir, each measured on its own.
@@ -143,11 +154,12 @@ def run(server: Any, base: Path, size: int) -> int:
 
     def do_pull() -> None:
         empty_cache()
-        pull(client, cache, "bench", "model.bin")
+        loads.pull("bench", "model.bin")
 
     # The machine is shared and noisy: the phases take turns, each figure is
     # the best of ROUNDS, and peak RSS the worst.
     best: dict[str, tuple[float, float]] = {}
+    cold_vs_ceiling = pull_vs_ceiling = 0.0
     phases = [
         ("raw streaming decrypt", raw_decrypt),
         ("CDN download only", cdn_download),
@@ -157,10 +169,22 @@ def run(server: Any, base: Path, size: int) -> int:
         ("pull (CDN into the cache)", do_pull),
     ]
     for _ in range(ROUNDS):
+        this_round = {}
         for label, work in phases:
             rate, rss = measure(label, size, work)
+            this_round[label] = rate
             old_rate, old_rss = best.get(label, (0.0, 0.0))
             best[label] = (max(rate, old_rate), max(rss, old_rss))
+        # The ceiling of this round: the lower of fetching alone and storing alone.
+        ceiling = min(this_round["CDN download only"], this_round["cache store only (disk)"])
+        cold_vs_ceiling = max(cold_vs_ceiling, this_round["load, cold (CDN)"] / ceiling)
+        pull_vs_ceiling = max(pull_vs_ceiling, this_round["pull (CDN into the cache)"] / ceiling)
+        print(
+            f"round: ceiling {ceiling:.0f} MiB/s; cold load"
+            f" {this_round['load, cold (CDN)'] / ceiling:.2f}x, pull"
+            f" {this_round['pull (CDN into the cache)'] / ceiling:.2f}x",
+            flush=True,
+        )
     decrypt_rate, decrypt_rss = best["raw streaming decrypt"]
     download_rate, _ = best["CDN download only"]
     store_rate, _ = best["cache store only (disk)"]
@@ -181,11 +205,10 @@ def run(server: Any, base: Path, size: int) -> int:
         "pull_mib_s": round(pull_rate, 1),
         "load_cold_vs_warm": round(cold_rate / warm_rate, 3),
         "pull_vs_cdn": round(pull_rate / download_rate, 3),
-        # A cold load or a pull writes every byte into the cache dir and
-        # cannot beat the slowest of fetching, writing and decrypting.
-        "cold_ceiling_mib_s": round(min(download_rate, store_rate, decrypt_rate), 1),
-        "load_cold_vs_ceiling": round(cold_rate / min(download_rate, store_rate, decrypt_rate), 3),
-        "pull_vs_ceiling": round(pull_rate / min(download_rate, store_rate, decrypt_rate), 3),
+        # A cold load or a pull fetches every byte and writes it into the
+        # cache dir: the lower of the two alone, in the same round, bounds it.
+        "load_cold_vs_ceiling": round(cold_vs_ceiling, 3),
+        "pull_vs_ceiling": round(pull_vs_ceiling, 3),
         "peak_rss_mib": round(peak, 1),
         "peak_rss_mib_by_phase": {
             "upload": round(upload_rss, 1),
@@ -196,9 +219,8 @@ def run(server: Any, base: Path, size: int) -> int:
         },
         "targets_met": {
             "load_warm_vs_decrypt>=0.8": warm_rate / decrypt_rate >= 0.8,
-            "load_cold_vs_decrypt>=0.5": cold_rate / decrypt_rate >= 0.5,
-            "load_cold_vs_warm>=0.6": cold_rate / warm_rate >= 0.6,
-            "pull_vs_cdn>=0.6": pull_rate / download_rate >= 0.6,
+            "load_cold_vs_ceiling>=0.8": cold_vs_ceiling >= 0.8,
+            "pull_vs_ceiling>=0.9": pull_vs_ceiling >= 0.9,
             "peak_rss_mib<=150": peak <= 150,
         },
     }

@@ -61,6 +61,7 @@ exit codes:
   8  upstream unavailable, or it served corrupt or tampered data
   9  the daemon is shutting down
   10 offline use refused: upstream unreachable and no valid lease, clock or cache for it
+  1  also: cofferd's state dir cannot be written (507; status says so)
   130 interrupted (Ctrl-C)
 
 The socket is --socket, else $COFFER_SOCKET, else /run/coffer/cofferd.sock.
@@ -85,6 +86,7 @@ EXIT_CODES: dict[ErrorCode, ExitCode] = {
     ErrorCode.UPSTREAM_BAD_DATA: ExitCode.UPSTREAM,
     ErrorCode.UPSTREAM_UNAVAILABLE: ExitCode.UPSTREAM,
     ErrorCode.SHUTTING_DOWN: ExitCode.SHUTTING_DOWN,
+    ErrorCode.STATE_UNWRITABLE: ExitCode.OTHER,
 }
 
 
@@ -287,6 +289,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         if isinstance(last, dict):
             lines.append(
                 f"last uncached:   {last.get('folder')}/{last.get('name')}: {last.get('reason')}"
+            )
+        if cache.get("state_writable") is False:
+            lines.append(
+                f"state dir:       NOT writable ({cache.get('state_error')}): loads serve;"
+                " pins, evictions and logout are refused"
             )
     _emit(args, r, "\n".join(lines), sys.stdout)
     return 0

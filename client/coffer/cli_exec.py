@@ -4,12 +4,13 @@
 
     coffer exec --load model.bin=MODEL -- llama-cli -m '$MODEL'   (in a shell: "$MODEL")
 
-Each ``--load NAME=VAR`` is loaded into a sealed memfd (``load_memfd``), its
-fd made inheritable and ``VAR`` set to ``/proc/self/fd/N``, which in the child
-names the same memfd: a path it can open, seek and mmap, backed by memory
-only. The command runs as a child (not exec'd: this process stays to pass
-signals on), and ``coffer exec`` exits with its status, or 128 + the signal
-that killed it.
+Each ``--load NAME=VAR`` is loaded into a sealed memfd (``load_memfd``: made
+and allocated here, so its pages count against this command's memory cgroup,
+the child's, never cofferd's), its fd made inheritable and ``VAR`` set to
+``/proc/self/fd/N``, which in the child names the same memfd: a path it can
+open, seek and mmap, backed by memory only. The command runs as a child (not
+exec'd: this process stays to pass signals on), and ``coffer exec`` exits
+with its status, or 128 + the signal that killed it.
 
 Signals: SIGINT, SIGTERM and SIGHUP sent to ``coffer exec`` by a process
 (``kill``, systemd) are passed on to the child. The same signals from the

@@ -44,6 +44,7 @@ from coffer.errors import (
     NotFound,
     ProtocolError,
     ShuttingDown,
+    StateUnwritable,
     TooLarge,
     Unauthorized,
     UpstreamBadData,
@@ -60,6 +61,8 @@ from coffer.streams import Drain, Progress, Pump, Stream, remaining
 DEFAULT_FOLDER = "models"
 #: Seconds of silence (no byte from the daemon, no progress on a pipe) before giving up.
 DEFAULT_TIMEOUT = 120.0
+#: Tries of ``load_memfd`` when new versions keep changing the size between stat and load.
+MEMFD_TRIES = 3
 
 # A response line carries at most an inline payload of the daemon's cap, which
 # is well under the request line limit; allow the same for responses.
@@ -423,21 +426,50 @@ class Client:
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError("cofferd's load result has no valid base64 data") from exc
 
+    def stat(self, name: str, folder: str = DEFAULT_FOLDER) -> dict[str, Any]:
+        """The version and plaintext size a load of ``folder/name`` would deliver now."""
+        return _object(self.call("stat", {"filename": name, "folder": folder}))
+
     def load_memfd(self, name: str, folder: str = DEFAULT_FOLDER) -> Memfd:
         """The plaintext of ``folder/name`` in a sealed memfd: nothing written to any disk.
 
-        The answer's fd is checked (a memfd with all four seals, of the size
-        announced) before it is trusted; :class:`ProtocolError` otherwise.
-        Close the returned :class:`~coffer.memfd.Memfd` when done.
+        The memfd is made here, of the size ``stat`` answers, its pages
+        allocated by this process (so charged to its memory cgroup, not to
+        cofferd's); cofferd fills and seals it. It is checked (all four seals,
+        the size announced) before it is trusted; :class:`ProtocolError`
+        otherwise. A new version published between the two calls makes
+        cofferd refuse the size: asked again, a few times. Close the returned
+        :class:`~coffer.memfd.Memfd` when done.
         """
         params = {"filename": name, "folder": folder}
-        result, fds = self.call_returning_fds("load_memfd", params)
-        try:
-            return _adopt_memfd(_object(result), fds)
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
+        size = _size_of(self.stat(name, folder))
+        for attempt in range(MEMFD_TRIES):
+            memfd = Memfd.create(f"coffer:{folder}/{name}", size)
+            try:
+                self._fill_memfd(params, memfd)
+            except TooLarge:
+                memfd.close()
+                raise
+            except BadRequest:
+                memfd.close()
+                now = _size_of(self.stat(name, folder))
+                if now == size or attempt + 1 == MEMFD_TRIES:
+                    raise
+                size = now  # a new version came meanwhile: its size
+            except BaseException:
+                memfd.close()
+                raise
+            else:
+                return memfd
+        raise AssertionError("unreachable")
+
+    def _fill_memfd(self, params: dict[str, str], memfd: Memfd) -> None:
+        result = _object(self.call("load_memfd", params, [memfd.fd]))
+        if result.get("size") != memfd.size:
+            raise ProtocolError(
+                f"cofferd's load_memfd answered {result.get('size')!r} bytes, not {memfd.size}"
+            )
+        memfd.check_sealed()
 
     def upload_bytes(self, name: str, folder: str, data: bytes) -> dict[str, Any]:
         """Publish ``data`` inline as ``folder/name`` (capped like :meth:`load_bytes`)."""
@@ -466,13 +498,11 @@ class Client:
             return result
 
 
-def _adopt_memfd(result: dict[str, Any], fds: list[int]) -> Memfd:
-    if len(fds) != 1:
-        raise ProtocolError(f"cofferd answered load_memfd with {len(fds)} fds, not 1")
+def _size_of(result: dict[str, Any]) -> int:
     size = result.get("size")
-    if type(size) is not int:
-        raise ProtocolError("cofferd's load_memfd result has no size")
-    return Memfd.adopt(fds[0], size)
+    if type(size) is not int or size < 0:
+        raise ProtocolError("cofferd's stat result has no size")
+    return size
 
 
 def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
@@ -521,6 +551,7 @@ __all__ = [
     "Progress",
     "ProtocolError",
     "ShuttingDown",
+    "StateUnwritable",
     "TooLarge",
     "Unauthorized",
     "UpstreamBadData",

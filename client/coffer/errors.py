@@ -123,6 +123,11 @@ class ShuttingDown(CofferRPCError):
     default_message = "Shutting down"
 
 
+class StateUnwritable(CofferRPCError):
+    code = ErrorCode.STATE_UNWRITABLE
+    default_message = "State not writable"
+
+
 class InternalError(CofferRPCError):
     code = ErrorCode.INTERNAL_ERROR
     default_message = "Internal error"
@@ -169,6 +174,7 @@ _ERRORS: dict[int, type[CofferRPCError]] = {
     ErrorCode.UPSTREAM_BAD_DATA: UpstreamBadData,
     ErrorCode.UPSTREAM_UNAVAILABLE: UpstreamUnavailable,
     ErrorCode.SHUTTING_DOWN: ShuttingDown,
+    ErrorCode.STATE_UNWRITABLE: StateUnwritable,
 }
 
 
@@ -219,6 +225,7 @@ __all__ = [
     "OfflineRefused",
     "ProtocolError",
     "ShuttingDown",
+    "StateUnwritable",
     "TooLarge",
     "Unauthorized",
     "UpstreamBadData",

@@ -1,11 +1,14 @@
-"""A sealed memfd received from cofferd: checked before it is trusted, then read or mapped.
+"""A memfd the caller makes for ``load_memfd``, then checked sealed before it is trusted.
 
-cofferd answers ``load_memfd`` with an fd (SCM_RIGHTS). Before anything reads
-it, :meth:`Memfd.adopt` checks that it is what it claims: a memfd whose seals
-forbid writing, shrinking, growing and changing the seals, of the size the
-answer announced. Without ``F_SEAL_WRITE`` someone holding another copy of
-the fd could change the bytes under the reader; without ``F_SEAL_SHRINK`` a
-mapping could fault (SIGBUS) when the file is cut. Such an fd is refused.
+The caller makes the memfd (:meth:`Memfd.create`: ``memfd_create`` with
+``MFD_ALLOW_SEALING``, ``ftruncate`` to the plaintext size, ``fallocate`` of
+every page), so its pages are charged to the caller's memory cgroup, not to
+cofferd's; it passes the fd with ``load_memfd``, and cofferd fills and seals
+it. Before anything reads it, :meth:`Memfd.check_sealed` checks that it is
+what it must be: seals that forbid writing, shrinking, growing and changing
+the seals, and the size announced. Without ``F_SEAL_WRITE`` someone holding
+another copy of the fd could change the bytes under the reader; without
+``F_SEAL_SHRINK`` a mapping could fault (SIGBUS) when the file is cut.
 """
 
 from __future__ import annotations
@@ -46,10 +49,24 @@ class Memfd:
         self.size = size
 
     @classmethod
-    def adopt(cls, fd: int, size: int) -> Memfd:
-        """Check ``fd`` (see :func:`check_sealed`) and own it; the caller closes it on error."""
-        check_sealed(fd, size)
+    def create(cls, name: str, size: int) -> Memfd:
+        """A sealable memfd of ``size`` bytes, every page allocated (charged to this process).
+
+        CLOEXEC: a child sees it only when handed it (``pass_fds``).
+        """
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, size)
+            if size:
+                os.posix_fallocate(fd, 0, size)
+        except BaseException:
+            os.close(fd)
+            raise
         return cls(fd, size)
+
+    def check_sealed(self) -> None:
+        """:class:`ProtocolError` unless cofferd sealed it (see :func:`check_sealed`)."""
+        check_sealed(self.fd, self.size)
 
     @property
     def path(self) -> str:

@@ -38,4 +38,5 @@ class ErrorCode(enum.IntEnum):
     UPSTREAM_BAD_DATA = 502  # the upstream answered nonsense or served corrupt data
     UPSTREAM_UNAVAILABLE = 503  # unreachable, timed out, 5xx after retries
     SHUTTING_DOWN = 504  # cut short: the daemon is stopping
+    STATE_UNWRITABLE = 507  # cofferd's state dir (its index) cannot be written
     # A caller who hung up gets no code: no response can reach it (local-only).

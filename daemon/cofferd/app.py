@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import requests
 
 from cofferd.field.clock import TrustedClock
 from cofferd.field.credentials import CredentialError, read_device_key
 from cofferd.field.identity import IdentityState, load_identity
+from cofferd.field.loads import Loads
 from cofferd.field.login import BootLogin
 from cofferd.field.offline import Field
 from cofferd.field.records import RecordStore
@@ -53,6 +54,7 @@ class App:
         self.managed = ManagedCache(
             self.cache,
             self.index,
+            _Cdn(self.api_client),
             max_bytes=settings.cache_max_bytes,
             min_free_bytes=settings.cache_min_free_bytes,
         )
@@ -69,7 +71,8 @@ class App:
         self.boot_login = BootLogin(settings.credentials_dir, settings.login_credential)
         #: The device's own key pair (cofferd.field.identity), read once at start.
         self.identity: IdentityState = load_identity(settings.credentials_dir)
-        self.field = _build_field(settings, self.index, self.cache, self.api_client)
+        self.field = _build_field(settings, self.index, self.api_client)
+        self.loads = Loads(self.field, self.managed)
         self.boot_login.start(self.api_client)
 
     def new_api_client(self) -> ApiClient:
@@ -109,6 +112,16 @@ class App:
             self._client = None
 
 
+class _Cdn:
+    """The managed cache's CDN source: the process's API client, whichever it is now."""
+
+    def __init__(self, client: Callable[[], ApiClient]) -> None:
+        self._client = client
+
+    def iter_big(self, url: str, size: int, offset: int = 0) -> Iterator[bytes]:
+        return self._client().iter_big(url, size, offset)
+
+
 class _Contact:
     """The API client's observer: the field hears every exchange, the metrics its outcome."""
 
@@ -125,9 +138,7 @@ class _Contact:
         self._reachable(False)
 
 
-def _build_field(
-    settings: Settings, index: Index, cache: BigPartCache, client: Callable[[], ApiClient]
-) -> Field:
+def _build_field(settings: Settings, index: Index, client: Callable[[], ApiClient]) -> Field:
     try:
         key = read_device_key(settings.credentials_dir, settings.device_key_credential)
     except CredentialError as exc:
@@ -140,7 +151,6 @@ def _build_field(
     store = RecordStore(index, Sealer(key) if key is not None else None)
     return Field(
         client,
-        cache,
         store,
         clock,
         lease_public_keys=settings.lease_public_keys,

@@ -35,6 +35,7 @@ socket cofferd cannot serve on, a caller who is no longer there to answer.
     │   └── DockerRefused        it answered, and refused
     ├── ShuttingDown             cut short: the daemon is stopping (504)
     ├── Busy                     too many connections: told on accepting, then closed (429)
+    ├── StateUnwritable          the state dir (the index) cannot be written (507)
     ├── ParseError, InvalidRequest, MethodNotFound, InternalError
     │                            the JSON-RPC layer's own (never raised: jsonrpcserver
     │                            answers them; InternalError stands for a bug)
@@ -160,6 +161,10 @@ class InternalError(CofferError):
     """A bug: whatever was raised outside the tree is answered as this (JSON-RPC -32603)."""
 
 
+class StateUnwritable(CofferError):
+    """A change the state dir must keep (the index) cannot be written there."""
+
+
 class LocalError(CofferError):
     """An error that never crosses the wire: it is logged, or ends the process."""
 
@@ -209,6 +214,7 @@ WIRE: dict[type[CofferError], tuple[ErrorCode, str]] = {
     ShuttingDown: (ErrorCode.SHUTTING_DOWN, "Shutting down"),
     Busy: (ErrorCode.BUSY, "Busy"),
     OfflineRefused: (ErrorCode.OFFLINE_REFUSED, "Offline use refused"),
+    StateUnwritable: (ErrorCode.STATE_UNWRITABLE, "State not writable"),
 }
 
 

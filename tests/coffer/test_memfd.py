@@ -1,4 +1,4 @@
-"""``Client.load_memfd`` against a real cofferd: a sealed memfd, checked, read and mapped."""
+"""``Client.load_memfd`` against a real cofferd: the caller's memfd, filled, sealed, checked."""
 
 from __future__ import annotations
 
@@ -94,12 +94,53 @@ def test_errors_come_without_an_fd(c: cc.Client) -> None:
     assert _open_fds() == before
 
 
-def test_a_plain_call_closes_fds_it_did_not_ask_for(c: cc.Client) -> None:
+def test_the_memfd_is_the_callers_own_allocated_before_cofferd_fills_it(c: cc.Client) -> None:
+    c.upload_bytes("x", "models", bytes(SEGMENT))
+    assert c.stat("x")["size"] == SEGMENT
+    memfd = Memfd.create("mine", SEGMENT)
+    with memfd:
+        assert os.fstat(memfd.fd).st_blocks * 512 >= SEGMENT  # our pages, before the call
+        result = c.call("load_memfd", {"filename": "x"}, [memfd.fd])
+        assert result["size"] == SEGMENT
+        memfd.check_sealed()
+        assert os.pread(memfd.fd, 8, 0) == bytes(8)
+
+
+@pytest.mark.parametrize(
+    ("make", "detail"),
+    [
+        (lambda: None, "needs a memfd"),
+        (lambda: Memfd.create("small", 3).fd, "holds 3 bytes"),
+        (lambda: _unallocated(4), "not fully allocated"),
+        (lambda: _unsealable(4), "cannot be sealed"),
+        (lambda: os.pipe()[1], "not a memfd"),
+    ],
+)
+def test_a_wrong_memfd_is_refused_and_nothing_comes_back(c: cc.Client, make, detail: str) -> None:
     c.upload_bytes("x", "models", b"data")
+    fd = make()
+    fds = [] if fd is None else [fd]
     before = _open_fds()
-    result = c.call("load_memfd", {"filename": "x"})
-    assert result["size"] == 4
+    with pytest.raises(cc.BadRequest) as info:
+        c.call("load_memfd", {"filename": "x"}, fds)
+    assert detail in info.value.detail
     assert _open_fds() == before
+    if fd is not None:
+        os.close(fd)
+
+
+def _unsealable(size: int) -> int:
+    """Sized and allocated, but made without MFD_ALLOW_SEALING."""
+    fd = os.memfd_create("unsealable", 0)
+    os.ftruncate(fd, size)
+    os.posix_fallocate(fd, 0, size)
+    return fd
+
+
+def _unallocated(size: int) -> int:
+    fd = os.memfd_create("holes", os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    return fd
 
 
 def test_unsealed_or_wrong_fds_are_refused() -> None:
@@ -107,7 +148,7 @@ def test_unsealed_or_wrong_fds_are_refused() -> None:
     try:
         os.write(fd, b"abc")
         with pytest.raises(ProtocolError, match="lacks seals"):
-            Memfd.adopt(fd, 3)
+            Memfd(fd, 3).check_sealed()
         # All but one seal is still not enough.
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, REQUIRED_SEALS & ~fcntl.F_SEAL_WRITE)
         with pytest.raises(ProtocolError, match="lacks seals"):

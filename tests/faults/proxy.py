@@ -12,6 +12,9 @@ client's kept-alive ones would skip it) so the next ones see it. ``Fault()``
 - ``stall``: the request goes through, the answer never comes (until closed).
 - ``flip_at=N``: one bit of byte N of the answer flipped.
 - ``status=503``: no server at all; every request is answered with that status.
+- ``trickle=S``: the answer one byte every S seconds (each read gets one byte).
+- ``trickle_request=S``: the request one byte every S seconds (a server that
+  takes an upload's body a byte per read).
 - ``once``: the next connection only; later ones pass (a transient fault).
 """
 
@@ -21,6 +24,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 
@@ -31,6 +35,8 @@ class Fault:
     stall: bool = False
     flip_at: int | None = None
     status: int | None = None
+    trickle: float | None = None
+    trickle_request: float | None = None
     #: Only the next connection gets it; later ones pass (a transient fault).
     once: bool = False
 
@@ -105,7 +111,9 @@ class FaultProxy:
             return
         server.settimeout(None)
         self._track(server)
-        threading.Thread(target=_pump, args=(client, server), daemon=True).start()
+        threading.Thread(
+            target=_pump, args=(client, server, fault.trickle_request), daemon=True
+        ).start()
         if fault.stall:
             # Hold the answer: read and drop it, the caller hears nothing.
             with contextlib.suppress(OSError):
@@ -131,7 +139,13 @@ class FaultProxy:
                         _close(client)
                     _drain_close(server)
                     return
-                client.sendall(data)
+                if fault.trickle is not None:
+                    for i in range(len(data)):
+                        client.sendall(data[i : i + 1])
+                        if self._closed.wait(fault.trickle):
+                            break
+                else:
+                    client.sendall(data)
                 sent += len(data)
         except OSError:
             pass
@@ -177,10 +191,12 @@ class FaultProxy:
         _close(client)
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: socket.socket, dst: socket.socket, trickle: float | None = None) -> None:
     try:
-        while chunk := src.recv(65536):
+        while chunk := src.recv(1 if trickle is not None else 65536):
             dst.sendall(chunk)
+            if trickle is not None:
+                time.sleep(trickle)
         dst.shutdown(socket.SHUT_WR)
     except OSError:
         pass

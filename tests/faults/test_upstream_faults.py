@@ -22,8 +22,10 @@ CDN_FAULTS = {
     # Transient cuts: the client resumes with Range and gets the whole file.
     "reset once": Fault(reset_at=600_000, once=True),
     "truncated once": Fault(truncate_at=600_000, once=True),
-    # Persistent faults: each attempt fails the same way.
+    # Every connection cut at 600 000 bytes: each one still moves them, and
+    # the client resumes from where it is (Range) until the whole file came.
     "reset always": Fault(reset_at=600_000),
+    # Persistent faults: each attempt fails the same way.
     "flipped": Fault(flip_at=2_000_000),
     "5xx": Fault(status=503),
     "stall": Fault(stall=True),
@@ -42,7 +44,7 @@ def published(stack: Callable[..., Stack]) -> Stack:
 def test_cdn_fault_on_a_cold_load(published: Stack, kind: str) -> None:
     published.cdn.fault = CDN_FAULTS[kind]
     elapsed, (data, answer) = timed(lambda: published.load("m.bin"))
-    if kind.endswith("once"):
+    if kind.endswith("once") or kind == "reset always":
         assert "result" in answer, answer
         assert data == DATA
     else:
@@ -86,3 +88,37 @@ def test_a_stalled_upstream_does_not_hold_other_callers(published: Stack) -> Non
     assert elapsed < 1.0, elapsed
     slow.join(UPSTREAM_TIMEOUT + SLACK)
     assert not slow.is_alive()
+
+
+#: A server that gives one byte per read, as often as the timeout would allow.
+TRICKLE = Fault(trickle=UPSTREAM_TIMEOUT / 2)
+
+
+@pytest.mark.parametrize("side", ["api", "cdn"])
+def test_a_trickling_server_fails_within_twice_the_timeout(published: Stack, side: str) -> None:
+    # Each read gets a byte well inside upstream_timeout: only a deadline over
+    # the whole exchange (API) or a progress rule (CDN) can end it.
+    getattr(published, side).fault = TRICKLE
+    elapsed, (data, answer) = timed(lambda: published.load("m.bin"))
+    assert answer["error"]["code"] == 503, answer
+    assert data != DATA
+    figure(f"{side} trickling a byte per read: 503 after", elapsed)
+    assert elapsed < 2 * UPSTREAM_TIMEOUT + SLACK, elapsed
+    assert published.temp_files() == []
+    getattr(published, side).fault = Fault()
+    assert published.load("m.bin")[0] == DATA
+
+
+@pytest.mark.parametrize(
+    "fault", [TRICKLE, Fault(trickle_request=UPSTREAM_TIMEOUT / 2)], ids=["answer", "body"]
+)
+def test_a_trickling_cdn_fails_a_publish_within_twice_the_timeout(
+    published: Stack, fault: Fault
+) -> None:
+    published.cdn.fault = fault
+    elapsed, answer = timed(lambda: published.upload("n.bin", DATA))
+    assert answer["error"]["code"] == 503, answer
+    figure("CDN trickling a publish: 503 after", elapsed)
+    assert elapsed < 2 * UPSTREAM_TIMEOUT + SLACK, elapsed
+    published.cdn.fault = Fault()
+    assert published.upload("n.bin", DATA)["result"]["version"] == 1

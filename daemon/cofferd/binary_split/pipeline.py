@@ -119,25 +119,18 @@ def segments(
     delta: int,
     transform: Transform,
     workers: int,
-    into: memoryview | None = None,
 ) -> Iterator[memoryview]:
     """Transformed segments in order; each view is valid until the next is asked for.
 
     Segment 0 is ``first_size`` input bytes, the others ``size``; the last one
     is whatever remains (possibly nothing) and is the one after which the
     source is at EOF. An output is ``delta`` bytes longer than its input.
-
-    With ``into``, the outputs are written straight into consecutive slices of
-    it (a mapping the caller hands out once all is done) instead of reused
-    buffers: no copy of the output at all. An input that would overflow it is
-    :class:`OverflowError`, raised before anything is written past its end.
     """
     Slot = tuple[memoryview, memoryview]  # (input buffer, output buffer)
-    out_size = 0 if into is not None else size + max(delta, 0)
+    out_size = size + max(delta, 0)
     free: deque[Slot] = deque(
         (memoryview(bytearray(size)), memoryview(bytearray(out_size))) for _ in range(workers + 2)
     )
-    at = 0  # where the next output goes in ``into``
     pending: deque[tuple[Future[None], Slot, memoryview]] = deque()
     # The caller's thread takes every ``workers``-th segment itself and
     # ``workers - 1`` threads the others: fewer hand-offs than a pool of
@@ -171,12 +164,7 @@ def segments(
                 if last:
                     free.append(nxt)
             olen = max(len(data) + delta, 0)
-            if into is None:
-                out = slot[1][:olen]
-            else:
-                if at + olen > len(into):
-                    raise OverflowError("the output is longer than the space given for it")
-                out, at = into[at : at + olen], at + olen
+            out = slot[1][:olen]
             runner: Executor = pool if pool is not None and index % workers else inline
             future = runner.submit(transform, index, last, data, out)
             pending.append((future, slot, out))

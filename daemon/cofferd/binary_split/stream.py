@@ -4,9 +4,9 @@ The layout and the per-segment crypto live in
 :mod:`cofferd.binary_split.segment` (and ``docs/format.md``); this module
 streams whole ciphertexts over chunks, file objects and pipes: one encrypting
 face, :func:`encrypt_chunks` (upload and archive seal feed it chunks), and one
-decrypting pipeline with three faces, :func:`decrypt_file` (load writes into the
-caller's file), :func:`decrypt_file_into` (load into a memfd's mapping) and
-:func:`decrypt_chunks` (unlock hands the Docker SDK a body of chunks). Any Tink
+decrypting pipeline with two faces, :func:`decrypt_file` (a load writes into its
+sink, or nowhere for a verification pass) and :func:`decrypt_chunks` (unlock
+hands the Docker SDK a body of chunks). Any Tink
 implementation given the key (as an ``AesGcmHkdfStreamingKey`` with
 HKDF-SHA256, 32-byte derived keys and this segment size) and the associated
 data decrypts what this module encrypts, and the other way round.
@@ -23,8 +23,8 @@ Caller mistakes (a key of the wrong length, a bad segment size) are
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO, Protocol
 
 from coffer.streams import write_all
 from cofferd.binary_split.pipeline import Reader, chunk_reader, file_reader, prefixed, segments
@@ -45,7 +45,6 @@ from cofferd.binary_split.segment import (
     parse_header,
     plaintext_size,
 )
-from cofferd.errors import DecryptionError
 from cofferd.names import check_name
 
 __all__ = [
@@ -60,7 +59,6 @@ __all__ = [
     "ciphertext_size",
     "decrypt_chunks",
     "decrypt_file",
-    "decrypt_file_into",
     "default_workers",
     "encrypt_chunks",
     "new_key",
@@ -136,21 +134,32 @@ def _decrypt(
     associated_data: bytes,
     segment_size: int,
     workers: int | None,
-    into: memoryview | None = None,
+    write_at: Callable[[memoryview, int], None] | None = None,
 ) -> Iterator[memoryview]:
     check_key(key)
     check_segment_size(segment_size)
     nworkers = _pick_workers(workers)
     header = read(memoryview(bytearray(HEADER_SIZE)))
     seg = SegmentCipher(key, *parse_header(header), associated_data)
+    transform: Callable[[int, bool, memoryview, memoryview], None] = seg.decrypt_into
+    if write_at is not None:
+        first = segment_size - HEADER_SIZE - TAG_SIZE  # plaintext of segment 0
+        full = segment_size - TAG_SIZE
+        put = write_at
+
+        def transform(index: int, last: bool, data: memoryview, out: memoryview) -> None:
+            # On the worker that decrypted it, once its tag verified: the copies
+            # out run in parallel too. Only whole, verified segments are written.
+            seg.decrypt_into(index, last, data, out)
+            put(out, 0 if index == 0 else first + (index - 1) * full)
+
     yield from segments(
         read,
         first_size=segment_size - HEADER_SIZE,
         size=segment_size,
         delta=-TAG_SIZE,
-        transform=seg.decrypt_into,
+        transform=transform,
         workers=nworkers,
-        into=into,
     )
 
 
@@ -186,9 +195,21 @@ def decrypt_chunks(
             yield bytes(view)
 
 
+class Writer(Protocol):
+    """Where :func:`decrypt_file` puts plaintext: a raw file's ``write`` (may take less)."""
+
+    def write(self, data: memoryview, /) -> int | None: ...
+
+
+class PositionalWriter(Protocol):
+    """A sink that takes each verified segment at its offset, from any thread, in any order."""
+
+    def write_at(self, data: memoryview, offset: int, /) -> None: ...
+
+
 def decrypt_file(
     src: BinaryIO,
-    dst: BinaryIO,
+    dst: Writer | PositionalWriter | None,
     key: bytes,
     associated_data: bytes,
     *,
@@ -196,53 +217,33 @@ def decrypt_file(
     segment_size: int = SEGMENT_SIZE,
     workers: int | None = None,
 ) -> int:
-    """Decrypt ``prefix`` then ``src`` until EOF into ``dst``; returns plaintext bytes written.
+    """Decrypt ``prefix`` then ``src`` until EOF into ``dst``; returns plaintext bytes.
 
     ``prefix`` is ciphertext that comes before ``src``: the small part when
-    ``src`` is the big part's file. Segments are decrypted into reused
-    buffers (``decrypt_into``), on up to ``workers`` threads (default: two
-    where two cores are ours), and written in order, each only after its tag
-    verified. On :class:`DecryptionError` ``dst`` holds a verified prefix,
-    which the caller discards. OSError from either file propagates.
+    ``src`` is the big part's file. Segments are read into reused buffers
+    (``readinto``), decrypted into reused buffers (``decrypt_into``) on up to
+    ``workers`` threads (default: two where two cores are ours), and written
+    to ``dst`` in order, each only after its tag verified: one copy in, the
+    AES pass, one copy out. A :class:`PositionalWriter` (a memfd being
+    filled) takes each segment at its offset on the worker that decrypted
+    it, so the copies out run in parallel; on an error it may hold verified
+    segments past a gap, and the caller discards it all (nothing of it was
+    handed out). ``dst`` None is a verification pass whose plaintext goes
+    nowhere. On :class:`DecryptionError` a :class:`Writer` holds a verified
+    prefix, which the caller discards. OSError from either side propagates.
     """
     read = file_reader(src)
     if prefix:
         read = prefixed(prefix, read)
+    write_at = getattr(dst, "write_at", None)
+    if write_at is not None:
+        total = 0
+        for view in _decrypt(read, key, associated_data, segment_size, workers, write_at):
+            total += len(view)
+        return total
     total = 0
     for view in _decrypt(read, key, associated_data, segment_size, workers):
-        write_all(dst, view)
+        if dst is not None:
+            write_all(dst, view)  # type: ignore[arg-type]
         total += len(view)
-    return total
-
-
-def decrypt_file_into(
-    src: BinaryIO,
-    into: memoryview,
-    key: bytes,
-    associated_data: bytes,
-    *,
-    prefix: bytes = b"",
-    segment_size: int = SEGMENT_SIZE,
-    workers: int | None = None,
-) -> int:
-    """Decrypt ``prefix`` then ``src`` straight into ``into``; returns plaintext bytes.
-
-    The same pipeline as :func:`decrypt_file`, but each segment's plaintext is
-    written by ``decrypt_into`` into its place in ``into`` (e.g. a memfd's
-    mapping): no buffer and no copy for the plaintext. OpenSSL writes before it
-    checks a tag, so on :class:`DecryptionError` ``into`` may hold unverified
-    bytes past the verified prefix: the caller must discard all of it. A
-    plaintext longer than ``into`` is :class:`DecryptionError` too, nothing
-    being written past its end; a shorter one is for the caller to notice from
-    the count returned.
-    """
-    read = file_reader(src)
-    if prefix:
-        read = prefixed(prefix, read)
-    total = 0
-    try:
-        for view in _decrypt(read, key, associated_data, segment_size, workers, into):
-            total += len(view)
-    except OverflowError:
-        raise DecryptionError from None
     return total

@@ -16,12 +16,13 @@ Both clocks are injected so the rules can be tested without waiting.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
 
-from cofferd.errors import OfflineRefused
+from cofferd.errors import OfflineRefused, StateUnwritable
 
 META_KEY = "trusted_time"
 
@@ -51,9 +52,6 @@ class TrustedClock:
         #: (monotonic time, upstream time) of the last contact in this boot.
         self._contact: tuple[float, float] | None = None
 
-    def now(self) -> float:
-        return self._wall()
-
     @property
     def high_water_mark(self) -> float | None:
         with self._lock:
@@ -72,7 +70,9 @@ class TrustedClock:
                 return
             self._hwm = t
         if self._meta is not None:
-            self._meta.raise_meta_float(META_KEY, t)
+            # Kept in memory if the state dir cannot take it (the index logs that once).
+            with contextlib.suppress(StateUnwritable):
+                self._meta.raise_meta_float(META_KEY, t)
 
     def contact(self, upstream_time: float | None) -> None:
         """The upstream answered; ``upstream_time`` is its ``Date`` (None: unknown)."""

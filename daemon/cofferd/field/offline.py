@@ -1,13 +1,15 @@
 """The one decision of a load: the upstream's answer now, or an offline record.
 
-:meth:`Field.resolve` is what the load service calls instead of asking the API
-client directly. Online, a valid lease makes it store (or replace) the
-resource's record; an upstream "no" (401, 403, 404) erases the record at once.
+:meth:`Field.resolve` is the first step of every load and pull
+(:mod:`cofferd.field.loads`): which version, and whether from an offline
+record. Online, a valid lease makes it store (or replace) the resource's
+record; an upstream "no" (401, 403, 404) erases the record at once.
 When the upstream is unreachable it serves from the record if every rule
 allows: a record that opens, a lease signed by a pinned key about exactly
 what the record holds, a clock not set back, not offline longer than the lease
-allows, and the big part in the cache. Otherwise :class:`OfflineRefused` says
-which rule.
+allows. Otherwise :class:`OfflineRefused` says which rule. That an offline
+load is served from the cache only is the read's rule, checked there once
+(:meth:`cofferd.resources.managed.ManagedCache.reading`).
 
 With a record at hand it does not wait out the API client's retries: the
 online call runs on a worker, and the first failed exchange (a refused
@@ -17,6 +19,7 @@ record; the worker's late answer still updates or erases the record.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import threading
@@ -27,12 +30,17 @@ from typing import Any
 
 import requests
 
-from cofferd.errors import NotFound, OfflineRefused, Unauthorized, UpstreamUnavailable
+from cofferd.errors import (
+    NotFound,
+    OfflineRefused,
+    StateUnwritable,
+    Unauthorized,
+    UpstreamUnavailable,
+)
 from cofferd.field.clock import TrustedClock
 from cofferd.field.lease import LeaseInvalid, check_matches, pinned_keys, verify
 from cofferd.field.records import Held, RecordStore
 from cofferd.field.sealing import RecordUnreadable
-from cofferd.resources.cache import BigPartCache
 from cofferd.resources.translate import describe
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
@@ -46,7 +54,6 @@ class Field:
     def __init__(
         self,
         client: Callable[[], ApiClient],
-        cache: BigPartCache,
         store: RecordStore,
         clock: TrustedClock,
         *,
@@ -54,7 +61,6 @@ class Field:
         decide_within: float = 30.0,
     ) -> None:
         self._client = client
-        self._cache = cache
         self.store = store
         self.clock = clock
         self._keys = pinned_keys(lease_public_keys)
@@ -143,7 +149,7 @@ class Field:
             info = client.get_resource(folder, name)
         except (Unauthorized, NotFound) as exc:
             # Without credentials the "no" is ours, not the upstream's.
-            if client.authenticated and self.store.delete(folder, name):
+            if client.authenticated and self._erase(folder, name):
                 log.warning("erased the offline record of %s/%s: %s", folder, name, exc)
             raise
         self._remember(info)
@@ -166,10 +172,22 @@ class Field:
             )
         except LeaseInvalid as exc:
             log.warning("%s/%s not kept for offline use: %s", info.folder, info.name, exc)
-            self.store.delete(info.folder, info.name)
+            self._erase(info.folder, info.name)
             return
         self.clock.trust(lease.iat)
-        self.store.put(Held.of(info, info.lease), float(lease.exp))
+        # The load serves without it: the record is only for later offline use.
+        with contextlib.suppress(StateUnwritable):
+            self.store.put(Held.of(info, info.lease), float(lease.exp))
+
+    def _erase(self, folder: str, name: str) -> bool:
+        """Erase a record the upstream no longer backs; an unwritable index keeps it, loudly."""
+        try:
+            return self.store.delete(folder, name)
+        except StateUnwritable:
+            log.error(  # noqa: TRY400 (no traceback: the message says it)
+                "cannot erase the offline record of %s/%s: the index is read-only", folder, name
+            )
+            return False
 
     def _offline(self, folder: str, name: str, why: str) -> ResourceInfo:
         refused = f"{why}; offline use of {folder}/{name} refused"
@@ -196,8 +214,6 @@ class Field:
         except (LeaseInvalid, OfflineRefused) as exc:
             raise OfflineRefused(f"{refused}: {exc}") from None
         info = held.info()
-        if self._cache.lookup(info) is None:
-            raise OfflineRefused(f"{refused}: it is not cached")
         log.info(
             "serving %s/%s version %d offline, lease until %s",
             folder,

@@ -171,7 +171,7 @@ class Flight:
         ad = resource_associated_data(self.info.folder, self.info.name)
         with open(os.dup(self._read_fd), "rb", buffering=0, closefd=True) as big:
             try:
-                decrypt_file(big, _Nowhere(), self.info.key, ad, prefix=self.info.small)  # type: ignore[arg-type]
+                decrypt_file(big, None, self.info.key, ad, prefix=self.info.small)
             except DecryptionError as exc:
                 raise CorruptData(
                     f"resource {self.info.folder}/{self.info.name}: the upstream's data"
@@ -240,7 +240,6 @@ class Follower:
 
     def __init__(self, flight: Flight, fd: int) -> None:
         self._flight = flight
-        self.flight = flight
         self._fd = fd
         self.pos = 0
         self._direct: Iterator[bytes] | None = None
@@ -289,6 +288,10 @@ class Follower:
         """Whether this follower authenticated every byte of the download."""
         return self._ok
 
+    def wait_landed(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the download is in place or ended otherwise."""
+        self._flight.wait(timeout)
+
     def failed_authentication(self) -> None:
         """Some byte read failed authentication: the download is worthless."""
         if not self.streamed:
@@ -300,10 +303,3 @@ class Follower:
             close()
         os.close(self._fd)
         self._flight._leave(self._ok)
-
-
-class _Nowhere:
-    """A sink that takes every byte: the verification pass writes nothing anywhere."""
-
-    def write(self, data: memoryview) -> int:
-        return len(data)

@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cofferd.errors import StateUnwritable
+
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "index.sqlite3"
@@ -123,7 +125,10 @@ class Index:
         self._path = path
         self._clock = clock
         self._lock = threading.Lock()
+        #: Why the last write failed, until one succeeds (None: writable as far as known).
+        self.write_error: str | None = None
         self._db = self._open(path)
+        self.writable()
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -156,14 +161,48 @@ class Index:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a state dir that refuses it is :class:`StateUnwritable`."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                # Read-only file or mount, full disk, I/O error: the state is
+                # as it was; loads that need no write go on.
+                self._unwritable(str(exc))
+                raise StateUnwritable(
+                    f"the state dir cannot be written ({self._path}: {exc})"
+                ) from None
+            if self.write_error is not None:
+                log.info("index %s is writable again", self._path)
+                self.write_error = None
+
+    def _unwritable(self, why: str) -> None:
+        if self.write_error is None:
+            log.error("index %s cannot be written: %s; changes are not kept", self._path, why)
+        self.write_error = why
+
+    def writable(self) -> bool:
+        """Whether a write goes through now (one rolled back); :attr:`write_error` says why not."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    self._db.execute("INSERT OR REPLACE INTO meta VALUES ('writable', '')")
+                finally:
+                    self._db.execute("ROLLBACK")
+            except sqlite3.OperationalError as exc:
+                self._unwritable(str(exc))
+                return False
+        if self.write_error is not None:
+            log.info("index %s is writable again", self._path)
+        self.write_error = None
+        return self.write_error is None
 
     # -- cache entries -------------------------------------------------------
 
@@ -317,10 +356,6 @@ class Index:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def raise_meta_float(self, key: str, value: float) -> float:
         """Set ``key`` to ``value`` if that is higher (a high-water mark); the result."""

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from cofferd.errors import Conflict, NotFound, OfflineRefused, TooLarge
+from cofferd.errors import Conflict, NotFound, OfflineRefused, StateUnwritable, TooLarge
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.flight import BigSource, Flight, Follower, State
 from cofferd.resources.index import Entry, Index
@@ -74,6 +74,7 @@ class ManagedCache:
         self,
         big: BigPartCache,
         index: Index,
+        source: BigSource,
         *,
         max_bytes: int = 0,
         min_free_bytes: int = 0,
@@ -82,6 +83,7 @@ class ManagedCache:
     ) -> None:
         self.big = big
         self.index = index
+        self._source = source
         self.max_bytes = max_bytes
         self.min_free_bytes = min_free_bytes
         self._free_bytes = free_bytes or self._statvfs_free
@@ -107,14 +109,14 @@ class ManagedCache:
     def reading(
         self,
         info: ResourceInfo,
-        client: BigSource,
         *,
         need_cache: bool = False,
         cached_only: bool = False,
     ) -> Iterator[Source]:
         """A source of ``info``'s big part: the cached file, a download to follow, or the CDN.
 
-        The entry counts as in use (never evicted) until the block ends.
+        The CDN is the source given when the cache was built. The entry
+        counts as in use (never evicted) until the block ends.
         With ``need_cache``, no room is :class:`TooLarge` instead of a stream.
         With ``cached_only`` (offline use), an entry not in the cache is
         :class:`OfflineRefused`: nothing is fetched.
@@ -132,7 +134,7 @@ class ManagedCache:
                     raise OfflineRefused(
                         f"offline use of {info.folder}/{info.name} refused: it is not cached"
                     )
-                follower = self._flight_for(info, client, need_cache)
+                follower = self._flight_for(info, need_cache)
                 if follower is not _LANDED:
                     break
             if path is not None:
@@ -141,7 +143,7 @@ class ManagedCache:
                     yield CachedSource(file)
                 return
             if follower is None:
-                chunks = client.iter_big(info.big_url, info.big_size)
+                chunks = self._source.iter_big(info.big_url, info.big_size)
                 try:
                     yield StreamSource(iter(chunks))
                 finally:
@@ -156,21 +158,15 @@ class ManagedCache:
                 follower.close()
             if follower.verified:
                 # Its pass let the download land: a rename and a row, a moment.
-                # Waiting for it means a load that returned left the entry in place.
-                follower.flight.wait(LAND_WAIT)
+                # The one wait for it: a load (or pull) that returned left the entry in place.
+                follower.wait_landed(LAND_WAIT)
         finally:
             with self._lock:
                 self._users[key] -= 1
                 if not self._users[key]:
                     del self._users[key]
 
-    def flight(self, info: ResourceInfo) -> Flight | None:
-        with self._lock:
-            return self._flights.get(_key(info))
-
-    def _flight_for(
-        self, info: ResourceInfo, client: BigSource, need_cache: bool
-    ) -> Follower | object | None:
+    def _flight_for(self, info: ResourceInfo, need_cache: bool) -> Follower | object | None:
         """Follow the download of ``info``, started if need be; None (stream) if no room.
 
         :data:`_LANDED` if a download landed since the caller looked: look again.
@@ -197,7 +193,7 @@ class ManagedCache:
                     if need_cache:
                         raise TooLarge(f"cannot cache {info.folder}/{info.name}") from exc
                     return None
-                flight = Flight(info, client, tmp, self._installer(info), self._landed)
+                flight = Flight(info, self._source, tmp, self._installer(info), self._landed)
                 self._flights[key] = flight
                 flight.start()
             return flight.follow()
@@ -205,23 +201,30 @@ class ManagedCache:
     def _installer(self, info: ResourceInfo) -> Callable[[Any], None]:
         def install(tmp: Any) -> None:
             target = self.big.install(info, tmp)
-            self.index.add_entry(
-                info.folder,
-                info.name,
-                info.version,
-                str(target.relative_to(self.big.root)),
-                info.big_size,
-                info.plaintext_size,
-            )
-            self._drop_older_rows(info)
+            # In place and served without its row if the index cannot take one:
+            # the next start's reconcile adds it.
+            with contextlib.suppress(StateUnwritable):
+                self._add_row(info, target)
 
         return install
+
+    def _add_row(self, info: ResourceInfo, target: Path) -> None:
+        file = str(target.relative_to(self.big.root))
+        self.index.add_entry(
+            info.folder, info.name, info.version, file, info.big_size, info.plaintext_size
+        )
+        self._drop_older_rows(info)
 
     def _landed(self, flight: Flight) -> None:
         with self._lock:
             self._flights.pop(_key(flight.info), None)
 
     def _note_use(self, info: ResourceInfo, file_name: str) -> None:
+        # A load needs no write: without a writable index it serves all the same.
+        with contextlib.suppress(StateUnwritable):
+            self._write_use(info, file_name)
+
+    def _write_use(self, info: ResourceInfo, file_name: str) -> None:
         if self.index.entry(info.folder, info.name, info.version) is None:
             file = f"{info.folder}/{info.name}/{file_name}"
             self.index.add_entry(
@@ -312,7 +315,8 @@ class ManagedCache:
     def drop_bad(self, info: ResourceInfo) -> None:
         """Remove ``info``'s entry, which failed authentication (its readers fail anyway)."""
         self.big.evict(self.big.path_for(info))
-        self.index.remove_entry(info.folder, info.name, info.version)
+        with contextlib.suppress(StateUnwritable):  # the reconcile at start drops it then
+            self.index.remove_entry(info.folder, info.name, info.version)
 
     def in_use(self, entry: Entry) -> bool:
         with self._lock:
@@ -339,6 +343,9 @@ class ManagedCache:
             "free_floor": self.min_free_bytes,
             "downloads": downloads,
             "last_uncached": None if last is None else asdict(last),
+            # Loads go on without it; pins, evictions, records and logout need it.
+            "state_writable": self.index.writable(),
+            "state_error": self.index.write_error,
         }
 
     def _scan(self) -> list[Entry]:

@@ -1,9 +1,11 @@
-"""Load and upload: the resource services the RPC methods wrap.
+"""Deliver and upload: the resource services the load owner and the RPC methods call.
 
-``load`` writes a resource's plaintext into a caller's file object: the small
-part and key come from the API, the big part from the cache or the CDN, and
-the two are joined and decrypted segment by segment. Only verified plaintext
-reaches ``out``; memory stays at a few segments whatever the size.
+:func:`deliver` is the read-and-deliver half of a load whose version the
+field layer decided (``cofferd.field.loads``): the big part comes from the
+managed cache (the cached file, the one download under way, or the CDN), is
+joined to the small part and decrypted segment by segment into one
+:class:`~cofferd.resources.sinks.Sink`. Only verified plaintext reaches the
+sink; memory stays at a few segments whatever the size.
 
 ``upload`` reads plaintext until EOF, encrypts and splits it while reading,
 streams the big part to the CDN and commits; until the commit nothing is
@@ -12,169 +14,64 @@ visible upstream, so any failure before it leaves nothing behind.
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import io
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import BinaryIO, cast
 
-from coffer.streams import write_all
 from cofferd.binary_split.split import DEFAULT_SMALL_SIZE, split
 from cofferd.binary_split.stream import (
     ciphertext_size,
     decrypt_file,
-    decrypt_file_into,
     encrypt_chunks,
     new_key,
     resource_associated_data,
 )
-from cofferd.errors import (
-    BadRequest,
-    CorruptData,
-    DecryptionError,
-    OfflineRefused,
-    PeerGone,
-    TooLarge,
-)
+from cofferd.errors import BadRequest, CorruptData, DecryptionError, OfflineRefused
 from cofferd.models import LoadResult, UploadResult
 from cofferd.resources.managed import ManagedCache
-from cofferd.resources.memfd import MemfdSink
+from cofferd.resources.sinks import Sink
 from cofferd.resources.sources import Source, SourceError
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
 
 log = logging.getLogger(__name__)
 
-#: The field layer's decision for ``(folder, name)``: the info, and whether it
-#: is an offline record (served from the cache only).
-Resolver = Callable[[str, str], tuple[ResourceInfo, bool]]
-
 #: Plaintext read from an upload's source per call.
 READ_CHUNK = 1 << 20
 
 
-def resource_info(client: ApiClient, folder: str, name: str) -> ResourceInfo:
-    """What the upstream says of ``folder/name``'s current version, its sizes checked.
-
-    The one place ``load`` and ``pull`` learn a resource's key, small part and
-    big part: a fallback for an unreachable upstream wraps this function.
-    """
-    info = client.get_resource(folder, name)
-    _check_sizes(info)
-    return info
-
-
-def _check_sizes(info: ResourceInfo) -> None:
-    if len(info.small) + info.big_size != ciphertext_size(info.plaintext_size):
-        raise CorruptData(
-            f"resource {info.folder}/{info.name}: sizes announced by the upstream disagree"
-        )
-
-
-def load(
-    client: ApiClient,
-    cache: ManagedCache,
-    folder: str,
-    name: str,
-    out: BinaryIO | MemfdSink,
-    *,
-    max_size: int | None = None,
-    info: ResourceInfo | None = None,
-    resolve: Resolver | None = None,
-) -> LoadResult:
-    """Write the plaintext of ``folder/name``'s current version into ``out``.
-
-    With ``max_size``, a resource whose plaintext is larger is refused with
-    :class:`TooLarge` before any byte is fetched from the CDN or the cache.
-    ``info``: what :func:`resource_info` gave, if the caller asked already.
-    ``resolve`` (the field layer's decision, ``cofferd.field.offline``) gives
-    the resource's info and whether it comes from an offline record; an
-    offline answer is served from the cache only, never from the CDN.
-
-    ``out`` is a file object, or a :class:`MemfdSink`, which is sized from the
-    upstream's answer (its cap checked before any byte is fetched) and
-    decrypted into in place; the caller seals it once this returns.
-
-    The big part comes from the cache, or from the one download of it under
-    way (started if need be), or, when the cache has no room, straight from
-    the CDN. A cached big part that fails authentication is evicted; if
-    nothing was written yet it is fetched once more, otherwise the load fails
-    with :class:`CorruptData` and ``out`` holds a verified prefix, which the
-    caller discards.
-    """
-    offline = False
-    if info is None and resolve is not None:
-        info, offline = resolve(folder, name)
-        _check_sizes(info)
-    elif info is None:
-        info = resource_info(client, folder, name)
-    if max_size is not None and info.plaintext_size > max_size:
-        raise TooLarge(
-            f"resource {folder}/{name} has {info.plaintext_size} bytes, over the cap of"
-            f" {max_size}; pass an fd instead"
-        )
-    sink: _Output | _Mapped
-    if isinstance(out, MemfdSink):
-        out.reserve(info.plaintext_size)
-        sink = _Mapped(out)
-    else:
-        sink = _Output(out)
-    return _read(client, cache, info, sink, offline=offline)
-
-
-def pull(
-    client: ApiClient,
-    cache: ManagedCache,
-    folder: str,
-    name: str,
-    *,
-    resolve: Resolver | None = None,
-) -> LoadResult:
-    """Fetch ``folder/name``'s current version into the cache, authenticating every byte.
-
-    The plaintext goes nowhere: the pass exists to check every AES-GCM tag
-    before the entry is kept. No room in the cache is :class:`TooLarge`.
-    ``resolve`` as for :func:`load`: through it a pull also keeps the
-    resource's offline record, so a device can be readied before its uplink
-    goes; offline, a pull checks the cached copy again.
-    """
-    offline = False
-    if resolve is not None:
-        info, offline = resolve(folder, name)
-        _check_sizes(info)
-    else:
-        info = resource_info(client, folder, name)
-    result = _read(client, cache, info, _Output(_Nowhere()), need_cache=True, offline=offline)
-    flight = cache.flight(info)
-    if flight is not None:  # the pass is done; the rename follows at once
-        flight.wait(PULL_LAND_WAIT)
-    if cache.big.lookup(info) is None:
-        raise CorruptData(f"resource {folder}/{name}: the download did not land in the cache")
-    return result
-
-
-#: Seconds ``pull`` waits for its download to land after its own pass ended.
-PULL_LAND_WAIT = 30.0
-
-
-def _read(
-    client: ApiClient,
+def deliver(
     cache: ManagedCache,
     info: ResourceInfo,
-    sink: _Output | _Mapped,
+    sink: Sink,
     *,
-    need_cache: bool = False,
-    offline: bool = False,
+    cached_only: bool = False,
+    keep: bool = False,
 ) -> LoadResult:
+    """Read ``info``'s big part and deliver the verified plaintext into ``sink``.
+
+    The sizes the upstream announced are checked, and ``sink`` told the
+    plaintext size (its cap, a memfd's size), before any byte is fetched.
+    ``cached_only`` (an offline decision): served from the cache, never the
+    CDN. ``keep`` (``pull``): the big part must end in the cache
+    (:class:`~cofferd.errors.TooLarge` if there is no room for it).
+
+    A cached big part that fails authentication is evicted; if the sink can
+    start over it is fetched once more, otherwise the load fails with
+    :class:`CorruptData` and the sink holds a verified prefix, which the
+    caller discards.
+    """
     folder, name = info.folder, info.name
+    if len(info.small) + info.big_size != ciphertext_size(info.plaintext_size):
+        raise CorruptData(f"resource {folder}/{name}: sizes announced by the upstream disagree")
+    sink.expect(f"{folder}/{name}", info.plaintext_size)
     refetched = False
     while True:
         try:
-            with cache.reading(info, client, need_cache=need_cache, cached_only=offline) as source:
+            with cache.reading(info, need_cache=keep, cached_only=cached_only) as source:
                 try:
                     _decrypt(info, source, sink)
-                    _check_size(info, sink)
                 except DecryptionError as exc:
                     source.failed_authentication()
                     if not source.from_cache:
@@ -182,26 +79,39 @@ def _read(
                             f"resource {folder}/{name}: the upstream's data failed authentication"
                         ) from exc
                     raise _BadCachedFile() from exc
+                if sink.written != info.plaintext_size:
+                    raise CorruptData(f"resource {folder}/{name}: plaintext size differs")
                 source.authenticated()
-                return _result(info, sink, from_cache=source.from_cache)
+                from_cache = source.from_cache
         except FileNotFoundError:
             # Evicted between lookup and open: look again.
-            if sink.written:
+            if not sink.restart():
                 raise CorruptData("the cached big part vanished mid-read") from None
             continue
         except (_BadCachedFile, SourceError) as exc:
             cache.drop_bad(info)
-            if offline and not sink.written:
+            restarted = sink.restart()
+            if cached_only and restarted:
                 raise OfflineRefused(
                     f"offline use of {folder}/{name} refused: its cached big part failed"
                     " authentication and the upstream is unreachable"
                 ) from exc
-            if sink.written or refetched:
+            if not restarted or refetched:
                 raise CorruptData(
                     f"resource {folder}/{name}: the cached big part failed authentication"
                 ) from exc
             log.warning("cached big part of %s/%s failed; fetching it again", folder, name)
             refetched = True
+            continue
+        if keep and cache.big.lookup(info) is None:
+            raise CorruptData(f"resource {folder}/{name}: the download did not land in the cache")
+        return LoadResult(
+            folder=folder,
+            name=name,
+            version=info.version,
+            size=sink.written,
+            from_cache=from_cache,
+        )
 
 
 def upload(
@@ -244,71 +154,14 @@ def upload(
     return UploadResult(folder=folder, name=name, version=committed.version, size=source.size)
 
 
-def _decrypt(info: ResourceInfo, big: Source, sink: _Output | _Mapped) -> None:
+def _decrypt(info: ResourceInfo, big: Source, sink: Sink) -> None:
     # Not a mapping of the cache file: a disk error there would kill the daemon (SIGBUS).
     ad = resource_associated_data(info.folder, info.name)
-    src = cast(BinaryIO, big)
-    if isinstance(sink, _Mapped):
-        # Nothing of the mapping is handed out before load returns, so a
-        # failure part-way leaves nothing verified "written": a retry may start over.
-        sink.written = decrypt_file_into(src, sink.memfd.view, info.key, ad, prefix=info.small)
-    else:
-        decrypt_file(src, cast(BinaryIO, sink), info.key, ad, prefix=info.small)
-
-
-def _check_size(info: ResourceInfo, sink: _Output | _Mapped) -> None:
-    if sink.written != info.plaintext_size:
-        raise CorruptData(f"resource {info.folder}/{info.name}: plaintext size differs")
-
-
-def _result(info: ResourceInfo, sink: _Output | _Mapped, *, from_cache: bool) -> LoadResult:
-    return LoadResult(
-        folder=info.folder,
-        name=info.name,
-        version=info.version,
-        size=sink.written,
-        from_cache=from_cache,
-    )
+    decrypt_file(cast(BinaryIO, big), sink, info.key, ad, prefix=info.small)
 
 
 class _BadCachedFile(Exception):
     """The cached big part failed authentication: evict it, fetch again if possible."""
-
-
-class _Nowhere:
-    """Where ``pull``'s plaintext goes: nowhere."""
-
-    def write(self, data: memoryview) -> int:
-        return len(data)
-
-
-class _Output(io.RawIOBase):
-    """The caller's ``out``: counts what was written, translates its errors."""
-
-    def __init__(self, out: BinaryIO | _Nowhere) -> None:
-        self._out = out
-        self.written = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: memoryview) -> int:  # type: ignore[override]
-        try:
-            write_all(cast(BinaryIO, self._out), data)
-        except OSError as exc:
-            if exc.errno in (errno.EPIPE, errno.ECONNRESET):
-                raise PeerGone("the reader of the output went away") from exc
-            raise BadRequest(f"cannot write the output: {exc.strerror}") from exc
-        self.written += len(data)
-        return len(data)
-
-
-class _Mapped:
-    """A memfd's mapping as the output: filled in place, counted once complete."""
-
-    def __init__(self, memfd: MemfdSink) -> None:
-        self.memfd = memfd
-        self.written = 0
 
 
 class _Input:

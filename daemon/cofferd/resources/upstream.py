@@ -12,8 +12,12 @@ Contracts:
 - One overall deadline per call: every public method answers or fails within
   ``timeout`` s (the setting ``upstream_timeout``), its retries, backoff and a
   login it needs included; each attempt's (connect, read) timeout is what is
-  left of it. Streaming a big part gets the same deadline for each stretch
-  without progress (a resume after a cut included); progress renews it.
+  left of it, and the whole exchange (the answer's head and body) is cut at
+  the deadline however the server trickles (:mod:`cofferd.resources.deadline`).
+  Streaming a big part, down or up, is held to a progress rule instead: each
+  window of ``timeout`` s must move ``MIN_PROGRESS`` bytes (a resume after a
+  cut included); the answer to a PUT must come within ``timeout`` s of its
+  body's end.
 - The bearer token goes to the resource API only, never to a CDN URL: those
   are presigned and may point at a third party.
 - Foreign exceptions become :mod:`cofferd.errors`; messages carry no token,
@@ -44,7 +48,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import requests
-import requests.adapters
+import urllib3.exceptions
 
 from cofferd.errors import (
     BadRequest,
@@ -56,6 +60,13 @@ from cofferd.errors import (
 from cofferd.foreign import WatchedBody
 from cofferd.names import check_name
 from cofferd.resources import listing, wire
+from cofferd.resources.deadline import (
+    MIN_PROGRESS,
+    Guard,
+    GuardedAdapter,
+    attached,
+    watched,
+)
 from cofferd.resources.translate import (
     check_cdn_status,
     describe,
@@ -120,7 +131,7 @@ class ApiClient:
         self._sleep = sleep
         self._session = requests.Session()
         self._session.cookies.set_policy(_NoCookies())
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        adapter = GuardedAdapter(pool_connections=4, pool_maxsize=pool_size)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._lock = threading.Lock()  # guards the four fields below; never held across I/O
@@ -357,17 +368,25 @@ class ApiClient:
         """
         failures = 0
         deadline = self._deadline()  # renewed by progress
+        progress = Guard(self._timeout[0], progress=True)
         # Never ask for a range starting at the end: the CDN answers 416.
         while offset < size:
             try:
-                for chunk in self._big_from(url, offset, size, deadline):
-                    offset += len(chunk)
-                    failures = 0
-                    deadline = self._deadline()
-                    yield chunk
+                with watched(progress):
+                    for chunk in self._big_from(url, offset, size, deadline, progress):
+                        offset += len(chunk)
+                        failures = 0
+                        deadline = self._deadline()
+                        with progress.paused():  # the consumer's pace is not the CDN's
+                            yield chunk
             except (requests.RequestException, _ServerError, _ShortRead) as exc:
                 if offset == size:
                     return  # the connection failed after the last byte
+                if progress.expired:
+                    raise UpstreamUnavailable(
+                        f"the CDN moved fewer than {MIN_PROGRESS} bytes of the big part"
+                        f" in {self._timeout[0]:g} s"
+                    ) from None
                 left = deadline - self._clock()
                 if failures >= self._retry.retries or left <= 0:
                     # from None: requests' message quotes the presigned URL, a
@@ -380,20 +399,25 @@ class ApiClient:
             else:
                 return
 
-    def _big_from(self, url: str, offset: int, size: int, deadline: float) -> Iterator[bytes]:
+    def _big_from(
+        self, url: str, offset: int, size: int, deadline: float, progress: Guard
+    ) -> Iterator[bytes]:
         # One GET from ``offset``; the caller resumes after a failure.
         # identity: byte offsets for Range and big_size count stored bytes.
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
         left = self._left(deadline, "the big part")
-        with self._session.get(
-            url, headers=headers, stream=True, timeout=(left, left), allow_redirects=False
-        ) as resp:
+        with attached(progress):
+            resp = self._session.get(
+                url, headers=headers, stream=True, timeout=(left, left), allow_redirects=False
+            )
+        with resp:
             if resp.status_code >= 500:
                 raise _ServerError(resp.status_code)
             check_cdn_status(resp, partial=offset > 0)
-            for chunk in resp.iter_content(DOWNLOAD_CHUNK):
+            for chunk in _chunks(resp):
+                progress.moved(len(chunk))
                 offset += len(chunk)
                 if offset > size:
                     raise CorruptData("the CDN served more bytes than the big part has")
@@ -406,19 +430,24 @@ class ApiClient:
 
         An exception raised by ``chunks`` itself propagates unchanged.
         """
-        body = WatchedBody(chunks)
+        progress = Guard(self._timeout[0], progress=True)
+        body = WatchedBody(_counted(chunks, progress, self._timeout[0]))
         with body.source_errors_first():
             try:
-                resp = self._session.put(
-                    url,
-                    data=body.chunks(),
-                    headers={"Content-Type": "application/octet-stream"},
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                )
+                with watched(progress), attached(progress):
+                    resp = self._session.put(
+                        url,
+                        data=body.chunks(),
+                        headers={"Content-Type": "application/octet-stream"},
+                        timeout=self._timeout,
+                        allow_redirects=False,
+                    )
             except requests.RequestException as exc:
+                why = describe(exc)
+                if progress.expired:
+                    why = f"it took fewer than {MIN_PROGRESS} bytes in {self._timeout[0]:g} s"
                 # from None: requests' message quotes the presigned URL.
-                raise UpstreamUnavailable(f"cannot store the big part: {describe(exc)}") from None
+                raise UpstreamUnavailable(f"cannot store the big part: {why}") from None
         check_cdn_status(resp, partial=False, expected=(200, 201))
         return wire.parse_stored_blob(json_body(resp, "big part upload"))
 
@@ -429,17 +458,24 @@ class ApiClient:
         attempt = 0
         while True:
             left = self._left(deadline, f"{method} {path}")
+            whole = Guard(left)  # the answer's head and body, however it trickles
             try:
-                resp = self._session.request(
-                    method,
-                    self._base + path,
-                    timeout=(left, left),
-                    allow_redirects=False,
-                    **kwargs,
-                )
+                with watched(whole), attached(whole):
+                    resp = self._session.request(
+                        method,
+                        self._base + path,
+                        timeout=(left, left),
+                        allow_redirects=False,
+                        **kwargs,
+                    )
             except requests.RequestException as exc:
                 if self._observer is not None:
                     self._observer.failed(exc)
+                if whole.expired:  # cut by the deadline: nothing left to retry in
+                    raise UpstreamUnavailable(
+                        f"upstream unreachable: the answer to {method} {path.split('?')[0]}"
+                        f" timed out (not whole within {left:.3g} s)"
+                    ) from None
                 if (idempotent or never_sent(exc)) and attempt < self._retry.retries:
                     log.debug(
                         "upstream %s %s failed (%s); retrying",
@@ -464,6 +500,37 @@ class ApiClient:
                 attempt += 1
                 continue
             return resp
+
+
+def _chunks(resp: requests.Response) -> Iterator[bytes]:
+    """The body as it arrives (``read1``: whatever one read gives), for the progress rule."""
+    raw = resp.raw
+    while True:
+        # urllib3's errors as requests' iter_content gives them.
+        try:
+            chunk = raw.read1(DOWNLOAD_CHUNK)
+        except urllib3.exceptions.ProtocolError as exc:
+            raise requests.exceptions.ChunkedEncodingError(exc) from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.exceptions.ConnectionError(exc) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise requests.exceptions.ConnectionError(exc) from exc
+        if not chunk:
+            return
+        yield chunk
+
+
+def _counted(chunks: Iterable[bytes], progress: Guard, answer_within: float) -> Iterator[bytes]:
+    """An upload's body, each chunk counted once sent (when the next is asked for)."""
+    source = iter(chunks)
+    while True:
+        with progress.paused():  # the source's pace (the publisher's input) is not the CDN's
+            chunk = next(source, None)
+        if chunk is None:
+            break
+        yield chunk
+        progress.moved(len(chunk))
+    progress.answer_within(answer_within)
 
 
 class _Renewal:

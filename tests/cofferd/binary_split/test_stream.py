@@ -103,34 +103,50 @@ def test_every_route_round_trips(size: int, workers: int) -> None:
     )
     assert (n, out.getvalue()) == (size, plain)
 
-    into = bytearray(size + 3)  # room to spare: the count says where it ends
-    n = stream.decrypt_file_into(
-        io.BytesIO(ct[11:]),
-        memoryview(into),
-        key,
-        b"ad",
-        prefix=ct[:11],
-        segment_size=SEG,
-        workers=workers,
+    n = stream.decrypt_file(
+        io.BytesIO(ct[11:]), None, key, b"ad", prefix=ct[:11], segment_size=SEG, workers=workers
     )
-    assert (n, bytes(into[:n]), bytes(into[n:])) == (size, plain, bytes(3))
+    assert n == size  # a verification pass: counted, written nowhere
+
+
+class AtOffsets:
+    """A positional sink: each segment written at its offset, from whichever thread."""
+
+    def __init__(self, size: int) -> None:
+        self.buffer = bytearray(size)
+        self.calls: list[int] = []
+
+    def write_at(self, data: memoryview, offset: int, /) -> None:
+        self.buffer[offset : offset + len(data)] = data
+        self.calls.append(offset)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_decrypt_into_a_short_space_fails_and_writes_nothing_past_it(workers: int) -> None:
-    key, plain = stream.new_key(), os.urandom(FIRST + 3 * FULL)
+@pytest.mark.parametrize("size", [0, FIRST, FIRST + 1, FIRST + 3 * FULL + 5])
+def test_a_positional_sink_gets_each_segment_at_its_offset(size: int, workers: int) -> None:
+    key, plain = stream.new_key(), os.urandom(size)
     ct = b"".join(stream.encrypt_chunks([plain], key, b"ad", segment_size=SEG))
-    into = bytearray(len(plain) + 10)
-    with pytest.raises(DecryptionError):
-        stream.decrypt_file_into(
-            io.BytesIO(ct), memoryview(into)[: len(plain) - 1], key, b"ad", segment_size=SEG
-        )
-    assert into[len(plain) - 1 :] == bytes(11)
+    sink = AtOffsets(size)
+    n = stream.decrypt_file(
+        io.BytesIO(ct[11:]), sink, key, b"ad", prefix=ct[:11], segment_size=SEG, workers=workers
+    )
+    assert (n, bytes(sink.buffer)) == (size, plain)
     damaged = bytearray(ct)
     damaged[-1] ^= 1
     with pytest.raises(DecryptionError):
-        stream.decrypt_file_into(
-            io.BytesIO(bytes(damaged)), memoryview(into), key, b"ad", segment_size=SEG
+        stream.decrypt_file(
+            io.BytesIO(bytes(damaged)), AtOffsets(size), key, b"ad", segment_size=SEG
+        )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_verification_pass_still_authenticates(workers: int) -> None:
+    key, plain = stream.new_key(), os.urandom(FIRST + 3 * FULL)
+    damaged = bytearray(b"".join(stream.encrypt_chunks([plain], key, b"ad", segment_size=SEG)))
+    damaged[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        stream.decrypt_file(
+            io.BytesIO(bytes(damaged)), None, key, b"ad", segment_size=SEG, workers=workers
         )
 
 

@@ -8,6 +8,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from cofferd.field.lease import key_id
 from cofferd.field.offline import Field
 from cofferd.field.records import RecordStore
 from cofferd.resources.cache import BigPartCache
+from cofferd.resources.index import Index
+from cofferd.resources.managed import ManagedCache
 from cofferd.resources.wire import ResourceInfo
 
 SIGNER = Ed25519PrivateKey.generate()
@@ -94,7 +97,6 @@ def setup(tmp_path: Path) -> tuple[Field, FakeClient, BigPartCache]:
     cache = BigPartCache(tmp_path / "cache")
     field = Field(
         lambda: client,  # type: ignore[arg-type,return-value]
-        cache,
         RecordStore(None, None),
         TrustedClock(None),
         lease_public_keys=[base64.b64encode(PUBLIC).decode()],
@@ -178,10 +180,25 @@ def test_not_logged_in_keeps_the_record(setup: tuple[Field, FakeClient, BigPartC
     assert field.status()["records"]
 
 
-def test_not_cached_is_refused(setup: tuple[Field, FakeClient, BigPartCache]) -> None:
-    field, client, _ = setup
+def test_not_cached_is_refused_by_the_read_not_the_decision(
+    setup: tuple[Field, FakeClient, BigPartCache], tmp_path: Path
+) -> None:
+    field, client, cache = setup
     client.behaviour = resource()
     field.resolve("models", "m.bin")
     client.behaviour = UpstreamUnavailable("down")
-    with pytest.raises(OfflineRefused, match="it is not cached"):
-        field.resolve("models", "m.bin")
+    info, offline = field.resolve("models", "m.bin")
+    assert offline
+    managed = ManagedCache(cache, Index(tmp_path / "index.sqlite3"), NoCdn())
+    with (
+        pytest.raises(OfflineRefused, match="it is not cached"),
+        managed.reading(info, cached_only=True),
+    ):
+        pass
+
+
+class NoCdn:
+    """A CDN source an offline load must never touch."""
+
+    def iter_big(self, url: str, size: int, offset: int = 0) -> Iterator[bytes]:
+        raise AssertionError("an offline load went to the CDN")

@@ -110,13 +110,13 @@ def test_survives_reopening(tmp_path: Path, clock: Clock) -> None:
     first = Index(tmp_path / INDEX_NAME, clock=clock)
     first.add_entry("models", "a.bin", 1, "f1", 10, 5)
     first.put_record("models", "a.bin", 1, 2000.0, b"s")
-    first.set_meta("k", "v")
+    first.raise_meta_float("k", 1.5)
     first.close()
 
     again = Index(tmp_path / INDEX_NAME, clock=clock)
     assert again.entry("models", "a.bin", 1) is not None
     assert again.record("models", "a.bin") is not None
-    assert again.get_meta("k") == "v"
+    assert again.get_meta("k") == "1.5"
 
 
 def test_an_unreadable_database_is_moved_aside(tmp_path: Path, clock: Clock) -> None:

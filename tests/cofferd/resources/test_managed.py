@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from online import load, managed_cache, pull
 
 from cofferd.errors import Conflict, NotFound, TooLarge
-from cofferd.resources.cache import BigPartCache
-from cofferd.resources.index import Index
 from cofferd.resources.listing import every_item
 from cofferd.resources.managed import ManagedCache
-from cofferd.resources.service import load, pull, upload
+from cofferd.resources.service import upload
 from cofferd.resources.upstream import ApiClient, RetryPolicy
 from fixtures.upstream import Upstream
 
@@ -60,7 +59,7 @@ def reader(upstream: Upstream) -> Iterator[ApiClient]:
 def make_cache(tmp_path: Path) -> Callable[..., ManagedCache]:
     def make(**kw: Any) -> ManagedCache:
         cache_dir = kw.pop("cache_dir", tmp_path / "cache")
-        return ManagedCache(BigPartCache(cache_dir), Index(tmp_path / "index.sqlite3"), **kw)
+        return managed_cache(cache_dir, tmp_path / "index.sqlite3", **kw)
 
     return make
 

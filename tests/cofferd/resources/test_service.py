@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from online import load, managed_cache
 from scripted_http import ScriptedServer
 
 from cofferd.binary_split.stream import SEGMENT_SIZE
@@ -26,9 +27,8 @@ from cofferd.errors import (
     UpstreamUnavailable,
 )
 from cofferd.resources.cache import BigPartCache
-from cofferd.resources.index import Index
 from cofferd.resources.managed import ManagedCache
-from cofferd.resources.service import load, upload
+from cofferd.resources.service import upload
 from cofferd.resources.upstream import ApiClient, RetryPolicy
 from fixtures.upstream import Upstream
 
@@ -63,7 +63,7 @@ def reader(upstream: Upstream) -> Iterator[ApiClient]:
 
 @pytest.fixture
 def cache(tmp_path: Path) -> ManagedCache:
-    return ManagedCache(BigPartCache(tmp_path / "cache"), Index(tmp_path / "index.sqlite3"))
+    return managed_cache(tmp_path / "cache", tmp_path / "index.sqlite3")
 
 
 def logged(upstream: Upstream, pattern: str, at_least: int) -> int:
@@ -179,7 +179,7 @@ def test_warm_cache_does_not_touch_the_cdn(publisher, reader, cache, upstream):
 def test_a_resource_over_max_size_is_refused_before_the_cdn(publisher, reader, cache, upstream):
     upload(publisher, "models", "m.bin", io.BytesIO(data(MiB + 1)))
     out = io.BytesIO()
-    with pytest.raises(TooLarge, match=f"has {MiB + 1} bytes, over the cap of {MiB}"):
+    with pytest.raises(TooLarge, match=f"has {MiB + 1} bytes, over the inline cap of {MiB}"):
         load(reader, cache, "models", "m.bin", out, max_size=MiB)
     assert out.getvalue() == b""
     assert cdn_gets(upstream, 0) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from cofferd.field.identity import IdentityState
+from cofferd.field.loads import Loads
 from cofferd.field.login import BootLogin
 from cofferd.field.offline import Field
 from cofferd.models import UnlockState
@@ -64,6 +65,11 @@ class Services(Protocol):
 
     def api_client(self) -> ApiClient:
         """The process's one upstream API client (built on first use)."""
+        ...
+
+    @property
+    def loads(self) -> Loads:
+        """The one owner of load, load_memfd and pull (``cofferd.field.loads``)."""
         ...
 
     @property

@@ -1,11 +1,11 @@
 """The resources: what the upstream offers, load, load into a memfd, pull, upload.
 
 ``list`` asks the upstream. ``load`` writes the plaintext into the caller's fd
-(or inline); ``load_memfd`` sizes a memfd from the upstream's answer, has the
-load decrypt straight into its mapping, seals it (no write, shrink, grow, or
-seal change) and hands the fd to the transport, which sends it with the
-response line (SCM_RIGHTS) and closes its own copy; on any error the memfd is
-closed unsent: nothing of a failed load leaves the daemon. ``pull`` fetches a
+(or inline). ``load_memfd`` fills a memfd the caller made, sized (``stat``
+says the size) and allocated, so that its pages are charged to the caller's
+memory cgroup and never to cofferd's: cofferd checks it, fills it, seals it
+(no write, shrink, grow, or seal change), closes its copy and answers; on an
+error the memfd is not sealed and holds nothing to use. ``pull`` fetches a
 resource's big part into the cache and authenticates every byte on the way
 (the decryption pass, its plaintext going nowhere). ``upload`` encrypts and
 publishes the next version.
@@ -18,18 +18,18 @@ import binascii
 import io
 import os
 from collections.abc import Mapping
-from typing import Any, BinaryIO, Literal, cast
+from typing import Any, BinaryIO, cast
 
 from coffer.protocol import ErrorCode
 from cofferd.errors import BadRequest, InvalidParams, TooLarge
 from cofferd.models import LoadResult, UploadResult
 from cofferd.resources import listing, service
-from cofferd.resources.memfd import MemfdSink
+from cofferd.resources.sinks import BufferSink, MemfdSink, StreamSink
 from cofferd.rpc.dispatch.context import Call
 from cofferd.rpc.dispatch.params import NAME_SCHEMA, check_name, count
 from cofferd.rpc.dispatch.services import Services
 from cofferd.rpc.dispatch.spec import Audit, Method, MethodSpec, RecordField, array, obj
-from cofferd.rpc.transport.fdio import CappedBuffer, FdReader, FdWriter
+from cofferd.rpc.transport.fdio import FdReader, FdWriter
 
 #: The inline cap whatever the settings say: base64 of this many bytes, with the
 #: JSON around it, still fits in one line of ``coffer.protocol.MAX_LINE_BYTES``.
@@ -70,46 +70,42 @@ def load(call: Call, /, filename: object, folder: object = "models") -> dict[str
     app = call.app
     with app.notifier.working(f"loading {folder_}/{name}"):
         if fd is None:
-            cap = _inline_cap(app)
-            buffer = CappedBuffer(cap)  # the upstream's announced size is checked first
-            result = service.load(
-                app.api_client(),
-                app.managed,
-                folder_,
-                name,
-                buffer,
-                max_size=cap,
-                resolve=app.field.resolve,
-            )
-            data = base64.b64encode(buffer.getbuffer()).decode("ascii")
+            # The upstream's announced size is checked against the cap first.
+            buffer = BufferSink(_inline_cap(app))
+            result = app.loads.load(folder_, name, buffer)
+            data = base64.b64encode(buffer.getvalue()).decode("ascii")
             return {**loaded(result), "data": data}
         # Closed before the result goes out, so the caller's EOF comes first.
         with FdWriter(fd, call) as out:
-            result = service.load(
-                app.api_client(),
-                app.managed,
-                folder_,
-                name,
-                cast(BinaryIO, out),
-                resolve=app.field.resolve,
-            )
+            result = app.loads.load(folder_, name, StreamSink(cast(BinaryIO, out)))
     return loaded(result)
 
 
 def load_memfd(call: Call, /, filename: object, folder: object = "models") -> dict[str, Any]:
     folder_ = check_name(folder, "folder")
     name = check_name(filename, "filename")
+    fd = call.take_fd()
+    if fd is None:
+        raise BadRequest(
+            "load_memfd needs a memfd passed with the request, of the size stat answers,"
+            " its pages allocated"
+        )
     app = call.app
-    sink = MemfdSink(f"coffer:{folder_}/{name}", app.settings.memfd_max_bytes)
+    sink = MemfdSink(fd, app.settings.memfd_max_bytes)
     try:
         with app.notifier.working(f"loading {folder_}/{name} into a memfd"):
-            result = service.load(
-                app.api_client(), app.managed, folder_, name, sink, resolve=app.field.resolve
-            )
-        call.reply_fds.append(sink.seal())
+            result = app.loads.load(folder_, name, sink)
+        sink.seal()
     finally:
         sink.close()
     return loaded(result)
+
+
+def stat(call: Call, /, filename: object, folder: object = "models") -> dict[str, Any]:
+    folder_ = check_name(folder, "folder")
+    name = check_name(filename, "filename")
+    version, size = call.app.loads.stat(folder_, name)
+    return {"folder": folder_, "filename": name, "version": version, "size": size}
 
 
 def pull(
@@ -121,9 +117,7 @@ def pull(
         raise InvalidParams("pin must be a boolean")
     app = call.app
     with app.notifier.working(f"pulling {folder_}/{name}"):
-        result = service.pull(
-            app.api_client(), app.managed, folder_, name, resolve=app.field.resolve
-        )
+        result = app.loads.pull(folder_, name)
     if pin:
         app.index.set_pinned(folder_, name, True)
     return {**loaded(result), "pinned": app.index.is_pinned(folder_, name)}
@@ -248,7 +242,6 @@ def _load_spec(
     name: str,
     func: Method,
     summary: str,
-    fd: Literal["takes", "returns"],
     message_id: str,
     **extra: Mapping[str, Any],
 ) -> MethodSpec:
@@ -260,7 +253,7 @@ def _load_spec(
         params=LOAD_PARAMS,
         result=obj({**LOADED, **extra}, ("folder", "filename", "version", "size", "from_cache")),
         errors=LOAD_ERRORS,
-        fd=fd,
+        fd="takes",
         audit=Audit(message_id, _RESOURCE_PARAMS, _VERSION_RESULT),
         traffic=("out", "size"),
         cache_hit="from_cache",
@@ -305,16 +298,22 @@ SPECS: tuple[MethodSpec, ...] = (
         "load",
         load,
         "The plaintext of a resource's current version, into the fd passed, else inline.",
-        "takes",
         "57ceaf16529b48b6a928cb96acdcfad8",
         data={"type": "string", "contentEncoding": "base64"},
     ),
     _load_spec(
         "load_memfd",
         load_memfd,
-        "The plaintext of a resource's current version in a sealed memfd, returned as an fd.",
-        "returns",
+        "The plaintext of a resource's current version into the caller's memfd, then sealed.",
         "7857394d749c4cd28f780fb789a8ff89",
+    ),
+    MethodSpec(
+        "stat",
+        stat,
+        "The version and plaintext size a load of a resource would deliver now.",
+        params=LOAD_PARAMS,
+        result=obj(_VERSIONED, ("folder", "filename", "version", "size")),
+        errors=tuple(e for e in LOAD_ERRORS if e is not ErrorCode.TOO_LARGE),
     ),
     MethodSpec(
         "pull",
@@ -333,7 +332,13 @@ SPECS: tuple[MethodSpec, ...] = (
             {**_VERSIONED, "from_cache": {"type": "boolean"}, "pinned": {"type": "boolean"}},
             ("folder", "filename", "version", "size", "from_cache", "pinned"),
         ),
-        errors=(ErrorCode.BAD_REQUEST, ErrorCode.TOO_LARGE, *_UPSTREAM_ERRORS),
+        errors=(
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.TOO_LARGE,
+            *_UPSTREAM_ERRORS,
+            ErrorCode.OFFLINE_REFUSED,
+            ErrorCode.STATE_UNWRITABLE,
+        ),
         # Pinning keeps a resource for every caller: an operator's decision.
         operator_params=("pin",),
         audit=Audit("6c0a80ae66b2415d9d9ce1a389e12e13", _RESOURCE_PARAMS, _VERSION_RESULT),

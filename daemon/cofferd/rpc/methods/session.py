@@ -57,6 +57,7 @@ SPECS: tuple[MethodSpec, ...] = (
             {"status": {"const": "ok"}, "records_erased": {"type": "integer", "minimum": 0}},
             ("status", "records_erased"),
         ),
+        errors=(ErrorCode.STATE_UNWRITABLE,),
         access="operator",
         audit=Audit("fe5c9787b1bc4a8dbfb2167ae02f5886"),
     ),

@@ -146,8 +146,19 @@ CACHE_STATUS = obj(
                 ),
             ]
         },
+        "state_writable": {"type": "boolean"},
+        "state_error": {"type": ["string", "null"]},
     },
-    ("bytes", "entries", "max_bytes", "free_floor", "downloads", "last_uncached"),
+    (
+        "bytes",
+        "entries",
+        "max_bytes",
+        "free_floor",
+        "downloads",
+        "last_uncached",
+        "state_writable",
+        "state_error",
+    ),
 )
 
 SPECS: tuple[MethodSpec, ...] = (

@@ -1,4 +1,4 @@
-"""File objects over the fds callers pass, and the capped buffers of the inline mode.
+"""File objects over the fds callers pass.
 
 The daemon never opens a path a caller names: it reads and writes only what
 the caller handed over. These wrappers turn the ways such an fd can fail into
@@ -158,18 +158,3 @@ class FdReader(_CallerFd):
                 f"the fd ended after {self.count} bytes, not the announced {self._expected}"
             )
         self._call.check()
-
-
-class CappedBuffer(io.BytesIO):
-    """An in-memory sink that refuses to grow past the inline cap."""
-
-    def __init__(self, cap: int) -> None:
-        super().__init__()
-        self._cap = cap
-
-    def write(self, data: ReadableBuffer) -> int:
-        if self.tell() + memoryview(data).nbytes > self._cap:
-            raise TooLarge(
-                f"the resource is over the inline cap of {self._cap} bytes; pass an fd instead"
-            )
-        return super().write(data)
