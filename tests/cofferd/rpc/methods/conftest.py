@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 
 from cofferd.field.identity import DeviceIdentity, IdentityState
-from cofferd.models import UnlockState
+from cofferd.models import LoadResult, UnlockState
 from cofferd.notify import Notifier
 from cofferd.observe.metrics import Registry, coffer_registry
 from cofferd.resources.index import INDEX_NAME, Entry, Index
@@ -81,6 +81,8 @@ class FakeManaged:
             "free_floor": 0,
             "downloads": [],
             "last_uncached": None,
+            "state_writable": True,
+            "state_error": None,
         }
 
 
@@ -107,6 +109,28 @@ class FakeField:
     def resolve(self, folder: str, name: str) -> Any:
         self.resolved.append((folder, name))
         raise AssertionError("a method test with a real resolve must replace service.load")
+
+
+@dataclass
+class FakeLoads:
+    """The load owner (:class:`cofferd.field.loads.Loads`): ``plaintext`` into the sink."""
+
+    plaintext: bytes = b"plaintext of a model"
+    loads: list[tuple[str, str]] = field(default_factory=list)
+    pulls: list[tuple[str, str]] = field(default_factory=list)
+
+    def load(self, folder: str, name: str, sink: Any) -> LoadResult:
+        self.loads.append((folder, name))
+        sink.expect(name, len(self.plaintext))
+        sink.write(memoryview(self.plaintext))
+        return LoadResult(folder, name, 3, len(self.plaintext), True)
+
+    def stat(self, folder: str, name: str) -> tuple[int, int]:
+        return 3, len(self.plaintext)
+
+    def pull(self, folder: str, name: str) -> LoadResult:
+        self.pulls.append((folder, name))
+        return LoadResult(folder, name, 2, 99, False)
 
 
 @dataclass
@@ -157,6 +181,7 @@ class FakeServices:
         self.metrics: Registry = coffer_registry()
         self.client = FakeClient()
         self.field = FakeField()
+        self.loads = FakeLoads()
         self.boot_login = FakeBootLogin()
         self.unlock = FakeUnlock()
         self.identity = IdentityState(DeviceIdentity.generate())

@@ -1,15 +1,17 @@
-"""``list``, ``load``, ``load_memfd``, ``pull`` and ``upload`` against fake services.
+"""``list``, ``load``, ``load_memfd``, ``stat``, ``pull`` and ``upload`` against fake services.
 
-The service underneath (:mod:`cofferd.resources.service`) is replaced by a
-fake that writes a known plaintext wherever it is told: what is tested is the
-method's own part (params, the fd or inline choice, the sink, the answer).
-The service itself runs for real in tests/cofferd/resources/ and, through the
-daemon, in tests/cofferd/rpc/test_methods.py.
+The load owner (``app.loads``) is a fake that delivers a known plaintext into
+whatever sink the method hands it, and the upload service is replaced the
+same way: what is tested is the method's own part (params, the fd or inline
+choice, the sink, the answer). The real load path runs in
+tests/cofferd/field/ and tests/cofferd/resources/ and, through the daemon, in
+tests/cofferd/rpc/test_methods.py.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import fcntl
 import os
 from typing import Any
@@ -17,38 +19,23 @@ from typing import Any
 import pytest
 
 from cofferd.errors import BadName, BadRequest, InvalidParams, TooLarge
-from cofferd.models import LoadResult, UploadResult
+from cofferd.models import UploadResult
 from cofferd.resources.listing import Listed
-from cofferd.resources.memfd import MemfdSink
 from cofferd.rpc.methods import resources
 
+#: What the fake load owner delivers (``FakeLoads.plaintext`` in conftest.py).
 DATA = b"plaintext of a model"
 
 
 @pytest.fixture
 def service(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
-    seen: dict[str, list[Any]] = {"load": [], "pull": [], "upload": []}
-
-    def load(client: Any, managed: Any, folder: str, name: str, out: Any, **kw: Any) -> LoadResult:
-        seen["load"].append((folder, name, kw.get("max_size")))
-        if isinstance(out, MemfdSink):
-            out.reserve(len(DATA))
-            out.view[:] = DATA
-        else:
-            out.write(DATA)
-        return LoadResult(folder, name, 3, len(DATA), True)
-
-    def pull(client: Any, managed: Any, folder: str, name: str, **kw: Any) -> LoadResult:
-        seen["pull"].append((folder, name))
-        return LoadResult(folder, name, 2, 99, False)
+    seen: dict[str, list[Any]] = {"upload": []}
 
     def upload(client: Any, folder: str, name: str, src: Any) -> UploadResult:
         data = src.read()
         seen["upload"].append((folder, name, data))
         return UploadResult(folder, name, 5, len(data))
 
-    monkeypatch.setattr(resources.service, "load", load)
-    monkeypatch.setattr(resources.service, "pull", pull)
     monkeypatch.setattr(resources.service, "upload", upload)
     return seen
 
@@ -69,7 +56,7 @@ def test_list_marks_what_is_cached_across_pages(app, invoke) -> None:
         invoke("list", folder="../x")
 
 
-def test_load_without_an_fd_answers_inline(app, invoke, service) -> None:
+def test_load_without_an_fd_answers_inline(app, invoke) -> None:
     got = invoke("load", filename="m.bin")
     assert base64.b64decode(got["data"]) == DATA
     assert (got["folder"], got["filename"], got["version"], got["size"]) == (
@@ -79,11 +66,16 @@ def test_load_without_an_fd_answers_inline(app, invoke, service) -> None:
         len(DATA),
     )
     assert got["from_cache"] is True
-    # The inline cap goes down to the service, which checks the announced size first.
-    assert service["load"] == [("models", "m.bin", app.settings.inline_max_bytes)]
+    assert app.loads.loads == [("models", "m.bin")]
 
 
-def test_load_with_an_fd_writes_it_closes_it_and_answers_without_data(invoke, service) -> None:
+def test_load_inline_over_the_cap_is_refused_before_any_byte(app, invoke) -> None:
+    app.settings = dataclasses.replace(app.settings, inline_max_bytes=len(DATA) - 1)
+    with pytest.raises(TooLarge, match="inline cap"):
+        invoke("load", filename="m.bin")
+
+
+def test_load_with_an_fd_writes_it_closes_it_and_answers_without_data(invoke) -> None:
     r, w = os.pipe()
     try:
         got = invoke("load", filename="m.bin", folder="other", fds=[w])
@@ -96,28 +88,58 @@ def test_load_with_an_fd_writes_it_closes_it_and_answers_without_data(invoke, se
 
 
 @pytest.mark.parametrize("params", [{"filename": "../x"}, {"filename": "a", "folder": ""}])
-def test_a_bad_name_is_refused_before_the_service(invoke, service, params) -> None:
-    with pytest.raises(BadName):
-        invoke("load", **params)
-    with pytest.raises(BadName):
-        invoke("load_memfd", **params)
-    assert service["load"] == []
+def test_a_bad_name_is_refused_before_the_load(app, invoke, params) -> None:
+    for method in ("load", "load_memfd", "stat", "pull"):
+        with pytest.raises(BadName):
+            invoke(method, **params)
+    assert app.loads.loads == []
+    assert app.loads.pulls == []
 
 
-def test_load_memfd_answers_a_sealed_memfd(invoke, service) -> None:
-    got = invoke("load_memfd", filename="m.bin")
-    assert got["size"] == len(DATA)
-    [fd] = invoke.last_call.reply_fds
+def test_stat_answers_what_a_load_would_deliver(invoke) -> None:
+    got = invoke("stat", filename="m.bin")
+    assert (got["version"], got["size"]) == (3, len(DATA))
+
+
+def _callers_memfd(size: int) -> int:
+    fd = os.memfd_create("test", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.ftruncate(fd, size)
+    os.posix_fallocate(fd, 0, size)
+    return fd
+
+
+def test_load_memfd_fills_and_seals_the_callers_memfd(invoke) -> None:
+    fd = _callers_memfd(len(DATA))
+    mine = os.dup(fd)
     try:
-        assert os.pread(fd, 1000, 0) == DATA
-        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        got = invoke("load_memfd", filename="m.bin", fds=[fd])
+        assert got["size"] == len(DATA)
+        assert os.pread(mine, 1000, 0) == DATA
+        seals = fcntl.fcntl(mine, fcntl.F_GET_SEALS)
         assert seals & fcntl.F_SEAL_WRITE
         assert seals & fcntl.F_SEAL_SEAL
     finally:
-        os.close(fd)
+        os.close(mine)
 
 
-def test_pull_pins_when_asked_and_says_so(app, invoke, service) -> None:
+def test_load_memfd_without_a_memfd_is_refused(app, invoke) -> None:
+    with pytest.raises(BadRequest, match="memfd"):
+        invoke("load_memfd", filename="m.bin")
+    assert app.loads.loads == []
+
+
+def test_load_memfd_of_the_wrong_size_is_refused_and_left_unsealed(invoke) -> None:
+    fd = _callers_memfd(len(DATA) + 1)
+    mine = os.dup(fd)
+    try:
+        with pytest.raises(BadRequest):
+            invoke("load_memfd", filename="m.bin", fds=[fd])
+        assert not fcntl.fcntl(mine, fcntl.F_GET_SEALS) & fcntl.F_SEAL_WRITE
+    finally:
+        os.close(mine)
+
+
+def test_pull_pins_when_asked_and_says_so(app, invoke) -> None:
     got = invoke("pull", filename="m.bin")
     assert (got["version"], got["size"], got["from_cache"], got["pinned"]) == (2, 99, False, False)
     assert invoke("pull", filename="m.bin", pin=True)["pinned"] is True
