@@ -176,5 +176,7 @@ def test_other_uids_memfds_are_charged_to_them(
         if holder.stdin is not None:
             holder.stdin.close()
         holder.wait(30)
+        if holder.stdout is not None:
+            holder.stdout.close()
     time.sleep(0.1)
     assert s.daemon.proc.poll() is None
