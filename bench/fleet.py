@@ -1,0 +1,556 @@
+"""Benchmark of the upstream under a fleet: N devices renewing, resolving, downloading.
+
+Each simulated device (a thread with its own ``requests`` session, so its own
+keep-alive connections) does what cofferd does for a cold load, all devices
+at once:
+
+1. ``login``: ``POST /v1/login`` with its password (a password hash upstream);
+2. ``resolve``: ``GET /v1/resources/bench/model``;
+3. ``download``: the big part (``--big-mib``, 16 by default) from ``big_url``,
+   streamed in 1 MiB reads and counted;
+4. ``renew``: a new token the way the upstream offers: its refresh token
+   (``POST /v1/token/refresh``, extension) when the login answer had one, else
+   a second password login (today's upstream);
+5. ``resolve`` again with the renewed token (the renewal works).
+
+against two deployments, each with its ceilings measured in the same run:
+
+(a) ``embedded``: one ``coffer-upstream serve`` on its defaults (SQLite, the
+    local store served by the app's own CDN routes);
+(b) ``replicas``: two ``serve`` processes over one PostgreSQL and one S3
+    server (radosgw) behind nginx (tests/fixtures: postgres, s3, nginx). Needs
+    an upstream with ``--database-url`` and ``--store s3``: otherwise reported
+    as skipped, with why.
+
+Ceilings, same client, same concurrency, same request count:
+
+- ``resolve_vs_bare``: resolve requests/s over those of a bare route (a tiny
+  Starlette app under uvicorn with the upstream's settings, in the same
+  topology: one process, or two behind nginx). Target >= 0.5.
+- ``download_vs_store`` (b only): big-part MiB/s through ``big_url`` over a
+  GET presigned by the bench itself on the S3 server. Target >= 0.9.
+
+Reported: p50/p99 per operation, requests/s, logins/s (password) and
+renewals/s over the span they ran in, errors (must be 0: any status but the
+expected, a short body or an exception), RSS (now and peak) of every upstream
+process (uvicorn workers each). Bounded: ``--deadline`` seconds in all (120)
+and at most ``devices * 5`` fleet requests.
+
+Usage: .venv/bin/python bench/fleet.py [--devices N] [--big-mib M] [--only a|b]
+       [--upstream-python PATH]  (another checkout's interpreter, for "before" figures)
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+upstream_fixture = importlib.import_module("fixtures.upstream")
+nginx_fixture = importlib.import_module("fixtures.nginx")
+
+MiB = 1 << 20
+FOLDER, NAME = "bench", "model"
+#: Device accounts the devices share (a fleet has one per site or per device;
+#: a few keep the set-up short: each costs a CLI process and a password hash).
+ACCOUNTS = 8
+
+
+# The client side
+
+
+class SourceAdapter(HTTPAdapter):
+    """Connections from one loopback address (127.0.0.0/8 is all ours): the
+    upstream sees distinct clients, as it would distinct devices or attackers."""
+
+    def __init__(self, source: str, pool: int = 4) -> None:
+        self._source = source
+        super().__init__(pool_connections=pool, pool_maxsize=pool)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self._source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def session(source: str | None = None) -> requests.Session:
+    s = requests.Session()
+    if source is not None:
+        s.mount("http://", SourceAdapter(source))
+    return s
+
+
+@dataclass
+class Stats:
+    """Latencies per operation, failures, and when each operation ran."""
+
+    deadline: float
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    spans: dict[str, list[float]] = field(default_factory=dict)  # [first start, last end]
+    errors: list[str] = field(default_factory=list)
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def left(self) -> float:
+        return max(0.1, self.deadline - time.monotonic())
+
+    @contextmanager
+    def timed(self, op: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        except Exception as exc:
+            with self.lock:
+                self.requests += 1
+                self.errors.append(f"{op}: {type(exc).__name__}: {str(exc)[:200]}")
+            raise
+        end = time.monotonic()
+        with self.lock:
+            self.requests += 1
+            self.latencies.setdefault(op, []).append(end - start)
+            span = self.spans.setdefault(op, [start, end])
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for op, values in sorted(self.latencies.items()):
+            values.sort()
+            span = self.spans[op][1] - self.spans[op][0]
+            out[op] = {
+                "count": len(values),
+                "p50_ms": round(1000 * statistics.median(values), 1),
+                "p99_ms": round(1000 * values[min(len(values) - 1, int(len(values) * 0.99))], 1),
+                "per_s": round(len(values) / span, 1) if span > 0 else None,
+            }
+        return out
+
+
+def expect(response: requests.Response, status: int = 200) -> requests.Response:
+    if response.status_code != status:
+        raise RuntimeError(f"{response.request.method} answered {response.status_code}")
+    return response
+
+
+def download(s: requests.Session, url: str, size: int, timeout: float) -> None:
+    got = 0
+    with s.get(url, stream=True, timeout=timeout) as response:
+        expect(response)
+        for chunk in response.iter_content(MiB):
+            got += len(chunk)
+    if got != size:
+        raise RuntimeError(f"short download: {got} of {size}")
+
+
+def device(api: str, account: Any, size: int, stats: Stats) -> None:
+    """One device's cold load with a token renewal; errors are recorded, not raised."""
+    with session() as s:
+        try:
+            with stats.timed("login"):
+                answer = expect(
+                    s.post(
+                        f"{api}/v1/login",
+                        json={"email": account.email, "password": account.password},
+                        timeout=stats.left(),
+                    )
+                ).json()
+            headers = {"Authorization": f"Bearer {answer['access_token']}"}
+            with stats.timed("resolve"):
+                resource = expect(
+                    s.get(
+                        f"{api}/v1/resources/{FOLDER}/{NAME}", headers=headers, timeout=stats.left()
+                    )
+                ).json()
+            with stats.timed("download"):
+                download(s, resource["big_url"], size, stats.left())
+            refresh = answer.get("refresh_token")
+            with stats.timed("renew" if refresh else "login"):
+                renewed = expect(
+                    s.post(
+                        f"{api}/v1/token/refresh",
+                        json={"refresh_token": refresh},
+                        timeout=stats.left(),
+                    )
+                    if refresh
+                    else s.post(
+                        f"{api}/v1/login",
+                        json={"email": account.email, "password": account.password},
+                        timeout=stats.left(),
+                    )
+                ).json()
+            headers = {"Authorization": f"Bearer {renewed['access_token']}"}
+            with stats.timed("resolve"):
+                expect(
+                    s.get(
+                        f"{api}/v1/resources/{FOLDER}/{NAME}", headers=headers, timeout=stats.left()
+                    )
+                )
+        except Exception:  # noqa: S110 - recorded by Stats.timed
+            pass
+
+
+def run_threads(count: int, work: Callable[[int], None]) -> float:
+    """``work(i)`` on ``count`` threads started together; the wall time."""
+    barrier = threading.Barrier(count + 1)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.monotonic()
+    for t in threads:
+        t.join()
+    return time.monotonic() - start
+
+
+def burst(
+    clients: int, per_client: int, url: str, headers: dict[str, str], stats: Stats, op: str
+) -> float:
+    """``clients`` sessions each GETting ``url`` ``per_client`` times: requests/s."""
+
+    def work(_: int) -> None:
+        with session() as s:
+            for _ in range(per_client):
+                try:
+                    with stats.timed(op):
+                        expect(s.get(url, headers=headers, timeout=stats.left()))
+                except Exception:  # noqa: S110 - recorded
+                    pass
+
+    wall = run_threads(clients, work)
+    return clients * per_client / wall
+
+
+def download_burst(clients: int, url: str, size: int, stats: Stats, op: str) -> float:
+    """``clients`` concurrent downloads of ``url``: MiB/s in all."""
+
+    def work(_: int) -> None:
+        with session() as s:
+            try:
+                with stats.timed(op):
+                    download(s, url, size, stats.left())
+            except Exception:  # noqa: S110 - recorded
+                pass
+
+    wall = run_threads(clients, work)
+    return clients * size / MiB / wall
+
+
+# The server side
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's workers are children of its supervisor)."""
+    found = [pid]
+    for p in found:
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        found.extend(int(c) for c in children)
+    return found
+
+
+def rss_mib(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) of one process, in MiB."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = round(int(value.split()[0]) / 1024, 1)
+    except FileNotFoundError:
+        return {}
+    return {"rss_mib": out.get("VmRSS", 0.0), "peak_rss_mib": out.get("VmHWM", 0.0)}
+
+
+def upstream_rss(pids: list[int]) -> list[dict[str, float]]:
+    return [figures for root in pids for p in process_tree(root) if (figures := rss_mib(p))]
+
+
+def accounts(server: Any, count: int) -> list[Any]:
+    return [
+        server.add_user(f"device{i}@example.com", f"device-{i}-password", "reader")
+        for i in range(count)
+    ]
+
+
+def publish(server: Any, size: int) -> None:
+    block = os.urandom(MiB)
+    big = block * (size // MiB) + block[: size % MiB]
+    server.publish(FOLDER, NAME, big)
+
+
+BARE_APP = """
+import sys
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+BODY = {"small": "A" * 56, "key": "B" * 44, "big_url": "http://x/" + "c" * 120,
+        "big_size": 16777216, "big_sha256": "d" * 64, "plaintext_size": 16777216, "version": 1}
+
+async def resolve(request):
+    return JSONResponse(BODY)
+
+app = Starlette(routes=[Route("/v1/resources/{folder}/{name}", resolve)])
+"""
+
+
+@contextmanager
+def bare_servers(count: int, base: Path, workers: int) -> Iterator[list[int] | None]:
+    """``count`` bare Starlette apps under uvicorn (the upstream's settings); their ports.
+
+    None where Starlette or uvicorn is not installed (an upstream before them).
+    """
+    try:
+        importlib.import_module("starlette")
+        importlib.import_module("uvicorn")
+    except ImportError:
+        yield None
+        return
+    app_dir = base / "bare"
+    app_dir.mkdir()
+    (app_dir / "bare_app.py").write_text(BARE_APP)
+    processes = []
+    try:
+        ports = []
+        for _ in range(count):
+            listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
+            ports.append(listener.getsockname()[1])
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "uvicorn",
+                        "bare_app:app",
+                        "--app-dir",
+                        str(app_dir),
+                        "--fd",
+                        str(listener.fileno()),
+                        "--workers",
+                        str(workers),
+                        "--no-access-log",
+                        "--log-level",
+                        "warning",
+                    ],
+                    pass_fds=[listener.fileno()],
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+            listener.close()
+        deadline = time.monotonic() + 30
+        for port in ports:
+            while True:
+                try:
+                    requests.get(
+                        f"http://127.0.0.1:{port}/v1/resources/a/b", timeout=1
+                    ).raise_for_status()
+                    break
+                except requests.RequestException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        yield ports
+    finally:
+        for p in processes:
+            p.terminate()
+        for p in processes:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+@dataclass
+class Deployment:
+    """Where the devices go and what serves them."""
+
+    name: str
+    api: str
+    reader: Any
+    device_accounts: list[Any]
+    pids: list[int]
+    bare_url: str | None
+    store_url: str | None = None  # a presigned GET of the big part, straight from the store
+
+
+def measure(dep: Deployment, args: argparse.Namespace) -> dict[str, Any]:
+    size = args.big_mib * MiB
+    stats = Stats(deadline=time.monotonic() + args.deadline)
+    wall = run_threads(
+        args.devices,
+        lambda i: device(dep.api, dep.device_accounts[i % len(dep.device_accounts)], size, stats),
+    )
+    fleet = stats.summary()
+    figures: dict[str, Any] = {
+        "devices": args.devices,
+        "big_mib": args.big_mib,
+        "wall_s": round(wall, 2),
+        "requests_per_s": round(stats.requests / wall, 1),
+        "logins_per_s": fleet.get("login", {}).get("per_s"),
+        "renewals_per_s": fleet.get("renew", {}).get("per_s"),
+        "ops": fleet,
+        "errors": len(stats.errors),
+        "error_samples": stats.errors[:5],
+    }
+    # Ceilings: same client, same concurrency and count for both sides.
+    clients = min(args.devices, 32)
+    ceiling = Stats(deadline=time.monotonic() + args.deadline)
+    token = requests.post(
+        f"{dep.api}/v1/login",
+        json={"email": dep.reader.email, "password": dep.reader.password},
+        timeout=60,
+    ).json()["access_token"]
+    resolve_url = f"{dep.api}/v1/resources/{FOLDER}/{NAME}"
+    resolve_rps = burst(
+        clients, 20, resolve_url, {"Authorization": f"Bearer {token}"}, ceiling, "resolve"
+    )
+    figures["resolve_burst_per_s"] = round(resolve_rps, 1)
+    if dep.bare_url is not None:
+        bare_rps = burst(clients, 20, dep.bare_url, {}, ceiling, "bare")
+        figures["bare_burst_per_s"] = round(bare_rps, 1)
+        figures["resolve_vs_bare"] = round(resolve_rps / bare_rps, 2)
+    else:
+        figures["resolve_vs_bare"] = None  # no Starlette/uvicorn to compare with
+    if dep.store_url is not None:
+        big_url = requests.get(
+            resolve_url, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ).json()["big_url"]
+        clients = min(args.devices, 16)
+        via = download_burst(clients, big_url, size, ceiling, "download")
+        direct = download_burst(clients, dep.store_url, size, ceiling, "store")
+        figures["download_burst_mib_s"] = round(via, 1)
+        figures["store_burst_mib_s"] = round(direct, 1)
+        figures["download_vs_store"] = round(via / direct, 2)
+    else:
+        figures["download_vs_store"] = None  # the local store: the app is the store
+    figures["ceiling_errors"] = len(ceiling.errors)
+    figures["errors"] += len(ceiling.errors)
+    figures["error_samples"] += ceiling.errors[:5]
+    figures["upstream_processes"] = upstream_rss(dep.pids)
+    figures["upstream_peak_rss_mib_per_worker"] = max(
+        (p["peak_rss_mib"] for p in figures["upstream_processes"]), default=None
+    )
+    return figures
+
+
+@contextmanager
+def embedded(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
+    """(a): one ``serve`` on its defaults."""
+    with ExitStack() as stack:
+        server = stack.enter_context(upstream_fixture.Upstream.with_new_users(base / "a"))
+        device_accounts = accounts(server, ACCOUNTS)
+        publish(server, args.big_mib * MiB)
+        ports = stack.enter_context(bare_servers(1, base, 1))
+        bare = None if ports is None else f"http://127.0.0.1:{ports[0]}/v1/resources/a/b"
+        yield Deployment("embedded", server.url, server.reader, device_accounts, [server.pid], bare)
+
+
+@contextmanager
+def replicas(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
+    """(b): two ``serve`` over PostgreSQL and S3 behind nginx."""
+    try:
+        postgres_fixture = importlib.import_module("fixtures.postgres")
+        s3_fixture = importlib.import_module("fixtures.s3")
+    except ImportError as exc:
+        raise Skipped(f"no fixture for it in this checkout ({exc.name})") from exc
+    help_text = subprocess.run(
+        [*upstream_fixture.COMMAND, "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout
+    if "--database-url" not in help_text or "--store" not in help_text:
+        raise Skipped("this upstream has no --database-url/--store")
+    raise Skipped(f"not wired yet ({postgres_fixture.__name__}, {s3_fixture.__name__})")
+    yield  # pragma: no cover
+
+
+class Skipped(Exception):
+    """A deployment this checkout cannot run."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--big-mib", type=int, default=16)
+    parser.add_argument("--deadline", type=float, default=120.0, help="seconds for each phase")
+    parser.add_argument("--only", choices=("a", "b"))
+    parser.add_argument(
+        "--upstream-python",
+        help="the interpreter of another checkout's venv: measure its coffer_upstream",
+    )
+    args = parser.parse_args()
+    if args.upstream_python:
+        upstream_fixture.COMMAND = (args.upstream_python, "-m", "coffer_upstream")
+
+    results: dict[str, Any] = {}
+    base = Path(tempfile.mkdtemp(prefix="coffer-bench-fleet-"))
+    try:
+        for key, deploy in (("a", embedded), ("b", replicas)):
+            if args.only and args.only != key:
+                continue
+            try:
+                with deploy(base, args) as dep:
+                    results[dep.name] = measure(dep, args)
+            except Skipped as why:
+                results["replicas" if key == "b" else "embedded"] = {"skipped": str(why)}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    for name, figures in results.items():
+        print(f"== {name}")
+        if "skipped" in figures:
+            print(f"   skipped: {figures['skipped']}")
+            continue
+        print(f"   {'op':<10}{'count':>7}{'p50 ms':>10}{'p99 ms':>10}{'per s':>9}")
+        for op, f in figures["ops"].items():
+            print(
+                f"   {op:<10}{f['count']:>7}{f['p50_ms']:>10}{f['p99_ms']:>10}{f['per_s'] or '':>9}"
+            )
+        for key in (
+            "wall_s",
+            "requests_per_s",
+            "logins_per_s",
+            "renewals_per_s",
+            "resolve_burst_per_s",
+            "bare_burst_per_s",
+            "resolve_vs_bare",
+            "download_burst_mib_s",
+            "store_burst_mib_s",
+            "download_vs_store",
+            "errors",
+            "upstream_peak_rss_mib_per_worker",
+        ):
+            if key in figures:
+                print(f"   {key:>34}: {figures[key]}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
