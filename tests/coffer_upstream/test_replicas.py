@@ -1,0 +1,207 @@
+"""Two upstream replicas behind nginx: one database, one store, one pair of keys.
+
+Each replica is a real ``coffer-upstream serve`` process on the same data dir
+(its two key files and the local store; the database given by the
+``replica_database`` parameter), nginx (tests/fixtures/nginx.py) in front,
+and the devices are real cofferd processes pointed at nginx. Which replica
+answers is steered the way an operator would, by reloading nginx with one
+replica or the other (``Fleet.only``), and proved by each replica's own
+request log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+
+from fixtures.daemon import CofferdProcess, load_via_pipe, upload_via_pipe
+from fixtures.nginx import Nginx
+from fixtures.upstream import Upstream
+
+MiB = 1 << 20
+DATA = os.urandom(3 * MiB + 5)
+
+
+@dataclass
+class Fleet:
+    proxy: Nginx
+    replicas: list[Upstream]
+
+    def only(self, *which: int) -> None:
+        """nginx sends everything to these replicas from now on."""
+        self.proxy.reconfigure([self.replicas[i] for i in which])
+
+    def marks(self) -> list[int]:
+        return [len(r.log()) for r in self.replicas]
+
+    def since(self, marks: list[int]) -> list[str]:
+        """What each replica logged since ``marks``."""
+        return [r.log()[m:] for r, m in zip(self.replicas, marks, strict=True)]
+
+
+@pytest.fixture
+def fleet(
+    nginx_factory: Callable[..., Nginx], upstream_factory: Callable[..., Upstream]
+) -> Iterator[Fleet]:
+    proxy = nginx_factory()
+    first = upstream_factory(public_url=proxy.url, upload_ttl=2)
+    # The second replica: the same data dir (keys, store, database), another process.
+    second = Upstream(
+        first.data_dir, first.reader, first.publisher, public_url=proxy.url, upload_ttl=2
+    )
+    second.log_path = first.log_path.with_name("second.log")  # a request log of its own
+    second.start()
+    proxy.start([first, second])
+    yield Fleet(proxy, [first, second])
+    killed = second.pid is not None and not second.running
+    second.stop()
+    problems = second.problems()
+    if killed:  # the test killed it: its exit status is no problem, a traceback is
+        problems = [p for p in problems if "exited" not in p]
+    assert not problems, "; ".join(problems) + "\n" + second.log()[-4000:]
+
+
+def device(cofferd: Callable[..., CofferdProcess], proxy: Nginx, **env: str) -> CofferdProcess:
+    return cofferd(upstream_url=proxy.url, env=env)
+
+
+def login(daemon: CofferdProcess, account: Any) -> None:
+    answer = daemon.call("login", {"email": account.email, "password": account.password})
+    assert answer.get("result") == {"status": "ok"}, answer
+
+
+def upload(daemon: CofferdProcess, name: str, data: bytes) -> None:
+    with daemon.connect() as sock:
+        answer = upload_via_pipe(sock, {"filename": name, "size": len(data)}, data)
+    assert "result" in answer, answer
+
+
+def load(daemon: CofferdProcess, name: str) -> bytes:
+    with daemon.connect() as sock:
+        data, answer = load_via_pipe(sock, {"filename": name})
+    assert "result" in answer, answer
+    return data
+
+
+def requests_in(log: str) -> list[str]:
+    """``METHOD /path`` of each request a replica logged."""
+    return re.findall(r"\b(GET|POST|PUT|HEAD|DELETE) (/\S*)", log)
+
+
+def test_a_device_logs_in_through_one_replica_and_loads_through_the_other(
+    fleet: Fleet, cofferd: Callable[..., CofferdProcess]
+) -> None:
+    publisher = device(cofferd, fleet.proxy)
+    login(publisher, fleet.replicas[0].publisher)
+    upload(publisher, "model.bin", DATA)
+
+    reader = device(cofferd, fleet.proxy)
+    fleet.only(0)
+    marks = fleet.marks()
+    login(reader, fleet.replicas[0].reader)
+    fleet.only(1)
+    mid = fleet.marks()
+    assert load(reader, "model.bin") == DATA
+
+    logged_in, loaded = fleet.since(marks)[0], fleet.since(mid)[1]
+    assert ("POST", "/v1/login") in requests_in(logged_in)
+    assert fleet.since(mid)[0] == ""  # the first replica saw nothing of the load
+    on_second = requests_in(loaded)
+    assert ("GET", "/v1/resources/models/model.bin") in on_second
+    assert any(m == "GET" and p.startswith("/cdn/") for m, p in on_second)  # the big part
+    # The token the first replica made was good on the second: no login there.
+    assert ("POST", "/v1/login") not in on_second
+
+
+def test_a_publish_begins_on_one_replica_and_commits_on_the_other(fleet: Fleet) -> None:
+    first, second = fleet.replicas
+    api = fleet.proxy.url
+    headers = {"Authorization": f"Bearer {first.login(first.publisher)}"}
+    big = os.urandom(2 * MiB + 1)
+    base = f"{api}/v1/resources/shared/model.bin/uploads"
+
+    fleet.only(0)
+    marks = fleet.marks()
+    begun = requests.post(base, json={}, headers=headers, timeout=30)
+    assert begun.status_code == 201, begun.text
+    fleet.only(1)
+    put = requests.put(begun.json()["big_url"], data=big, timeout=60)
+    assert put.status_code in (200, 201), put.text
+    commit = requests.post(
+        f"{base}/{begun.json()['upload_id']}/commit",
+        json={
+            "small": base64.b64encode(bytes(40)).decode(),
+            "key": base64.b64encode(os.urandom(32)).decode(),
+            "big_size": len(big),
+            "big_sha256": hashlib.sha256(big).hexdigest(),
+            "plaintext_size": len(big),
+        },
+        headers=headers,
+        timeout=30,
+    )
+    assert commit.status_code in (200, 201), commit.text
+    on_first, on_second = (requests_in(log) for log in fleet.since(marks))
+    assert on_first == [("POST", "/v1/resources/shared/model.bin/uploads")]
+    assert (
+        "POST",
+        f"/v1/resources/shared/model.bin/uploads/{begun.json()['upload_id']}/commit",
+    ) in (on_second)
+
+    # Both replicas serve the committed version, and the same bytes.
+    for which in (0, 1):
+        fleet.only(which)
+        got = requests.get(f"{api}/v1/resources/shared/model.bin", headers=headers, timeout=30)
+        assert got.json()["version"] == commit.json()["version"]
+        assert requests.get(got.json()["big_url"], timeout=60).content == big
+
+
+def test_a_replica_killed_mid_run_the_device_goes_on(
+    fleet: Fleet, cofferd: Callable[..., CofferdProcess]
+) -> None:
+    publisher = device(cofferd, fleet.proxy)
+    login(publisher, fleet.replicas[0].publisher)
+    names = [f"m{i}.bin" for i in range(6)]
+    for name in names:
+        upload(publisher, name, DATA[: MiB + len(name)] + name.encode())
+
+    # A fresh device (cold cache) loads them all while the second replica dies.
+    reader = device(cofferd, fleet.proxy)
+    login(reader, fleet.replicas[0].reader)
+    loaded: dict[str, bytes] = {}
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for name in names:
+                loaded[name] = load(reader, name)
+        except BaseException as exc:
+            failures.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while len(loaded) < 2 and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim = fleet.replicas[1]
+    assert victim.pid is not None
+    os.kill(victim.pid, signal.SIGKILL)
+    before = len(fleet.proxy.access_log())
+    worker.join(120)
+    assert not worker.is_alive()
+    assert not failures, failures
+    for name in names:
+        assert loaded[name] == DATA[: MiB + len(name)] + name.encode()
+    # After the kill, whatever reached nginx was answered by the survivor.
+    survivor = f"127.0.0.1:{fleet.replicas[0].port}"
+    assert set(fleet.proxy.served_by()[before:]) <= {survivor}
