@@ -9,7 +9,7 @@ at once:
 3. ``download``: the big part (``--big-mib``, 16 by default) from ``big_url``,
    streamed in 1 MiB reads and counted;
 4. ``renew``: a new token the way the upstream offers: its refresh token
-   (``POST /v1/token/refresh``, extension) when the login answer had one, else
+   (``POST /v1/token``, extension) when the login answer had one, else
    a second password login (today's upstream);
 5. ``resolve`` again with the renewed token (the renewal works).
 
@@ -184,7 +184,7 @@ def device(api: str, account: Any, size: int, stats: Stats) -> None:
             with stats.timed("renew" if refresh else "login"):
                 renewed = expect(
                     s.post(
-                        f"{api}/v1/token/refresh",
+                        f"{api}/v1/token",
                         json={"refresh_token": refresh},
                         timeout=stats.left(),
                     )
@@ -303,10 +303,12 @@ def publish(server: Any, size: int) -> None:
 
 
 BARE_APP = """
-import sys
+import socket, sys
+import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from coffer_upstream import serve
 
 BODY = {"small": "A" * 56, "key": "B" * 44, "big_url": "http://x/" + "c" * 120,
         "big_size": 16777216, "big_sha256": "d" * 64, "plaintext_size": 16777216, "version": 1}
@@ -315,52 +317,41 @@ async def resolve(request):
     return JSONResponse(BODY)
 
 app = Starlette(routes=[Route("/v1/resources/{folder}/{name}", resolve)])
+# The upstream's own uvicorn settings (coffer_upstream/serve.py), one worker.
+sock = socket.socket(fileno=int(sys.argv[1]))
+uvicorn.Server(uvicorn.Config(
+    app, timeout_keep_alive=120, limit_concurrency=serve.LIMIT_CONCURRENCY,
+    h11_max_incomplete_event_size=serve.MAX_HEADER_BYTES, access_log=False,
+    log_config=None, server_header=False,
+)).run(sockets=[sock])
 """
 
 
 @contextmanager
-def bare_servers(count: int, base: Path, workers: int) -> Iterator[list[int] | None]:
-    """``count`` bare Starlette apps under uvicorn (the upstream's settings); their ports.
+def bare_servers(count: int) -> Iterator[list[int] | None]:
+    """``count`` bare Starlette apps under uvicorn with the upstream's settings; their ports.
 
-    None where Starlette or uvicorn is not installed (an upstream before them).
+    None where the upstream is not on Starlette and uvicorn (an older checkout).
     """
     try:
         importlib.import_module("starlette")
-        importlib.import_module("uvicorn")
+        importlib.import_module("coffer_upstream.serve")
     except ImportError:
         yield None
         return
-    app_dir = base / "bare"
-    app_dir.mkdir()
-    (app_dir / "bare_app.py").write_text(BARE_APP)
     processes = []
     try:
         ports = []
         for _ in range(count):
-            listener = socket.create_server(("127.0.0.1", 0), backlog=2048)
-            ports.append(listener.getsockname()[1])
-            processes.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "bare_app:app",
-                        "--app-dir",
-                        str(app_dir),
-                        "--fd",
-                        str(listener.fileno()),
-                        "--workers",
-                        str(workers),
-                        "--no-access-log",
-                        "--log-level",
-                        "warning",
-                    ],
-                    pass_fds=[listener.fileno()],
-                    stdin=subprocess.DEVNULL,
+            with socket.create_server(("127.0.0.1", 0), backlog=2048) as listener:
+                ports.append(listener.getsockname()[1])
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", BARE_APP, str(listener.fileno())],
+                        pass_fds=[listener.fileno()],
+                        stdin=subprocess.DEVNULL,
+                    )
                 )
-            )
-            listener.close()
         deadline = time.monotonic() + 30
         for port in ports:
             while True:
@@ -465,7 +456,7 @@ def embedded(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
         server = stack.enter_context(upstream_fixture.Upstream.with_new_users(base / "a"))
         device_accounts = accounts(server, ACCOUNTS)
         publish(server, args.big_mib * MiB)
-        ports = stack.enter_context(bare_servers(1, base, 1))
+        ports = stack.enter_context(bare_servers(1))
         bare = None if ports is None else f"http://127.0.0.1:{ports[0]}/v1/resources/a/b"
         yield Deployment("embedded", server.url, server.reader, device_accounts, [server.pid], bare)
 
