@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,15 +62,15 @@ class Fleet:
             time.sleep(0.02)
 
 
-@pytest.fixture
-def fleet(
-    nginx_factory: Callable[..., Nginx], upstream_factory: Callable[..., Upstream]
+@contextmanager
+def two_replicas(
+    nginx_factory: Callable[..., Nginx], upstream_factory: Callable[..., Upstream], **options: Any
 ) -> Iterator[Fleet]:
     proxy = nginx_factory()
-    first = upstream_factory(public_url=proxy.url, upload_ttl=2)
+    first = upstream_factory(public_url=proxy.url, **options)
     # The second replica: the same data dir (keys, store, database), another process.
     second = Upstream(
-        first.data_dir, first.reader, first.publisher, public_url=proxy.url, upload_ttl=2
+        first.data_dir, first.reader, first.publisher, public_url=proxy.url, **options
     )
     second.log_path = first.log_path.with_name("second.log")  # a request log of its own
     second.start()
@@ -81,6 +82,14 @@ def fleet(
     if killed:  # the test killed it: its exit status is no problem, a traceback is
         problems = [p for p in problems if "exited" not in p]
     assert not problems, "; ".join(problems) + "\n" + second.log()[-4000:]
+
+
+@pytest.fixture
+def fleet(
+    nginx_factory: Callable[..., Nginx], upstream_factory: Callable[..., Upstream]
+) -> Iterator[Fleet]:
+    with two_replicas(nginx_factory, upstream_factory) as made:
+        yield made
 
 
 def device(cofferd: Callable[..., CofferdProcess], proxy: Nginx, **env: str) -> CofferdProcess:
@@ -227,3 +236,37 @@ def test_a_replica_killed_mid_run_the_device_goes_on(
     after = fleet.proxy.served_by()[before:]
     assert len(after) >= 1 + 2 * len(names)  # a login, and a resolve and a big part each
     assert set(after) == {survivor}
+
+
+def test_the_janitor_sweeps_each_expired_upload_once(
+    nginx_factory: Callable[..., Nginx], upstream_factory: Callable[..., Upstream]
+) -> None:
+    # Uploads expire after 1 s; each replica's janitor wakes every quarter second.
+    with two_replicas(nginx_factory, upstream_factory, upload_ttl=1) as pair:
+        first = pair.replicas[0]
+        headers = {"Authorization": f"Bearer {first.login(first.publisher)}"}
+        marks = pair.marks()
+        blobs = []
+        with requests.Session() as s:
+            for i in range(24):
+                base = f"{pair.proxy.url}/v1/resources/swept/m{i}/uploads"
+                begun = s.post(base, json={}, headers=headers, timeout=30).json()
+                s.put(begun["big_url"], data=b"x" * 1000, timeout=30).raise_for_status()
+                blobs.append(urlsplit(begun["big_url"]).path.rsplit("/", 1)[1])
+        assert {p.name for p in first.blob_paths()} >= set(blobs)
+
+        def swept() -> list[int]:
+            return [
+                int(n)
+                for log in pair.since(marks)
+                for n in re.findall(r"removed (\d+) expired upload", log)
+            ]
+
+        deadline = time.monotonic() + 20
+        while sum(swept()) < len(blobs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.5)  # more rounds of both janitors: nothing is swept twice
+        assert sum(swept()) == len(blobs), pair.since(marks)
+        assert not {p.name for p in first.blob_paths()} & set(blobs)
+        # Both janitors ran rounds; the lock let one sweep at a time.
+        assert all("Traceback" not in log for log in pair.since(marks))
