@@ -331,12 +331,12 @@ uvicorn.Server(uvicorn.Config(
 def bare_servers(count: int) -> Iterator[list[int] | None]:
     """``count`` bare Starlette apps under uvicorn with the upstream's settings; their ports.
 
-    None where the upstream is not on Starlette and uvicorn (an older checkout).
+    None when measuring another checkout's upstream (``--upstream-python``): it
+    may not be on Starlette and uvicorn. (``coffer_upstream`` is not imported
+    here: with ``tests/`` on ``sys.path``, ``tests/coffer_upstream`` would
+    shadow the editable install's package; the child process has no such path.)
     """
-    try:
-        importlib.import_module("starlette")
-        importlib.import_module("coffer_upstream.serve")
-    except ImportError:
+    if upstream_fixture.COMMAND[0] != sys.executable:
         yield None
         return
     processes = []
