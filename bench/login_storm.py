@@ -1,16 +1,19 @@
 """Login storms against the upstream, and what its rightful users see meanwhile.
 
-Two storms, each bounded by ``--count`` logins and ``--seconds``, sent by
-``--clients`` threads from 127.0.0.3 (an attacker's address) straight at one
+Three storms, each bounded by ``--count`` logins and ``--seconds``, sent by
+``--clients`` threads from an attacker's loopback address straight at one
 ``coffer-upstream serve`` (the embedded default):
 
 1. ``one_email``: wrong passwords for the owner's email. Meanwhile the owner
    logs in with the right password from 127.0.0.2 (another address) once a
    second: does the owner get in, and how long does it take?
 2. ``distinct_emails``: logins with a new email each (no such user: what a
-   password-spraying or enumeration run sends). Meanwhile a legitimate user
-   logs in from 127.0.0.2 once a second: its latency; the upstream's RSS peak
-   during the storm and what it keeps after.
+   password-spraying or enumeration run sends), from 127.0.0.4. Meanwhile a
+   legitimate user logs in from 127.0.0.2 once a second: its latency; the
+   upstream's RSS peak during the storm and what it keeps after.
+3. ``distinct_spread``: the same, each login from an address of its own
+   (127.1.0.1 on, a connection each): a botnet, which no per-address count
+   slows down; what bounds it is the upstream's password-hash pool.
 
 Loopback addresses other than 127.0.0.1 are used on purpose: the upstream's
 server trusts ``X-Forwarded-For`` from 127.0.0.1 (its proxy), and the storm
@@ -38,33 +41,53 @@ from fleet import rss_mib, session, upstream_fixture, upstream_rss
 ATTACKER, OWNER = "127.0.0.3", "127.0.0.2"
 
 
+def spread_address(i: int) -> str:
+    """The ``i``-th of many attacker addresses (127.1.0.1 on): a botnet's storm."""
+    return f"127.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}"
+
+
 def storm(
-    url: str, bodies: Any, count: int, seconds: float, clients: int, watch: Any
+    url: str,
+    bodies: Any,
+    count: int,
+    seconds: float,
+    clients: int,
+    watch: Any,
+    *,
+    attacker: str | None = ATTACKER,
 ) -> dict[str, Any]:
     """Send ``count`` logins (``bodies(i)``) on ``clients`` threads, while ``watch()``
-    runs once a second on another; stop at ``seconds``."""
+    runs once a second on another; stop at ``seconds``. ``attacker`` None: each
+    login from an address of its own, on a connection of its own."""
     deadline = time.monotonic() + seconds
     statuses: dict[str, int] = {}
     lock = threading.Lock()
     sent = iter(range(count))
 
-    def attacker() -> None:
-        with session(ATTACKER) as s:
+    def post(s: Any, i: int) -> str:
+        try:
+            return str(
+                s.post(
+                    f"{url}/v1/login",
+                    json=bodies(i),
+                    timeout=max(0.1, deadline - time.monotonic()),
+                ).status_code
+            )
+        except Exception as exc:  # a refused or timed-out connection is a figure too
+            return type(exc).__name__
+
+    def attack() -> None:
+        with session(attacker or ATTACKER) as s:
             while time.monotonic() < deadline:
                 with lock:
                     i = next(sent, None)
                 if i is None:
                     return
-                try:
-                    code = str(
-                        s.post(
-                            f"{url}/v1/login",
-                            json=bodies(i),
-                            timeout=max(0.1, deadline - time.monotonic()),
-                        ).status_code
-                    )
-                except Exception as exc:  # a refused or timed-out connection is a figure too
-                    code = type(exc).__name__
+                if attacker is None:
+                    with session(spread_address(i)) as own:
+                        code = post(own, i)
+                else:
+                    code = post(s, i)
                 with lock:
                     statuses[code] = statuses.get(code, 0) + 1
 
@@ -78,7 +101,7 @@ def storm(
                 return
 
     start = time.monotonic()
-    threads = [threading.Thread(target=attacker) for _ in range(clients)]
+    threads = [threading.Thread(target=attack) for _ in range(clients)]
     observer = threading.Thread(target=watcher)
     for t in [*threads, observer]:
         t.start()
@@ -166,34 +189,40 @@ def main() -> None:
             )
             results["one_email"] = one
 
-            before_rss = rss_mib(server.pid)
-            peak = [0.0]
+            # The second storm from another address than the first (which the
+            # upstream may still slow down), then from a new address each time.
+            for key, attacker in (("distinct_emails", "127.0.0.4"), ("distinct_spread", None)):
+                before_rss = rss_mib(server.pid)
+                peak = [0.0]
 
-            def watch_user() -> dict[str, Any]:
-                peak[0] = max(peak[0], *(p["rss_mib"] for p in upstream_rss([server.pid])))
-                return owner_login(server.url, server.publisher.email, server.publisher.password)
+                def watch_user(peak: list[float] = peak) -> dict[str, Any]:
+                    rss = upstream_rss([server.pid])
+                    peak[0] = max(peak[0], *(p["rss_mib"] for p in rss))
+                    return owner_login(
+                        server.url, server.publisher.email, server.publisher.password
+                    )
 
-            distinct = storm(
-                server.url,
-                lambda i: {"email": f"nobody{i}@example.com", "password": "guess"},
-                args.count,
-                args.seconds,
-                args.clients,
-                watch_user,
-            )
-            distinct["user"] = latencies(distinct.pop("watched"))
-            time.sleep(2)
-            distinct["rss_mib_before"] = before_rss.get("rss_mib")
-            distinct["rss_mib_peak_sampled"] = peak[0]  # once a second during the storm
-            distinct["rss_mib_high_water"] = max(
-                p["peak_rss_mib"] for p in upstream_rss([server.pid])
-            )
-            distinct["rss_mib_after"] = max(p["rss_mib"] for p in upstream_rss([server.pid]))
-            results["distinct_emails"] = distinct
+                distinct = storm(
+                    server.url,
+                    lambda i: {"email": f"nobody{i}@example.com", "password": "guess"},
+                    args.count,
+                    args.seconds,
+                    args.clients,
+                    watch_user,
+                    attacker=attacker,
+                )
+                distinct["user"] = latencies(distinct.pop("watched"))
+                time.sleep(2)
+                rss = upstream_rss([server.pid])
+                distinct["rss_mib_before"] = before_rss.get("rss_mib")
+                distinct["rss_mib_peak_sampled"] = peak[0]  # once a second during the storm
+                distinct["rss_mib_high_water"] = max(p["peak_rss_mib"] for p in rss)
+                distinct["rss_mib_after"] = max(p["rss_mib"] for p in rss)
+                results[key] = distinct
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
-    for name in ("one_email", "distinct_emails"):
+    for name in ("one_email", "distinct_emails", "distinct_spread"):
         print(f"== {name}")
         for key, value in results[name].items():
             print(f"   {key:>24}: {value}")
