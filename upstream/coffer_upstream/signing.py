@@ -4,7 +4,7 @@ Each use gets its own key derived from the secret, so a token can never pass
 for a URL signature or the other way round.
 
 - A token is ``v1.<payload>.<mac>``, both parts unpadded base64url; the
-  payload is JSON ``{"sub": email, "role": role, "iat": t, "exp": t}``.
+  payload is JSON ``{"sub": email, "role": role, "iat": t, "exp": t, "ep": epoch}``.
 - A URL signature is the hex HMAC of ``METHOD\\nblob_id\\nexpires``, so a URL
   signed for GET cannot PUT, and neither the blob nor the expiry can be changed.
 """
@@ -33,6 +33,8 @@ class Claims:
     email: str
     role: str
     expires: int
+    #: The user's token epoch when it was issued (see accounts).
+    epoch: int
 
 
 class Signer:
@@ -46,10 +48,11 @@ class Signer:
 
     # Tokens
 
-    def issue_token(self, email: str, role: str, ttl: int) -> str:
+    def issue_token(self, email: str, role: str, ttl: int, epoch: int = 0) -> str:
         now = self.now()
         payload = json.dumps(
-            {"sub": email, "role": role, "iat": now, "exp": now + ttl}, separators=(",", ":")
+            {"sub": email, "role": role, "iat": now, "exp": now + ttl, "ep": epoch},
+            separators=(",", ":"),
         ).encode("utf-8")
         signed = b"v1." + _b64url(payload)
         mac = hmac.digest(self._token_key, signed, "sha256")
@@ -77,11 +80,12 @@ class Signer:
             and isinstance(claims.get("sub"), str)
             and isinstance(claims.get("role"), str)
             and type(claims.get("exp")) is int
+            and type(claims.get("ep", 0)) is int
         ):
             raise invalid
         if claims["exp"] <= self.now():
             raise unauthorized("token expired")
-        return Claims(claims["sub"], claims["role"], claims["exp"])
+        return Claims(claims["sub"], claims["role"], claims["exp"], claims.get("ep", 0))
 
     # Presigned URLs
 

@@ -33,7 +33,10 @@ def test_receive_then_stat(store: LocalStore, size: int) -> None:
     data = os.urandom(size)
     blob_id = new_blob_id()
     pieces = [data[i : i + 65536] for i in range(0, size, 65536)]
-    stored = asyncio.run(store.receive(blob_id, _chunks(*pieces)))
+    incoming = asyncio.run(store.receive(blob_id, _chunks(*pieces)))
+    assert store.stat(blob_id) is None  # not the blob until installed
+    store.install(incoming)
+    stored = incoming.stored
     expected = Stored(size, hashlib.sha256(data).hexdigest())
     assert stored == expected
     assert store.stat(blob_id) == expected
@@ -51,7 +54,7 @@ def test_a_broken_body_leaves_nothing(store: LocalStore) -> None:
 
 def test_stat_reads_what_is_on_disk_now(store: LocalStore) -> None:
     blob_id = new_blob_id()
-    asyncio.run(store.receive(blob_id, _chunks(b"a" * 10)))
+    store.install(asyncio.run(store.receive(blob_id, _chunks(b"a" * 10))))
     path = store.path(blob_id)
     path.write_bytes(b"b" * 10)  # same size, tampered
     os.utime(path, ns=(1, 1))
@@ -60,7 +63,7 @@ def test_stat_reads_what_is_on_disk_now(store: LocalStore) -> None:
 
 def test_delete_is_idempotent(store: LocalStore) -> None:
     blob_id = new_blob_id()
-    asyncio.run(store.receive(blob_id, _chunks(b"abc")))
+    store.install(asyncio.run(store.receive(blob_id, _chunks(b"abc"))))
     store.delete(blob_id)
     store.delete(blob_id)
     assert store.stat(blob_id) is None

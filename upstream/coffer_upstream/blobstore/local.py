@@ -20,6 +20,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import AsyncIterable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from coffer_upstream.blobstore import Stored, StoreFull, StoreUnavailable, is_blob_id
@@ -27,6 +28,15 @@ from coffer_upstream.signing import Signer
 
 #: Writes are gathered into buffers of this size: fewer system calls.
 _WRITE_BUFFER = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A PUT body received whole into a temp file, not yet the blob."""
+
+    blob_id: str
+    temp: Path
+    stored: Stored
 
 
 class LocalStore:
@@ -75,8 +85,8 @@ class LocalStore:
             raise ValueError("not a blob id")
         return self.blobs / blob_id
 
-    async def receive(self, blob_id: str, chunks: AsyncIterable[bytes]) -> Stored:
-        """Store ``chunks`` as the blob, replacing it only once whole and on disk.
+    async def receive(self, blob_id: str, chunks: AsyncIterable[bytes]) -> Incoming:
+        """Write ``chunks`` to a temp file, on disk; :meth:`install` or :meth:`discard` it.
 
         An error reading ``chunks`` (the client's) propagates as is and leaves
         nothing behind; a disk error is :class:`StoreFull` or :class:`StoreUnavailable`.
@@ -100,19 +110,24 @@ class LocalStore:
                 # On disk before it can become part of a version.
                 os.fsync(fd)
         except BaseException:
-            os.close(fd)
             temp.unlink(missing_ok=True)
             raise
-        os.close(fd)
-        target = self.path(blob_id)
-        digest = sha.hexdigest()
+        finally:
+            os.close(fd)
+        return Incoming(blob_id, temp, Stored(size, sha.hexdigest()))
+
+    def install(self, incoming: Incoming) -> None:
+        """Make a received blob the blob (replacing any), whole at once."""
+        target = self.path(incoming.blob_id)
         try:
             with _errors():
-                os.replace(temp, target)
-                self._write_digest(blob_id, _fingerprint(target), digest)
+                os.replace(incoming.temp, target)
+                self._write_digest(incoming.blob_id, _fingerprint(target), incoming.stored.sha256)
         finally:
-            temp.unlink(missing_ok=True)
-        return Stored(size, digest)
+            incoming.temp.unlink(missing_ok=True)
+
+    def discard(self, incoming: Incoming) -> None:
+        incoming.temp.unlink(missing_ok=True)
 
     def stat(self, blob_id: str) -> Stored | None:
         path = self.path(blob_id)
