@@ -124,11 +124,14 @@ class Api:
     def _begin_upload(self, user: str, folder: str, name: str) -> Response:
         upload = self._publisher.begin(folder, name, user)
         ttl = self._config.upload_ttl
-        body = {
+        body: dict[str, object] = {
             "upload_id": upload.upload_id,
             "big_url": self._publisher.blobs.put_url(upload.blob_id, ttl),
             "expires_in": ttl,
         }
+        if upload.multipart_id is not None:
+            # The multipart extension (coffer_upstream.parts).
+            body["multipart"] = {"part_size": self._publisher.blobs.part_size}
         return answer(201, body)
 
     async def commit_upload(self, request: Request) -> Response:

@@ -33,6 +33,7 @@ from coffer_upstream.hashing import PasswordPool
 from coffer_upstream.janitor import Janitor
 from coffer_upstream.keys import load_secret
 from coffer_upstream.leases import LeaseIssuer, LeaseKey
+from coffer_upstream.parts import Parts
 from coffer_upstream.ratelimit import LoginLimiter
 from coffer_upstream.signing import Signer
 from coffer_upstream.store import Store
@@ -45,6 +46,17 @@ CONFIG_ENV = "COFFER_UPSTREAM_CONFIG"
 def make_blobstore(config: ServerConfig, signer: Signer) -> BlobStore:
     if config.store == "local":
         return LocalStore(config.data_dir, signer, lambda: config.public_url or "")
+    if config.store == "s3" and config.s3_bucket:
+        # boto3 loads only when S3 is used.
+        from coffer_upstream.blobstore.s3 import S3Store
+
+        # The keys come from boto3's chain (AWS_ACCESS_KEY_ID... in the environment).
+        return S3Store(
+            config.s3_bucket,
+            endpoint=config.s3_endpoint,
+            region=config.s3_region,
+            part_size=config.s3_part_size,
+        )
     raise ValueError(f"store {config.store} is not available")
 
 
@@ -66,6 +78,7 @@ def create_app(config: ServerConfig) -> Starlette:
         LeaseKey.load_or_create(config.data_dir / "lease-key.pem"), config.lease_seconds
     )
     api = Api(config, auth, store, publisher, leases, now)
+    parts = Parts(config, auth, store, publisher, now)
     # Often enough that an upload is gone soon after it expires.
     interval = min(60.0, max(0.2, config.upload_ttl / 4))
     janitor = Janitor(transactions, publisher, accounts, interval, config.login_window, now)
@@ -81,6 +94,11 @@ def create_app(config: ServerConfig) -> Starlette:
         Route(
             "/v1/resources/{folder}/{name}/uploads/{upload_id}/commit",
             api.commit_upload,
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/resources/{folder}/{name}/uploads/{upload_id}/parts",
+            parts.part_url,
             methods=["POST"],
         ),
         Route("/v1/archives/{archive_id}/key", api.get_archive_key, methods=["GET"]),

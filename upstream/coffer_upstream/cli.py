@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
         common.add_argument(
             f"--s3-{option}", default=os.environ.get(f"COFFER_UPSTREAM_S3_{option.upper()}")
         )
+    common.add_argument(
+        "--s3-part-size",
+        type=int,
+        default=int(os.environ.get("COFFER_UPSTREAM_S3_PART_SIZE", 64 * 1024 * 1024)),
+        metavar="BYTES",
+        help="part size offered for multipart uploads (default 64 MiB; at least 5 MiB)",
+    )
     parser = argparse.ArgumentParser(
         prog="coffer-upstream", description="The reference upstream of coffer (protocol v1)."
     )
@@ -160,6 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
         s3_endpoint=args.s3_endpoint,
         s3_bucket=args.s3_bucket,
         s3_region=args.s3_region,
+        s3_part_size=args.s3_part_size,
         public_url=args.public_url or url_of(sock),
         token_ttl=args.token_ttl,
         upload_ttl=args.upload_ttl,

@@ -19,6 +19,9 @@ class ServerConfig:
     s3_endpoint: str | None = None
     s3_bucket: str | None = None
     s3_region: str | None = None
+    #: The part size offered for multipart uploads to S3 (the multipart
+    #: extension); S3 takes 5 MiB to 5 GiB. 64 MiB parts reach 625 GiB.
+    s3_part_size: int = 64 * 1024 * 1024
     #: Base of the absolute CDN URLs handed out; None means ``http://HOST:PORT``.
     public_url: str | None = None
     #: Lifetime of a bearer token, in seconds.
@@ -60,6 +63,10 @@ class ServerConfig:
             raise ValueError("login_window and idle_timeout must be positive")
         if self.store not in ("local", "s3"):
             raise ValueError("store must be local or s3")
+        if self.store == "s3" and not self.s3_bucket:
+            raise ValueError("--store s3 needs --s3-bucket")
+        if not 5 * 1024 * 1024 <= self.s3_part_size <= 5 * 1024**3:
+            raise ValueError("s3_part_size must be from 5 MiB to 5 GiB")
         if self.password_queue < 0:
             raise ValueError("password_queue must not be negative")
         if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):

@@ -40,15 +40,22 @@ class Publisher:
         self._clock = clock
 
     def begin(self, folder: str, name: str, user: str) -> Upload:
+        blob_id = new_blob_id()
+        # A store with parts gets its multipart upload now, once, so that part
+        # URLs asked for at once (on any replica) all belong to the same one.
+        multipart_id = None
+        if self.blobs.part_size is not None:
+            multipart_id = self.blobs.start_multipart(blob_id)
         upload = Upload(
             upload_id=secrets.token_hex(16),
             folder=folder,
             name=name,
-            blob_id=new_blob_id(),
+            blob_id=blob_id,
             expires_at=self._clock() + self._ttl,
             put_size=None,
             put_sha256=None,
             committed_version=None,
+            multipart_id=multipart_id,
         )
         self._store.add_upload(upload, user)
         return upload

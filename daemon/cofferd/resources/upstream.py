@@ -71,6 +71,12 @@ log = logging.getLogger(__name__)
 #: short loses what it had, so this is also the most a resume fetches again.
 DOWNLOAD_CHUNK = 1 << 20
 
+#: The largest multipart part size accepted (one part is held in memory while
+#: it is sent); a larger offer is declined for a single PUT of the whole.
+MAX_PART_SIZE = 256 << 20
+#: S3's most parts of one multipart upload.
+MAX_PARTS = 10_000
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -401,9 +407,12 @@ class ApiClient:
         if offset < size:
             raise _ShortRead()
 
-    def put_big(self, url: str, chunks: Iterable[bytes]) -> StoredBlob:
+    def put_big(self, url: str, chunks: Iterable[bytes]) -> StoredBlob | None:
         """PUT the big part to presigned ``url`` with chunked transfer; not retried.
 
+        What the store says it stored, when it says (the reference upstream's
+        own CDN answers ``{"size", "sha256"}``); None when it answers with no
+        body, as an S3 store does: the commit verifies it then.
         An exception raised by ``chunks`` itself propagates unchanged.
         """
         body = WatchedBody(chunks)
@@ -420,7 +429,78 @@ class ApiClient:
                 # from None: requests' message quotes the presigned URL.
                 raise UpstreamUnavailable(f"cannot store the big part: {describe(exc)}") from None
         check_cdn_status(resp, partial=False, expected=(200, 201))
+        if not resp.content:
+            return None
         return wire.parse_stored_blob(json_body(resp, "big part upload"))
+
+    def part_url(self, folder: str, name: str, upload_id: str, part_number: int) -> str:
+        """A presigned PUT for part ``part_number`` of a multipart upload (extension)."""
+        check_name(folder, "folder")
+        check_name(name, "name")
+        path = f"/v1/resources/{folder}/{name}/uploads/{upload_id}/parts"
+        what = f"part {part_number} of the upload of {folder}/{name}"
+        return wire.parse_part_url(self._api("POST", path, what, json={"part_number": part_number}))
+
+    def put_parts(
+        self, chunks: Iterable[bytes], part_size: int, part_url: Callable[[int], str]
+    ) -> int:
+        """PUT ``chunks`` as parts 1, 2, ... of ``part_size`` bytes (the last shorter); their count.
+
+        One part is held in memory at a time, so a part can be sent again: a
+        part whose PUT fails (connection, 5xx, or 403 from a URL that expired
+        meanwhile) is retried with a fresh URL from ``part_url``, with the
+        bounded backoff of :class:`RetryPolicy`. At least one part is sent,
+        empty if ``chunks`` is. An exception raised by ``chunks`` itself
+        propagates unchanged, before the part it was filling is sent.
+        """
+        if part_size > MAX_PART_SIZE:
+            raise BadRequest(f"a part of {part_size} bytes is over the {MAX_PART_SIZE} held")
+        part = bytearray()
+        count = 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                room = part_size - len(part)
+                part += view[:room]
+                view = view[room:]
+                if len(part) == part_size:
+                    count += 1
+                    self._put_part(count, part, part_url)
+                    # A new buffer, not clear(): the sent one may still be viewed.
+                    part = bytearray()
+        if part or not count:
+            count += 1
+            self._put_part(count, part, part_url)
+        return count
+
+    def _put_part(self, number: int, part: bytearray, part_url: Callable[[int], str]) -> None:
+        if number > MAX_PARTS:
+            raise BadRequest(f"the big part needs more than {MAX_PARTS} parts")
+        failures = 0
+        deadline = self._deadline()
+        while True:
+            url = part_url(number)
+            left = self._left(deadline, f"part {number} of the big part")
+            problem: str
+            try:
+                # A memoryview: sent with its Content-Length, never copied.
+                with self._session.put(
+                    url, data=memoryview(part), timeout=(left, left), allow_redirects=False
+                ) as resp:
+                    if resp.status_code == 200:
+                        return
+                    if resp.status_code < 500 and resp.status_code != 403:
+                        check_cdn_status(resp, partial=False)
+                    problem = f"HTTP {resp.status_code}"
+            except requests.RequestException as exc:
+                problem = describe(exc)
+            left = deadline - self._clock()
+            if failures >= self._retry.retries or left <= 0:
+                # The presigned URL is not quoted: it is a credential.
+                raise UpstreamUnavailable(f"cannot store part {number} of the big part: {problem}")
+            log.debug("part %d of a big part failed (%s); retrying", number, problem)
+            self._sleep(min(left, self._retry.delay(failures)))
+            failures += 1
 
     # -- transport ----------------------------------------------------------
 
