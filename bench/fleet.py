@@ -60,6 +60,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -462,24 +463,123 @@ def embedded(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
 
 
 @contextmanager
-def replicas(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
-    """(b): two ``serve`` over PostgreSQL and S3 behind nginx."""
+def postgresql() -> Iterator[str]:
+    """A PostgreSQL server of its own on a Unix socket in a temp dir: its SQLAlchemy URL.
+
+    The test suite's ``fixtures.postgres`` when this checkout has it, else
+    Debian's ``initdb``/``pg_ctl`` by hand (trust auth, no TCP).
+    """
     try:
         postgres_fixture = importlib.import_module("fixtures.postgres")
+    except ImportError:
+        postgres_fixture = None
+    if postgres_fixture is not None and hasattr(postgres_fixture, "PostgresServer"):
+        with postgres_fixture.PostgresServer.start() as server:
+            yield server.url
+        return
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not bins:
+        raise Skipped("PostgreSQL is not installed (scripts/provision installs it)")
+    bindir = bins[-1].parent
+    # PostgreSQL refuses to run as root: as root, run it as the package's user.
+    as_user: list[str] = []
+    home = Path(tempfile.mkdtemp(prefix="coffer-bench-pg-"))
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(home, "postgres", "postgres")
+    data, sock = home / "data", home / "sock"
+
+    def run(*argv: object) -> None:
+        subprocess.run([*as_user, *map(str, argv)], check=True, capture_output=True, timeout=120)
+
+    try:
+        run("mkdir", "-m", "0700", sock)
+        run(bindir / "initdb", "-D", data, "-U", "coffer", "--auth=trust", "-E", "UTF8")
+        options = f"-k {sock} -c listen_addresses='' -c max_connections=200 -c fsync=off"
+        run(bindir / "pg_ctl", "-D", data, "-o", options, "-l", home / "pg.log", "-w", "start")
+        try:
+            run(bindir / "createdb", "-h", sock, "-U", "coffer", "coffer")
+            yield f"postgresql+psycopg://coffer@/coffer?host={sock}"
+        finally:
+            run(bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def replicas(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
+    """(b): two ``serve`` over PostgreSQL and S3 (radosgw) behind nginx."""
+    try:
         s3_fixture = importlib.import_module("fixtures.s3")
     except ImportError as exc:
         raise Skipped(f"no fixture for it in this checkout ({exc.name})") from exc
-    help_text = subprocess.run(
+    usage = subprocess.run(
         [*upstream_fixture.COMMAND, "serve", "--help"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     ).stdout
-    if "--database-url" not in help_text or "--store" not in help_text:
+    if "--database-url" not in usage or "--store" not in usage:
         raise Skipped("this upstream has no --database-url/--store")
-    raise Skipped(f"not wired yet ({postgres_fixture.__name__}, {s3_fixture.__name__})")
-    yield  # pragma: no cover
+    with ExitStack() as stack:
+        url = stack.enter_context(postgresql())
+        s3 = stack.enter_context(s3_fixture.S3Server.start())
+        bucket = s3.new_bucket()
+        options = s3.upstream_options(bucket)
+        # The admin commands (user add) read the database URL from the environment.
+        os.environ["COFFER_UPSTREAM_DATABASE_URL"] = url
+        stack.callback(os.environ.pop, "COFFER_UPSTREAM_DATABASE_URL", None)
+        data_dir = base / "b"
+        subprocess.run(
+            [*upstream_fixture.COMMAND, "db", "upgrade", "--data-dir", str(data_dir)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        proxy = stack.enter_context(nginx_fixture.Nginx(base / "nginx"))
+        serve_options = {
+            "public_url": proxy.url,
+            "extra_args": [*options["extra_args"], "--forwarded-allow-ips", "127.0.0.1"],
+            "env": options["env"],
+        }
+        first = stack.enter_context(
+            upstream_fixture.Upstream.with_new_users(data_dir, **serve_options).start()
+        )
+        second = upstream_fixture.Upstream(data_dir, first.reader, first.publisher, **serve_options)
+        second.log_path = first.log_path.with_name("second.log")
+        stack.enter_context(second.start())
+        proxy.start([first, second])
+        device_accounts = accounts(first, ACCOUNTS)
+        publish(first, args.big_mib * MiB)
+        # The store's own GET of the same object, presigned here.
+        token = first.login(first.reader)
+        big_url = requests.get(
+            f"{proxy.url}/v1/resources/{FOLDER}/{NAME}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        ).json()["big_url"]
+        key = urlsplit(big_url).path.removeprefix(f"/{bucket}/")
+        store_url = s3.client().generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600
+        )
+        ports = stack.enter_context(bare_servers(2))
+        bare = None
+        if ports is not None:
+            bare_proxy = stack.enter_context(nginx_fixture.Nginx(base / "nginx-bare"))
+            bare_proxy.start([f"127.0.0.1:{p}" for p in ports])
+            bare = f"{bare_proxy.url}/v1/resources/a/b"
+        assert first.pid is not None
+        assert second.pid is not None
+        yield Deployment(
+            "replicas",
+            proxy.url,
+            first.reader,
+            device_accounts,
+            [first.pid, second.pid],
+            bare,
+            store_url,
+        )
 
 
 class Skipped(Exception):
