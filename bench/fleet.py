@@ -463,54 +463,11 @@ def embedded(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
 
 
 @contextmanager
-def postgresql() -> Iterator[str]:
-    """A PostgreSQL server of its own on a Unix socket in a temp dir: its SQLAlchemy URL.
-
-    The test suite's ``fixtures.postgres`` when this checkout has it, else
-    Debian's ``initdb``/``pg_ctl`` by hand (trust auth, no TCP).
-    """
-    try:
-        postgres_fixture = importlib.import_module("fixtures.postgres")
-    except ImportError:
-        postgres_fixture = None
-    if postgres_fixture is not None and hasattr(postgres_fixture, "PostgresServer"):
-        with postgres_fixture.PostgresServer.start() as server:
-            yield server.url
-        return
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    if not bins:
-        raise Skipped("PostgreSQL is not installed (scripts/provision installs it)")
-    bindir = bins[-1].parent
-    # PostgreSQL refuses to run as root: as root, run it as the package's user.
-    as_user: list[str] = []
-    home = Path(tempfile.mkdtemp(prefix="coffer-bench-pg-"))
-    if os.geteuid() == 0:
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(home, "postgres", "postgres")
-    data, sock = home / "data", home / "sock"
-
-    def run(*argv: object) -> None:
-        subprocess.run([*as_user, *map(str, argv)], check=True, capture_output=True, timeout=120)
-
-    try:
-        run("mkdir", "-m", "0700", sock)
-        run(bindir / "initdb", "-D", data, "-U", "coffer", "--auth=trust", "-E", "UTF8")
-        options = f"-k {sock} -c listen_addresses='' -c max_connections=200 -c fsync=off"
-        run(bindir / "pg_ctl", "-D", data, "-o", options, "-l", home / "pg.log", "-w", "start")
-        try:
-            run(bindir / "createdb", "-h", sock, "-U", "coffer", "coffer")
-            yield f"postgresql+psycopg://coffer@/coffer?host={sock}"
-        finally:
-            run(bindir / "pg_ctl", "-D", data, "-m", "fast", "-w", "stop")
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
-
-
-@contextmanager
 def replicas(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
     """(b): two ``serve`` over PostgreSQL and S3 (radosgw) behind nginx."""
     try:
         s3_fixture = importlib.import_module("fixtures.s3")
+        postgres_fixture = importlib.import_module("fixtures.postgres")
     except ImportError as exc:
         raise Skipped(f"no fixture for it in this checkout ({exc.name})") from exc
     usage = subprocess.run(
@@ -523,7 +480,7 @@ def replicas(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
     if "--database-url" not in usage or "--store" not in usage:
         raise Skipped("this upstream has no --database-url/--store")
     with ExitStack() as stack:
-        url = stack.enter_context(postgresql())
+        url = stack.enter_context(postgres_fixture.PostgresServer.start()).new_database()
         s3 = stack.enter_context(s3_fixture.S3Server.start())
         bucket = s3.new_bucket()
         options = s3.upstream_options(bucket)

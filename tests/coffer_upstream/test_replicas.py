@@ -18,11 +18,14 @@ import hashlib
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +34,7 @@ import requests
 
 from fixtures.daemon import CofferdProcess, load_via_pipe, upload_via_pipe
 from fixtures.nginx import Nginx
-from fixtures.upstream import Upstream
+from fixtures.upstream import Account, Upstream
 
 MiB = 1 << 20
 DATA = os.urandom(3 * MiB + 5)
@@ -39,25 +42,53 @@ DATA = os.urandom(3 * MiB + 5)
 
 @dataclass
 class Store:
-    """Where the replicas keep big parts, and how a test sees them."""
+    """Where the replicas keep big parts and their database, and how a test sees the parts."""
 
-    name: str
-    options: dict[str, Any]
+    name: str  # local or s3
+    options: dict[str, Any]  # of Upstream: serve's options and environment
     blobs: Callable[[Upstream], set[str]]  # the blob ids stored now
+    database_url: str | None = None  # None: SQLite in the shared data dir
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["sqlite-local", "postgresql-local", "postgresql-s3"])
 def store(request: pytest.FixtureRequest) -> Store:
-    if request.param == "local":
-        return Store("local", {}, lambda up: {p.name for p in up.blob_paths()})
-    server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
+    database, kind = request.param.split("-")
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else None
+    if kind == "local":
+        made = Store("local", {}, lambda up: {p.name for p in up.blob_paths()})
+    else:
+        server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
 
-    def objects(_: Upstream) -> set[str]:
-        listed = server.client().list_objects_v2(Bucket=bucket)
-        return {o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", [])}
+        def objects(_: Upstream) -> set[str]:
+            listed = server.client().list_objects_v2(Bucket=bucket)
+            return {o["Key"].rsplit("/", 1)[-1] for o in listed.get("Contents", [])}
 
-    return Store("s3", server.upstream_options(bucket), objects)
+        made = Store("s3", server.upstream_options(bucket), objects)
+    if url is not None:
+        made.database_url = url
+        made.options = {
+            "extra_args": [*made.options.get("extra_args", ()), "--database-url", url],
+            "env": made.options.get("env", {}),
+        }
+    return made
+
+
+def prepare_database(url: str, data_dir: Path, *accounts: Account) -> None:
+    """The explicit steps of a PostgreSQL deployment: ``db upgrade``, then the users."""
+    env = {**os.environ, "COFFER_UPSTREAM_DATABASE_URL": url}
+    command = [sys.executable, "-m", "coffer_upstream"]
+    subprocess.run(
+        [*command, "db", "upgrade", "--data-dir", str(data_dir)],
+        env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    for account in accounts:
+        subprocess.run(
+            [*command, "user", "add", account.email, "--role", account.role,
+             "--data-dir", str(data_dir)],
+            input=account.password + "\n", text=True,
+            env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
 
 
 @dataclass
@@ -97,7 +128,12 @@ def two_replicas(
 ) -> Iterator[Fleet]:
     proxy = nginx_factory()
     options = {**store.options, **settings}
-    first = upstream_factory(public_url=proxy.url, **options)
+    if store.database_url is None:
+        first = upstream_factory(public_url=proxy.url, **options)
+    else:  # the template's users, in the PostgreSQL database: then serve
+        first = upstream_factory(public_url=proxy.url, **{**options, "start": False})
+        prepare_database(store.database_url, first.data_dir, first.reader, first.publisher)
+        first.start()
     # The second replica: the same data dir (keys, store, database), another process.
     second = Upstream(
         first.data_dir, first.reader, first.publisher, public_url=proxy.url, **options
@@ -275,8 +311,9 @@ def test_a_replica_killed_mid_run_the_device_goes_on(
 def test_the_janitor_sweeps_each_expired_upload_once(
     nginx_factory: Callable[..., Nginx], upstream_factory: Callable[..., Upstream], store: Store
 ) -> None:
-    # Uploads expire after 1 s; each replica's janitor wakes every quarter second.
-    with two_replicas(nginx_factory, upstream_factory, store, upload_ttl=1) as pair:
+    # Uploads expire 2 to 3 s after they begin (lifetimes count from the start of
+    # a second); each replica's janitor wakes every 0.75 s.
+    with two_replicas(nginx_factory, upstream_factory, store, upload_ttl=3) as pair:
         first = pair.replicas[0]
         headers = {"Authorization": f"Bearer {first.login(first.publisher)}"}
         marks = pair.marks()
@@ -295,7 +332,7 @@ def test_the_janitor_sweeps_each_expired_upload_once(
                 for n in re.findall(r"removed (\d+) expired upload", log)
             ]
 
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while sum(swept()) < len(blobs) and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1.5)  # more rounds of both janitors: nothing is swept twice
