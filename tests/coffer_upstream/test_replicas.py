@@ -1,14 +1,15 @@
 """Two upstream replicas behind nginx: one database, one store, one pair of keys.
 
 Each replica is a real ``coffer-upstream serve`` process on the same data dir
-(its two key files, and its database), with the big parts in one store: the
-local store in that dir, or one bucket of the real S3 server
-(tests/fixtures/s3.py), the ``store`` parameter. nginx
-(tests/fixtures/nginx.py) is in front, and the devices are real cofferd
-processes pointed at nginx. Which replica
-answers is steered the way an operator would, by reloading nginx with one
-replica or the other (``Fleet.only``), and proved by each replica's own
-request log.
+(its two key files). The ``store`` parameter says what else they share: an
+SQLite database in that dir and the local store there (``sqlite-local``), a
+real PostgreSQL database (tests/fixtures/postgres.py) with the local store
+(``postgresql-local``), or PostgreSQL with one bucket of the real S3 server
+(tests/fixtures/s3.py, ``postgresql-s3``). nginx (tests/fixtures/nginx.py)
+is in front, and the devices are real cofferd processes pointed at nginx.
+Which replica answers is steered the way an operator would, by reloading
+nginx with one replica or the other (``Fleet.only``), and proved by each
+replica's own request log.
 """
 
 from __future__ import annotations
