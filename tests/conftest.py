@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = [
+    "fixtures.postgres",  # a real PostgreSQL server in a temp dir
     "fixtures.upstream",  # the reference upstream on loopback
     # Before fixtures.daemon, which imports it: every response from cofferd
     # checked against rpc.discover's document.
