@@ -482,7 +482,13 @@ def replicas(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
     if "--database-url" not in usage or "--store" not in usage:
         raise Skipped("this upstream has no --database-url/--store")
     with ExitStack() as stack:
-        url = stack.enter_context(postgres_fixture.PostgresServer.start()).new_database()
+        pg_base = base / "postgres"
+        pg_base.mkdir(mode=0o755)  # the postgres user (as root runs it) reaches inside
+        pg_base.chmod(0o755)
+        base.chmod(0o755)
+        pg = postgres_fixture.Postgres(pg_base).start()
+        stack.callback(pg.stop)
+        url = pg.create_database()
         s3 = stack.enter_context(s3_fixture.S3Server.start())
         bucket = s3.new_bucket()
         options = s3.upstream_options(bucket)

@@ -67,15 +67,6 @@ def test_url_signatures_bind_method_blob_and_expiry() -> None:
         signer.check_url("GET", "a" * 32, query["expires"], query["sig"])
 
 
-# The login limiter
-
-
-def attempt(limiter: LoginLimiter, email: str, succeed: bool = False) -> int | None:
-    with limiter.check(email) as current:
-        current.succeeded = succeed
-        return current.retry_after
-
-
 # Passwords
 
 

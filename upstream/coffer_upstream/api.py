@@ -118,7 +118,9 @@ class Api:
         user = await run_in_threadpool(self._auth.authorize, request, PUBLISHERS)
         folder, name = _names(request, "folder", "name")
         # No fields yet; unknown ones are ignored.
-        await read_json(request, self._config.max_json_bytes, empty_is_object=True)
+        await read_json(
+            request, self._config.max_json_bytes, self._config.idle_timeout, empty_is_object=True
+        )
         return await run_in_threadpool(self._begin_upload, user, folder, name)
 
     def _begin_upload(self, user: str, folder: str, name: str) -> Response:
@@ -137,7 +139,7 @@ class Api:
     async def commit_upload(self, request: Request) -> Response:
         user = await run_in_threadpool(self._auth.authorize, request, PUBLISHERS)
         _names(request, "folder", "name")
-        body = await read_json(request, self._config.max_json_bytes)
+        body = await read_json(request, self._config.max_json_bytes, self._config.idle_timeout)
         return await run_in_threadpool(self._commit_upload, request, user, body)
 
     def _commit_upload(self, request: Request, user: str, body: dict[str, Any]) -> Response:
@@ -160,7 +162,7 @@ class Api:
     async def put_archive_key(self, request: Request) -> Response:
         user = await run_in_threadpool(self._auth.authorize, request, PUBLISHERS)
         (archive_id,) = _names(request, "archive_id")
-        body = await read_json(request, self._config.max_json_bytes)
+        body = await read_json(request, self._config.max_json_bytes, self._config.idle_timeout)
         return await run_in_threadpool(self._put_archive_key, user, archive_id, body)
 
     def _put_archive_key(self, user: str, archive_id: str, body: dict[str, Any]) -> Response:

@@ -38,7 +38,7 @@ from coffer_upstream.ratelimit import LoginLimiter
 from coffer_upstream.signing import Signer
 from coffer_upstream.store import Store
 from coffer_upstream.uploads import Publisher
-from coffer_upstream.web import exception_handlers
+from coffer_upstream.web import EncodedSlashes, by_method, exception_handlers
 
 CONFIG_ENV = "COFFER_UPSTREAM_CONFIG"
 
@@ -88,8 +88,11 @@ def create_app(config: ServerConfig) -> Starlette:
         Route("/v1/login", auth.login, methods=["POST"]),
         Route("/v1/token", auth.token, methods=["POST"]),
         Route("/v1/resources/{folder}", api.list_resources, methods=["GET"]),
-        Route("/v1/resources/{folder}/{name}", api.get_resource, methods=["GET"]),
-        Route("/v1/resources/{folder}/{name}", api.delete_resource, methods=["DELETE"]),
+        Route(
+            "/v1/resources/{folder}/{name}",
+            by_method(GET=api.get_resource, DELETE=api.delete_resource),
+            methods=["GET", "DELETE"],
+        ),
         Route("/v1/resources/{folder}/{name}/uploads", api.begin_upload, methods=["POST"]),
         Route(
             "/v1/resources/{folder}/{name}/uploads/{upload_id}/commit",
@@ -101,16 +104,17 @@ def create_app(config: ServerConfig) -> Starlette:
             parts.part_url,
             methods=["POST"],
         ),
-        Route("/v1/archives/{archive_id}/key", api.get_archive_key, methods=["GET"]),
-        Route("/v1/archives/{archive_id}/key", api.put_archive_key, methods=["PUT"]),
+        Route(
+            "/v1/archives/{archive_id}/key",
+            by_method(GET=api.get_archive_key, PUT=api.put_archive_key),
+            methods=["GET", "PUT"],
+        ),
     ]
     if isinstance(blobs, LocalStore):
-        cdn = Cdn(blobs, signer, store, publisher)
+        cdn = Cdn(blobs, signer, store, publisher, config.idle_timeout)
         # HEAD comes with GET in Starlette's routes.
-        routes += [
-            Route("/cdn/{blob_id}", cdn.get, methods=["GET"]),
-            Route("/cdn/{blob_id}", cdn.put, methods=["PUT"]),
-        ]
+        endpoint = by_method(GET=cdn.get, PUT=cdn.put)
+        routes.append(Route("/cdn/{blob_id}", endpoint, methods=["GET", "PUT"]))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -124,6 +128,7 @@ def create_app(config: ServerConfig) -> Starlette:
             engine.dispose()
 
     app = Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=lifespan)
+    app.add_middleware(EncodedSlashes)
     app.add_middleware(AccessLog)
     app.state.janitor = janitor
     return app

@@ -55,7 +55,7 @@ class Auth:
         self._now = now
 
     async def login(self, request: Request) -> Response:
-        body = await read_json(request, self._config.max_json_bytes)
+        body = await read_json(request, self._config.max_json_bytes, self._config.idle_timeout)
         email = field_str(body, "email", _MAX_EMAIL)
         password = field_str(body, "password", _MAX_PASSWORD)
         source = request.client.host if request.client else "-"
@@ -86,7 +86,7 @@ class Auth:
         return answer(200, body, {"Cache-Control": "no-store"})
 
     async def token(self, request: Request) -> Response:
-        body = await read_json(request, self._config.max_json_bytes)
+        body = await read_json(request, self._config.max_json_bytes, self._config.idle_timeout)
         refresh = field_str(body, "refresh_token", _MAX_REFRESH)
         return await run_in_threadpool(self._refresh, request, refresh)
 

@@ -7,11 +7,15 @@ body into a temp file, then installs it under the upload's lock.
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
+from starlette.types import Message, Receive, Scope, Send
 
 from coffer_upstream.blobstore import is_blob_id
 from coffer_upstream.blobstore.local import Incoming, LocalStore
@@ -19,22 +23,55 @@ from coffer_upstream.errors import HttpError, bad_request, not_found
 from coffer_upstream.signing import Signer
 from coffer_upstream.store import Store
 from coffer_upstream.uploads import Publisher
-from coffer_upstream.web import answer
+from coffer_upstream.web import answer, body_chunks
+
+log = logging.getLogger(__name__)
 
 
 class BlobResponse(FileResponse):
+    """A FileResponse whose client must keep reading: stalled ``idle`` seconds, it is dropped.
+
+    uvicorn waits on a client that stopped reading for ever; this does not.
+    """
+
     # Fewer, larger reads than the default 64 KiB: each is a trip to a thread.
     chunk_size = 1024 * 1024
+
+    def __init__(self, path: Path, st: os.stat_result, idle: float) -> None:
+        super().__init__(
+            path,
+            media_type="application/octet-stream",
+            stat_result=st,
+            headers={"Accept-Ranges": "bytes"},
+        )
+        self._idle = idle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def timed(message: Message) -> None:
+            with anyio.fail_after(self._idle):
+                await send(message)
+
+        try:
+            await super().__call__(scope, receive, timed)
+        except TimeoutError:
+            # Unfinished: uvicorn closes the connection; the access log shows how far.
+            log.info("dropped a client that stopped reading")
 
 
 class Cdn:
     def __init__(
-        self, blobs: LocalStore, signer: Signer, store: Store, publisher: Publisher
+        self,
+        blobs: LocalStore,
+        signer: Signer,
+        store: Store,
+        publisher: Publisher,
+        idle: float,
     ) -> None:
         self._blobs = blobs
         self._signer = signer
         self._store = store
         self._publisher = publisher
+        self._idle = idle
 
     def _blob_id(self, request: Request, method: str) -> str:
         blob_id: str = request.path_params["blob_id"]
@@ -65,12 +102,7 @@ class Cdn:
                 raise HttpError(
                     416, "unsatisfiable Range", {"Content-Range": f"bytes */{st.st_size}"}
                 ) from exc
-        return BlobResponse(
-            path,
-            media_type="application/octet-stream",
-            stat_result=st,
-            headers={"Accept-Ranges": "bytes"},
-        )
+        return BlobResponse(path, st, self._idle)
 
     async def put(self, request: Request) -> Response:
         blob_id = self._blob_id(request, "PUT")
@@ -79,7 +111,7 @@ class Cdn:
         upload = await run_in_threadpool(self._store.upload_of_blob, blob_id)
         self._publisher.check_open(upload)
         try:
-            incoming = await self._blobs.receive(blob_id, request.stream())
+            incoming = await self._blobs.receive(blob_id, body_chunks(request, self._idle))
         except ClientDisconnect as exc:
             raise bad_request("the request body ended early") from exc
         try:

@@ -17,12 +17,16 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from coffer_upstream.accounts import Accounts
+from coffer_upstream.blobstore.local import LocalStore
 from coffer_upstream.db import DatabaseError
 from coffer_upstream.db.models import Lock
 from coffer_upstream.db.session import Transactions
 from coffer_upstream.uploads import Publisher
 
 log = logging.getLogger(__name__)
+
+#: Seconds a temp file of a PUT may go untouched before it counts as debris.
+DEBRIS_IDLE = 600
 
 
 class NamedLock:
@@ -97,6 +101,10 @@ class Janitor:
         try:
             now = self._clock()
             self._publisher.sweep()
+            if isinstance(self._publisher.blobs, LocalStore):
+                # A PUT writes its temp file as the body comes: one untouched
+                # that long died with its worker.
+                self._publisher.blobs.remove_debris(DEBRIS_IDLE, now)
             self._accounts.forget_login_failures(int(now - self._login_window))
             self._accounts.forget_expired_refresh_tokens(now)
         finally:
@@ -104,6 +112,7 @@ class Janitor:
         return True
 
     def start(self) -> None:
+        """A sweep every interval from now on (``serve`` runs the first before it listens)."""
         self._thread.start()
 
     def stop(self) -> None:

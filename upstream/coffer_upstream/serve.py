@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 from types import FrameType
 
 import uvicorn
@@ -55,6 +54,9 @@ def url_of(sock: socket.socket) -> str:
 
 def serve(config: ServerConfig, sock: socket.socket, workers: int, forwarded: str | None) -> int:
     common = {
+        # h11, not httptools: h11 bounds the request line and headers
+        # (h11_max_incomplete_event_size); httptools takes any size.
+        "http": "h11",
         "timeout_keep_alive": max(1, int(config.idle_timeout)),
         "limit_concurrency": LIMIT_CONCURRENCY,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
@@ -65,18 +67,23 @@ def serve(config: ServerConfig, sock: socket.socket, workers: int, forwarded: st
         "log_config": None,
         "server_header": False,
     }
-    # Our own handlers first: uvicorn re-raises the signal it caught once it has
-    # stopped, and restores these before it does, so the process exits 0.
+    # Our own handlers first: a signal before uvicorn has its own stops it as
+    # soon as it runs; and uvicorn, which re-raises the signal it caught once it
+    # has stopped, restores these before it does, so the process exits 0.
+    stop = _Stop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _ignore)
+        signal.signal(signum, stop)
+    # What expired while no replica ran is swept before the first request.
+    app = create_app(config)
+    app.state.janitor.sweep()
     if workers == 1:
-        app = create_app(config)
         print(f"listening on {url_of(sock)}", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, **common))  # type: ignore[arg-type]
-        server.run(sockets=[sock])
+        stop.server = server
+        if not stop.signalled:
+            server.run(sockets=[sock])
         return 0
     os.environ[CONFIG_ENV] = config_to_environment(config)
-    create_app(config)  # fails here, once, on a bad config rather than in every worker
     uv_config = uvicorn.Config(
         "coffer_upstream.app:from_environment",
         factory=True,
@@ -89,5 +96,14 @@ def serve(config: ServerConfig, sock: socket.socket, workers: int, forwarded: st
     return 0
 
 
-def _ignore(signum: int, frame: FrameType | None) -> None:
-    print(f"stopped by signal {signum}", file=sys.stderr)
+class _Stop:
+    """The handler of SIGTERM and SIGINT while uvicorn has none."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+        self.server: uvicorn.Server | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = True
+        if self.server is not None:
+            self.server.should_exit = True

@@ -7,11 +7,15 @@ Errors: endpoints raise :class:`HttpError`; :func:`exception_handlers` turns it
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
+import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coffer_upstream.blobstore import StoreFull, StoreUnavailable
 from coffer_upstream.db import DatabaseError
@@ -22,14 +26,33 @@ from coffer_upstream.hashing import Busy
 log = logging.getLogger("coffer_upstream")
 
 
-async def read_json(request: Request, limit: int, empty_is_object: bool = False) -> dict[str, Any]:
+async def body_chunks(request: Request, idle: float) -> AsyncIterator[bytes]:
+    """The request body as it comes; a client silent for ``idle`` seconds gets 408.
+
+    uvicorn bounds the wait for a request's head, not for its body: this does.
+    """
+    chunks = request.stream()
+    while True:
+        try:
+            with anyio.fail_after(idle):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise HttpError(408, "the request body stalled", {"Connection": "close"}) from exc
+        yield chunk
+
+
+async def read_json(
+    request: Request, limit: int, idle: float, empty_is_object: bool = False
+) -> dict[str, Any]:
     """The body as a JSON object of at most ``limit`` bytes (else 413), read as it comes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HttpError(413, f"request body over {limit} bytes", {"Connection": "close"})
     raw = bytearray()
     try:
-        async for chunk in request.stream():
+        async for chunk in body_chunks(request, idle):
             raw += chunk
             if len(raw) > limit:
                 raise HttpError(413, f"request body over {limit} bytes", {"Connection": "close"})
@@ -100,3 +123,36 @@ def exception_handlers() -> dict[Any, Any]:
         Busy: _busy,
         Exception: _internal,
     }
+
+
+class EncodedSlashes:
+    """Keep an encoded slash (``%2F``) inside its path segment.
+
+    uvicorn decodes the whole path, so ``/v1/resources/a%2Fb/m`` would route as
+    four segments; decoded segment by segment, a name holding a slash stays one
+    segment and is refused as a bad name (400) after the token check (401).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw: bytes = scope.get("raw_path") or b""
+        if scope["type"] == "http" and b"%2f" in raw.lower():
+            segments = raw.split(b"?", 1)[0].decode("ascii", "replace").split("/")
+            scope = dict(scope)
+            scope["path"] = "/".join(unquote(segment).replace("/", "%2F") for segment in segments)
+        await self.app(scope, receive, send)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def by_method(**endpoints: Endpoint) -> Endpoint:
+    """One endpoint for a path served by several methods (one route: one Allow header)."""
+
+    async def endpoint(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await endpoints[method](request)
+
+    return endpoint

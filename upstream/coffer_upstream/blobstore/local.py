@@ -157,6 +157,18 @@ class LocalStore:
         pattern = "*.part" if blob_id is None else f"{blob_id}.*.part"
         return self.tmp.glob(pattern)
 
+    def remove_debris(self, idle: float, now: float) -> int:
+        """Remove temp files untouched for ``idle`` seconds: PUTs that died. How many."""
+        count = 0
+        for temp in self.temp_paths():
+            try:
+                if temp.stat().st_mtime < now - idle:
+                    temp.unlink(missing_ok=True)
+                    count += 1
+            except FileNotFoundError:
+                pass
+        return count
+
     def close(self) -> None:
         pass
 

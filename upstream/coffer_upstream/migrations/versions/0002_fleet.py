@@ -17,12 +17,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as users:
-        users.add_column(sa.Column("email_key", sa.Text))
-        users.add_column(
-            sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false())
-        )
-        users.add_column(sa.Column("token_epoch", sa.Integer, nullable=False, server_default="0"))
+    # Plain ADD COLUMNs (SQLite has them): the first schema's tables are kept as they are.
+    op.add_column("users", sa.Column("email_key", sa.Text))
+    op.add_column(
+        "users", sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    op.add_column("users", sa.Column("token_epoch", sa.Integer, nullable=False, server_default="0"))
     # Python's casefold, as the app computes it, for the users already there.
     bind = op.get_bind()
     for (email,) in bind.execute(sa.text("SELECT email FROM users")).all():
@@ -31,8 +31,7 @@ def upgrade() -> None:
             {"key": email.casefold(), "email": email},
         )
     op.create_index("uq_users_email_key", "users", ["email_key"], unique=True)
-    with op.batch_alter_table("uploads") as uploads:
-        uploads.add_column(sa.Column("multipart_id", sa.Text))
+    op.add_column("uploads", sa.Column("multipart_id", sa.Text))
     op.create_table(
         "login_failures",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
