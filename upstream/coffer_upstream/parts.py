@@ -52,7 +52,7 @@ class Parts:
     async def part_url(self, request: Request) -> Response:
         await run_in_threadpool(self._auth.authorize, request, PUBLISHERS)
         folder, name = (_name(request, param) for param in ("folder", "name"))
-        body = await read_json(request, self._config.max_json_bytes)
+        body = await read_json(request, self._config.max_json_bytes, self._config.idle_timeout)
         upload_id: str = request.path_params["upload_id"]
         return await run_in_threadpool(self._part_url, folder, name, upload_id, body)
 
