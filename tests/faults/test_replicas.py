@@ -1,15 +1,14 @@
 """Two upstream replicas behind nginx: one database, one store, one pair of keys.
 
 Each replica is a real ``coffer-upstream serve`` process on the same data dir
-(its two key files). The ``store`` parameter says what else they share: an
-SQLite database in that dir and the local store there (``sqlite-local``), a
-real PostgreSQL database (tests/fixtures/postgres.py) with the local store
-(``postgresql-local``), or PostgreSQL with one bucket of the real S3 server
-(tests/fixtures/s3.py, ``postgresql-s3``). nginx (tests/fixtures/nginx.py)
-is in front, and the devices are real cofferd processes pointed at nginx.
-Which replica answers is steered the way an operator would, by reloading
-nginx with one replica or the other (``Fleet.only``), and proved by each
-replica's own request log.
+(its two key files) and the same real PostgreSQL database
+(tests/fixtures/postgres.py); the ``store`` parameter says where the big
+parts are: the local store in that dir (``postgresql-local``), or one bucket
+of the real S3 server (tests/fixtures/s3.py, ``postgresql-s3``). nginx
+(tests/fixtures/nginx.py) is in front, and the devices are real cofferd
+processes pointed at nginx. Which replica answers is steered the way an
+operator would, by reloading nginx with one replica or the other
+(``Fleet.only``), and proved by each replica's own request log.
 """
 
 from __future__ import annotations
@@ -51,7 +50,9 @@ class Store:
     database_url: str | None = None  # None: SQLite in the shared data dir
 
 
-@pytest.fixture(params=["sqlite-local", "postgresql-local", "postgresql-s3"])
+# SQLite shared by replicas on one host works too (tests/coffer_upstream/test_replicas.py
+# runs two that way); a fleet's replicas share PostgreSQL.
+@pytest.fixture(params=["postgresql-local", "postgresql-s3"])
 def store(request: pytest.FixtureRequest) -> Store:
     database, kind = request.param.split("-")
     url = (
