@@ -31,9 +31,11 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 from fixtures.daemon import CofferdProcess, load_via_pipe, upload_via_pipe
 from fixtures.nginx import Nginx
+from fixtures.postgres import Postgres
 from fixtures.upstream import Account, Upstream
 
 MiB = 1 << 20
@@ -341,3 +343,59 @@ def test_the_janitor_sweeps_each_expired_upload_once(
         assert not store.blobs(first) & set(blobs)
         # Both janitors ran rounds; the lock let one sweep at a time.
         assert all("Traceback" not in log for log in pair.since(marks))
+
+
+class _From(HTTPAdapter):
+    """Connections from one loopback address: a client nginx sees as that address."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self._source, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def client_from(source: str) -> requests.Session:
+    s = requests.Session()
+    s.mount("http://", _From(source))
+    return s
+
+
+def test_behind_nginx_failed_logins_count_against_the_real_source(
+    nginx_factory: Callable[..., Nginx],
+    upstream_factory: Callable[..., Upstream],
+    postgres: Postgres,
+) -> None:
+    # The replicas believe X-Forwarded-For from nginx (127.0.0.1) only; nginx
+    # appends the address it saw, so what a client claims is not its source.
+    url = postgres.create_database()
+    store = Store("local", {"database_url": url}, lambda up: set(), url)
+    with two_replicas(
+        nginx_factory, upstream_factory, store, forwarded_allow_ips="127.0.0.1"
+    ) as pair:
+        owner = pair.replicas[0].reader
+        login = f"{pair.proxy.url}/v1/login"
+        marks = pair.marks()
+        statuses = []
+        with client_from("127.0.0.3") as attacker:
+            for i in range(8):  # a new claimed address each time, over both replicas
+                answer = attacker.post(
+                    login,
+                    json={"email": owner.email, "password": f"guess-{i}"},
+                    headers={"X-Forwarded-For": f"10.0.0.{i}"},
+                    timeout=30,
+                )
+                statuses.append(answer.status_code)
+        assert statuses == [401] * 5 + [429] * 3
+        assert len(set(pair.proxy.served_by())) == 2  # both replicas counted them
+        with client_from("127.0.0.2") as device:
+            answer = device.post(
+                login, json={"email": owner.email, "password": owner.password}, timeout=30
+            )
+        assert answer.status_code == 200  # the owner, from elsewhere, is not held back
+        logged = "".join(pair.since(marks))
+        assert "127.0.0.3 - POST /v1/login 401" in logged
+        assert "127.0.0.2 reader@example.com POST /v1/login 200" in logged
+        assert "10.0.0." not in logged
