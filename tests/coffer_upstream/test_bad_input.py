@@ -6,7 +6,11 @@ All run against one server; its teardown fails if it logged a traceback.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import time
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -146,9 +150,10 @@ FRAMING_CASES = [
     b"GET /" + b"a" * 1_000_000 + b" HTTP/1.1\r\n" + H + b"\r\n",
     b"POST /v1/login HTTP/1.1\r\n" + H + b"Content-Length: -1\r\n\r\n",
     b"POST /v1/login HTTP/1.1\r\n" + H + b"Content-Length: abc\r\n\r\n",
+    # Both framings: chunked wins (RFC 9112 6.3), so "{}" is a bad chunk size.
     b"POST /v1/login HTTP/1.1\r\n"
     + H
-    + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+    + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}\r\n",
     b"POST /v1/login HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n\r\n",
     b"POST /v1/login HTTP/1.1\r\n"
     + H
@@ -156,8 +161,6 @@ FRAMING_CASES = [
     + b"f" * 2000
     + b"\r\n",
     b"GET /v1/resources/a\x00b/m HTTP/1.1\r\n" + H + b"\r\n",
-    b"BREW /health HTTP/1.1\r\n" + H + b"\r\n",
-    b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n",
 ]
 
 
@@ -179,6 +182,8 @@ def app_cases(token: str) -> list[bytes]:
         + b"\r\n",
         b"POST /v1/login HTTP/1.1\r\n" + H + b"Content-Length: 99999999999\r\n\r\n",
         b"GET / HTTP/9.9\r\n" + H + b"\r\n",
+        b"BREW /health HTTP/1.1\r\n" + H + b"\r\n",
+        b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n",
     ]
 
 
@@ -211,3 +216,33 @@ def test_keep_alive_survives_an_error_with_a_small_body(upstream_module: Upstrea
     responses = parse(upstream_module.raw(bad_login + unread + health + health))
     assert [status for status, _, _ in responses] == [400, 401, 200, 200]
     assert json.loads(responses[-1][2]) == {"status": "ok"}
+
+
+def test_a_slow_or_silent_request_head_is_dropped(
+    upstream_factory: Callable[..., Upstream],
+) -> None:
+    upstream = upstream_factory(idle_timeout=1.0)
+    started = time.monotonic()
+    with (
+        socket.create_connection(("127.0.0.1", upstream.port), timeout=10) as silent,
+        socket.create_connection(("127.0.0.1", upstream.port), timeout=10) as slow,
+    ):
+        for byte in b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"y" * 100:
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+            if time.monotonic() - started > 6:
+                break
+        # Both were closed by the server after about a second, not answered.
+        assert silent.recv(100) == b""
+        with contextlib.suppress(ConnectionResetError):
+            assert slow.recv(100) == b""
+        closed_at = time.monotonic() - started
+    assert closed_at < 6
+    # A prompt client on a kept-alive connection still gets its answers.
+    with requests.Session() as session:
+        for _ in range(3):
+            assert session.get(f"{upstream.url}/health", timeout=10).ok
+            time.sleep(0.3)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from fixtures.postgres import Postgres
 from fixtures.upstream import COMMAND, Upstream, database_args
 
 
@@ -183,3 +184,27 @@ def test_serve_with_workers(upstream_factory: Callable[..., Upstream]) -> None:
         assert response.status_code == 404
     upstream.stop()
     assert upstream.problems() == []
+
+
+def test_postgresql_needs_db_upgrade_first(postgres: Postgres, tmp_path: Path) -> None:
+    url = postgres.create_database()
+    args = ["--data-dir", str(tmp_path / "d"), "--database-url", url]
+    for command in (["serve", "--port", "0"], ["user", "ls"]):
+        done = subprocess.run(
+            [*COMMAND, *command, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 1, done
+        assert "db upgrade" in done.stderr
+        assert "Traceback" not in done.stderr
+    upgraded = subprocess.run(
+        [*COMMAND, "db", "upgrade", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    listed = subprocess.run(
+        [*COMMAND, "user", "ls", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert json.loads(listed.stdout) == []

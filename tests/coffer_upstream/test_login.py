@@ -197,3 +197,40 @@ def test_many_devices_may_log_in_to_one_account_at_once(upstream: Upstream) -> N
     for t in threads:
         t.join()
     assert statuses == [200] * 8
+
+
+def test_a_login_storm_is_refused_early_and_starves_nothing(upstream: Upstream) -> None:
+    # Two password checks at once and 64 waiting: a burst of 150 cannot all queue.
+    statuses: list[tuple[int, str | None]] = []
+    lock = threading.Lock()
+    go = threading.Event()
+
+    def one() -> None:
+        go.wait()
+        response = login(upstream, upstream.reader.email, upstream.reader.password)
+        with lock:
+            statuses.append((response.status_code, response.headers.get("Retry-After")))
+
+    token = upstream.login(upstream.reader)
+    threads = [threading.Thread(target=one) for _ in range(150)]
+    for t in threads:
+        t.start()
+    go.set()
+    time.sleep(0.3)
+    # Mid-storm, other requests are answered at once.
+    started = time.monotonic()
+    other = requests.get(
+        f"{upstream.url}/v1/archives/none/key",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert other.status_code == 404
+    assert time.monotonic() - started < 2.0
+    for t in threads:
+        t.join(timeout=120)
+    assert len(statuses) == 150
+    refused = [s for s in statuses if s[0] == 503]
+    assert refused, "the storm was not refused"
+    assert all(retry == "1" for _, retry in refused)
+    assert {code for code, _ in statuses} <= {200, 503}
+    assert sum(code == 200 for code, _ in statuses) >= 66

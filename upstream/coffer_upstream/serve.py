@@ -7,7 +7,8 @@ one; connections made from then on wait in its backlog until served. With
 building its app from the config in the environment.
 
 What bounds a client is uvicorn's: ``timeout_keep_alive`` (an idle kept-alive
-connection), ``limit_concurrency`` (connections and requests at once; past it
+connection, and with :mod:`protocol` the time a request's head may take),
+``limit_concurrency`` (connections and requests at once; past it
 503), ``h11_max_incomplete_event_size`` (the request line and headers), and
 the app's own caps on bodies. SIGTERM or SIGINT stops it gracefully (exit 0).
 """
@@ -24,6 +25,7 @@ from uvicorn.supervisors import Multiprocess
 
 from coffer_upstream.app import CONFIG_ENV, config_to_environment, create_app
 from coffer_upstream.config import ServerConfig
+from coffer_upstream.protocol import HeadTimeoutH11Protocol
 
 #: Connections and requests at once per worker; past it uvicorn answers 503.
 LIMIT_CONCURRENCY = 1000
@@ -55,8 +57,9 @@ def url_of(sock: socket.socket) -> str:
 def serve(config: ServerConfig, sock: socket.socket, workers: int, forwarded: str | None) -> int:
     common = {
         # h11, not httptools: h11 bounds the request line and headers
-        # (h11_max_incomplete_event_size); httptools takes any size.
-        "http": "h11",
+        # (h11_max_incomplete_event_size); httptools takes any size. Our
+        # subclass bounds the time a request's head may take too.
+        "http": HeadTimeoutH11Protocol,
         "timeout_keep_alive": max(1, int(config.idle_timeout)),
         "limit_concurrency": LIMIT_CONCURRENCY,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,

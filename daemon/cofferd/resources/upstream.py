@@ -138,6 +138,9 @@ class ApiClient:
         self._credential_source = credential_source
         #: The boot credential's pair while it is in use but not yet accepted.
         self._adopted: tuple[str, str] | None = None
+        #: A refresh token (the upstream's extension) and the credentials it came with:
+        #: renewals use it instead of the password, which costs the upstream a hash.
+        self._refresh: tuple[tuple[str, str], str] | None = None
         self._observer = observer
 
     def close(self) -> None:
@@ -145,6 +148,7 @@ class ApiClient:
         with self._lock:
             self._credentials = None
             self._token = None
+            self._refresh = None
         self._session.close()
 
     # -- authentication ---------------------------------------------------
@@ -161,13 +165,14 @@ class ApiClient:
         Refused credentials raise :class:`Unauthorized` and leave the ones set
         before in place.
         """
-        token, expires = self._fetch_token(email, password, self._deadline())
+        token, expires, refresh = self._fetch_token(email, password, self._deadline())
         with self._lock:
             # Set together: a renewal under the old credentials still in flight
             # finds them changed and discards its token.
-            self._credentials = (email, password)
+            self._credentials = credentials = (email, password)
             self._adopted = None
             self._token, self._token_expires = token, expires
+            self._refresh = None if refresh is None else (credentials, refresh)
         log.info("logged in to the upstream")
 
     def logout(self) -> None:
@@ -177,6 +182,7 @@ class ApiClient:
             self._adopted = None
             self._token = None
             self._token_expires = 0.0
+            self._refresh = None
 
     def _adopt_boot_credential(self) -> None:
         """With no credentials held, take the boot credential's; the login checks them."""
@@ -204,7 +210,29 @@ class ApiClient:
             )
         return left
 
-    def _fetch_token(self, email: str, password: str, deadline: float) -> tuple[str, float]:
+    def _renew(
+        self, credentials: tuple[str, str], deadline: float
+    ) -> tuple[str, float, str | None]:
+        """A new token: with the refresh token if there is one, else (or if it is
+        refused) by logging in. Network only: the caller holds no lock."""
+        with self._lock:
+            held = self._refresh
+        if held is not None and held[0] is credentials:
+            body = {"refresh_token": held[1]}
+            resp = self._send("POST", "/v1/token", json=body, deadline=deadline)
+            if resp.status_code == 200:
+                token = wire.parse_token(json_body(resp, "token renewal"))
+                return token.access_token, self._expiry(token.expires_in), held[1]
+            # Refused (revoked, expired) or not offered: the password decides.
+        return self._fetch_token(*credentials, deadline)
+
+    def _expiry(self, expires_in: float) -> float:
+        # Renew a little early so a token does not expire in flight.
+        return self._clock() + expires_in - min(30.0, expires_in / 10)
+
+    def _fetch_token(
+        self, email: str, password: str, deadline: float
+    ) -> tuple[str, float, str | None]:
         # Network only: the caller holds no lock.
         body = {"email": email, "password": password}
         resp = self._send("POST", "/v1/login", json=body, deadline=deadline)
@@ -215,10 +243,11 @@ class ApiClient:
             after = f"; retry after {wait} s" if wait.isdigit() else ""
             raise Unauthorized(f"too many failed logins{after}")
         raise_for_status(resp, "login")
-        token = wire.parse_token(json_body(resp, "login"))
-        # Renew a little early so a token does not expire in flight.
-        margin = min(30.0, token.expires_in / 10)
-        return token.access_token, self._clock() + token.expires_in - margin
+        answer = json_body(resp, "login")
+        token = wire.parse_token(answer)
+        refresh = answer.get("refresh_token") if isinstance(answer, dict) else None
+        refresh = refresh if isinstance(refresh, str) and 0 < len(refresh) <= 256 else None
+        return token.access_token, self._expiry(token.expires_in), refresh
 
     def _current_token(self, deadline: float) -> str:
         self._adopt_boot_credential()
@@ -242,10 +271,11 @@ class ApiClient:
                     raise type(renewal.error)(str(renewal.error))
                 continue
             try:
-                token, expires = self._fetch_token(*credentials, deadline)
+                token, expires, refresh = self._renew(credentials, deadline)
                 with self._lock:
                     if self._credentials is credentials:  # not replaced by a login meanwhile
                         self._token, self._token_expires = token, expires
+                        self._refresh = None if refresh is None else (credentials, refresh)
                         if self._adopted is credentials:
                             self._adopted = None
                             log.info("logged in to the upstream with the boot credential")

@@ -23,6 +23,7 @@ from cofferd.errors import (
     UpstreamUnavailable,
 )
 from cofferd.resources.upstream import MAX_PART_SIZE, ApiClient, RetryPolicy
+from fixtures.upstream import Upstream
 
 KEY = bytes(range(32))
 BIG = bytes(range(256)) * 4096 * 4  # 4 MiB
@@ -539,3 +540,49 @@ def test_a_bad_multipart_offer_is_a_protocol_error(
     )
     with pytest.raises(UpstreamProtocolError, match="multipart"):
         client.begin_upload("models", "m.bin")
+
+
+# Refresh tokens, against the real reference upstream
+
+
+def test_renewals_use_the_refresh_token_not_the_password(upstream: Upstream) -> None:
+    now = [1_000.0]
+    client = ApiClient(upstream.url, clock=lambda: now[0])
+    try:
+        client.login(upstream.reader.email, upstream.reader.password)
+        for _ in range(3):
+            now[0] += 10_000  # past the token's lifetime: each call renews first
+            assert client.list_page("models") == ([], None)
+        log = upstream.log()
+        assert log.count("POST /v1/login 200") == 1
+        assert log.count("POST /v1/token 200") == 3
+        # Disabled upstream: the refresh is refused, so is the password.
+        assert upstream.admin("user", "disable", upstream.reader.email).returncode == 0
+        now[0] += 10_000
+        with pytest.raises(Unauthorized):
+            client.list_page("models")
+        assert upstream.log().count("POST /v1/login 401") == 1
+    finally:
+        client.close()
+
+
+def test_a_refused_refresh_falls_back_to_the_password(upstream: Upstream) -> None:
+    now = [1_000.0]
+    client = ApiClient(upstream.url, clock=lambda: now[0])
+    try:
+        client.login(upstream.reader.email, upstream.reader.password)
+        # A new password ends the refresh token; the client then logs in again.
+        new = upstream.admin("user", "passwd", upstream.reader.email, stdin="second\n")
+        assert new.returncode == 0
+        client.login(upstream.reader.email, "second")
+        assert (
+            upstream.admin("user", "passwd", upstream.reader.email, stdin="second\n").returncode
+            == 0
+        )
+        now[0] += 10_000
+        assert client.list_page("models") == ([], None)
+        log = upstream.log()
+        assert log.count("POST /v1/token 401") == 1
+        assert log.count("POST /v1/login 200") == 3
+    finally:
+        client.close()

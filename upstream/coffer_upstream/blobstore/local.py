@@ -14,6 +14,7 @@ otherwise it hashes the file again: what counts is what is on disk now.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -22,6 +23,7 @@ import secrets
 from collections.abc import AsyncIterable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from coffer_upstream.blobstore import Stored, StoreFull, StoreUnavailable, is_blob_id
 from coffer_upstream.signing import Signer
@@ -96,20 +98,31 @@ class LocalStore:
         size = 0
         with _errors():
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        loop = asyncio.get_running_loop()
+        # Double buffering: a thread hashes and writes one buffer while the
+        # event loop gathers the next (hashlib and write release the GIL).
+        writing: asyncio.Future[None] | None = None
         try:
             pending = bytearray()
             async for chunk in chunks:
-                sha.update(chunk)
                 size += len(chunk)
                 pending += chunk
                 if len(pending) >= _WRITE_BUFFER:
-                    _write_all(fd, pending)
-                    pending.clear()
-            _write_all(fd, pending)
+                    if writing is not None:
+                        await writing
+                    full, pending = pending, bytearray()
+                    writing = loop.run_in_executor(None, _absorb, fd, sha, full)
+            if writing is not None:
+                await writing
+                writing = None
+            _absorb(fd, sha, pending)
             with _errors():
                 # On disk before it can become part of a version.
-                os.fsync(fd)
+                await loop.run_in_executor(None, os.fsync, fd)
         except BaseException:
+            if writing is not None:
+                # The thread must be done with the file before it is closed.
+                await asyncio.shield(asyncio.wait([writing]))
             temp.unlink(missing_ok=True)
             raise
         finally:
@@ -184,6 +197,11 @@ class LocalStore:
         except FileNotFoundError:
             return None
         return fingerprint, digest
+
+
+def _absorb(fd: int, sha: Any, data: bytearray) -> None:
+    sha.update(data)
+    _write_all(fd, data)
 
 
 def _write_all(fd: int, data: bytearray) -> None:
