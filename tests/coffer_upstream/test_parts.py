@@ -112,13 +112,17 @@ def test_multipart_publish_then_download_straight_from_the_store(
         assert (tail.status_code, tail.content) == (206, data[1:])
 
 
-def test_a_single_put_with_a_length_still_works(s3_upstream: Upstream) -> None:
+def test_a_single_put_with_a_length_still_works(
+    s3_upstream: Upstream, s3_server: S3Server, s3_bucket: str
+) -> None:
     """A publisher that ignores the offer PUTs the whole to big_url (with a Content-Length)."""
     data = os.urandom(300_000)
     begun = _begin(s3_upstream)
     assert requests.put(begun["big_url"], data=data, timeout=60).status_code == 200
     assert _commit(s3_upstream, begun["upload_id"], data).status_code == 200
     assert requests.get(_resource(s3_upstream)["big_url"], timeout=60).content == data
+    # The multipart upload begun for it, never used, is not left behind.
+    assert "Uploads" not in s3_server.client().list_multipart_uploads(Bucket=s3_bucket)
 
 
 def test_commit_refuses_an_object_replaced_behind_the_upstreams_back(

@@ -134,7 +134,9 @@ class S3Store:
         A part list the store refuses (none, one too small, an upload already
         completed or aborted) completes nothing and is no error here: the
         commit's :meth:`stat` then finds the blob absent or not what was
-        announced, and refuses it.
+        announced, and refuses it. No parts but the whole object there (a
+        publisher that used the single PUT): the multipart upload is aborted,
+        so that none is left behind.
         """
         where = self._where(blob_id)
         parts = []
@@ -154,6 +156,8 @@ class S3Store:
                     return
                 raise
         if not parts:
+            if self._exists(blob_id):
+                self.abort_multipart(blob_id, multipart_id)
             return
         with _errors("complete a multipart upload"):
             try:
@@ -192,6 +196,16 @@ class S3Store:
                     sha.update(chunk)
                     size += len(chunk)
         return Stored(size, sha.hexdigest())
+
+    def _exists(self, blob_id: str) -> bool:
+        with _errors("look for a big part"):
+            try:
+                self._client.head_object(**self._where(blob_id))
+            except ClientError as exc:
+                if _code(exc) in _ABSENT:
+                    return False
+                raise
+        return True
 
     def delete(self, blob_id: str) -> None:
         # S3's DELETE of an absent key succeeds: idempotent as it is.
