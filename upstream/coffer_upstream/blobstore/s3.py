@@ -90,7 +90,14 @@ class S3Store:
             max_pool_connections=max_connections,
             retries={"mode": "standard", "max_attempts": 3},
         )
-        self._client: Any = boto3.session.Session().client(
+        session = boto3.session.Session()
+        if (access_key is None or secret_key is None) and session.get_credentials() is None:
+            # Every URL is signed: without keys nothing works. Said at start, once.
+            raise ValueError(
+                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or another source boto3 reads)"
+            )
+        self._client: Any = session.client(
             "s3",
             endpoint_url=endpoint,
             region_name=region,
@@ -115,9 +122,11 @@ class S3Store:
         )
 
     def _presign(self, operation: str, blob_id: str, ttl: int, **params: Any) -> str:
-        url: str = self._client.generate_presigned_url(
-            operation, Params={**self._where(blob_id), **params}, ExpiresIn=ttl
-        )
+        where = self._where(blob_id)
+        with _errors("sign a URL"):
+            url: str = self._client.generate_presigned_url(
+                operation, Params={**where, **params}, ExpiresIn=ttl
+            )
         return url
 
     # Multipart
