@@ -8,6 +8,8 @@ import base64
 import hashlib
 import os
 import secrets
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -112,13 +114,17 @@ def test_multipart_publish_then_download_straight_from_the_store(
         assert (tail.status_code, tail.content) == (206, data[1:])
 
 
-def test_a_single_put_with_a_length_still_works(s3_upstream: Upstream) -> None:
+def test_a_single_put_with_a_length_still_works(
+    s3_upstream: Upstream, s3_server: S3Server, s3_bucket: str
+) -> None:
     """A publisher that ignores the offer PUTs the whole to big_url (with a Content-Length)."""
     data = os.urandom(300_000)
     begun = _begin(s3_upstream)
     assert requests.put(begun["big_url"], data=data, timeout=60).status_code == 200
     assert _commit(s3_upstream, begun["upload_id"], data).status_code == 200
     assert requests.get(_resource(s3_upstream)["big_url"], timeout=60).content == data
+    # The multipart upload begun for it, never used, is not left behind.
+    assert "Uploads" not in s3_server.client().list_multipart_uploads(Bucket=s3_bucket)
 
 
 def test_commit_refuses_an_object_replaced_behind_the_upstreams_back(
@@ -191,3 +197,20 @@ def test_the_local_store_offers_no_parts(upstream: Upstream) -> None:
     begun = _begin(upstream)
     assert "multipart" not in begun
     assert _part_url(upstream, begun["upload_id"], {"part_number": 1}).status_code == 409
+
+
+def test_an_expired_upload_aborts_its_multipart_upload(
+    upstream_factory: Callable[..., Upstream], s3_server: S3Server, s3_bucket: str
+) -> None:
+    upstream = upstream_factory(upload_ttl=1, **s3_server.upstream_options(s3_bucket, PART))
+    begun = _begin(upstream)
+    url = _part_url(upstream, begun["upload_id"], {"part_number": 1}).json()["url"]
+    assert requests.put(url, data=b"x" * 1000, timeout=30).status_code == 200
+    client = s3_server.client()
+    assert len(client.list_multipart_uploads(Bucket=s3_bucket)["Uploads"]) == 1
+    deadline = time.monotonic() + 15
+    while "Uploads" in client.list_multipart_uploads(Bucket=s3_bucket):
+        assert time.monotonic() < deadline, "the expired upload's parts were never aborted"
+        time.sleep(0.2)
+    assert requests.put(url, data=b"late", timeout=30).status_code in (403, 404)
+    assert client.list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0

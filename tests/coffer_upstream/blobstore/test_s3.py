@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -231,6 +232,16 @@ def test_wrong_keys_are_unavailable_not_absent(s3_server: S3Server, s3_bucket: s
     with pytest.raises(StoreUnavailable, match="SignatureDoesNotMatch") as failed:
         wrong.stat(new_blob_id())
     assert "not-the-secret" not in str(failed.value)
+
+
+def test_no_credentials_is_said_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ValueError, match="no S3 credentials"):
+        S3Store("bucket", endpoint="http://127.0.0.1:9")
 
 
 def test_bad_arguments(store: S3Store) -> None:

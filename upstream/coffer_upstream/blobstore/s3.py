@@ -90,7 +90,14 @@ class S3Store:
             max_pool_connections=max_connections,
             retries={"mode": "standard", "max_attempts": 3},
         )
-        self._client: Any = boto3.session.Session().client(
+        session = boto3.session.Session()
+        if (access_key is None or secret_key is None) and session.get_credentials() is None:
+            # Every URL is signed: without keys nothing works. Said at start, once.
+            raise ValueError(
+                "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or another source boto3 reads)"
+            )
+        self._client: Any = session.client(
             "s3",
             endpoint_url=endpoint,
             region_name=region,
@@ -115,9 +122,11 @@ class S3Store:
         )
 
     def _presign(self, operation: str, blob_id: str, ttl: int, **params: Any) -> str:
-        url: str = self._client.generate_presigned_url(
-            operation, Params={**self._where(blob_id), **params}, ExpiresIn=ttl
-        )
+        where = self._where(blob_id)
+        with _errors("sign a URL"):
+            url: str = self._client.generate_presigned_url(
+                operation, Params={**where, **params}, ExpiresIn=ttl
+            )
         return url
 
     # Multipart
@@ -134,7 +143,9 @@ class S3Store:
         A part list the store refuses (none, one too small, an upload already
         completed or aborted) completes nothing and is no error here: the
         commit's :meth:`stat` then finds the blob absent or not what was
-        announced, and refuses it.
+        announced, and refuses it. No parts but the whole object there (a
+        publisher that used the single PUT): the multipart upload is aborted,
+        so that none is left behind.
         """
         where = self._where(blob_id)
         parts = []
@@ -154,6 +165,8 @@ class S3Store:
                     return
                 raise
         if not parts:
+            if self._exists(blob_id):
+                self.abort_multipart(blob_id, multipart_id)
             return
         with _errors("complete a multipart upload"):
             try:
@@ -192,6 +205,16 @@ class S3Store:
                     sha.update(chunk)
                     size += len(chunk)
         return Stored(size, sha.hexdigest())
+
+    def _exists(self, blob_id: str) -> bool:
+        with _errors("look for a big part"):
+            try:
+                self._client.head_object(**self._where(blob_id))
+            except ClientError as exc:
+                if _code(exc) in _ABSENT:
+                    return False
+                raise
+        return True
 
     def delete(self, blob_id: str) -> None:
         # S3's DELETE of an absent key succeeds: idempotent as it is.
