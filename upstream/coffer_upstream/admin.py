@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
@@ -17,6 +19,7 @@ from coffer_upstream.app import make_blobstore
 from coffer_upstream.config import ServerConfig
 from coffer_upstream.db import default_url, is_sqlite, make_engine, migrate
 from coffer_upstream.db.session import Transactions
+from coffer_upstream.devices import Devices, NoSuchDevice, NoSuchToken
 from coffer_upstream.keys import load_secret
 from coffer_upstream.leases import LeaseKey
 from coffer_upstream.passwords import hash_password
@@ -25,6 +28,8 @@ from coffer_upstream.store import Store
 from coffer_upstream.uploads import Publisher
 
 _MAX_EMAIL = 254
+#: The most devices one enrollment token may enroll.
+MAX_USES = 1_000_000
 
 
 class Refused(Exception):
@@ -75,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
         transactions = Transactions(engine)
         if args.command == "user":
             return _user(args, Accounts(transactions))
+        if args.command == "enroll-token":
+            return _enroll_token(args, Devices(transactions))
+        if args.command == "device":
+            return _device(args, Devices(transactions))
         return _resource(args, Store(transactions))
     finally:
         engine.dispose()
@@ -115,6 +124,105 @@ def _user(args: argparse.Namespace, accounts: Accounts) -> int:
     except NoSuchUser as exc:
         raise Refused(f"no user {email}") from exc
     return 0
+
+
+def _enroll_token(args: argparse.Namespace, devices: Devices) -> int:
+    now = int(time.time())
+    command = args.token_command
+    if command == "create":
+        if not 0 < args.uses <= MAX_USES:
+            raise Refused(f"--uses must be from 1 to {MAX_USES}", 2)
+        expires_at = now + args.expires
+        token_id, token = devices.create_token(args.role, args.uses, expires_at, now)
+        if args.json:
+            fields = {"id": token_id, "token": token, "role": args.role, "uses": args.uses}
+            print(json.dumps({**fields, "expires_at": _iso(expires_at)}))
+        else:
+            # The token alone on stdout (for $(...)); what it is, on stderr.
+            print(token)
+            print(
+                f"enrollment token {token_id}: {args.role}, {args.uses} use(s), expires "
+                f"{_iso(expires_at)}; shown once, only its sha256 is kept",
+                file=sys.stderr,
+            )
+        return 0
+    if command == "ls":
+        tokens = devices.tokens()
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "id": t.id,
+                            "role": t.role,
+                            "uses_left": t.uses_left,
+                            "expires_at": _iso(t.expires_at),
+                            "created_at": _iso(t.created_at),
+                            "revoked_at": _iso(t.revoked_at),
+                            "state": t.state(now),
+                        }
+                        for t in tokens
+                    ]
+                )
+            )
+        else:
+            print("ID\tROLE\tUSES LEFT\tEXPIRES\tCREATED\tSTATE")
+            for t in tokens:
+                print(
+                    f"{t.id}\t{t.role}\t{t.uses_left}\t{_iso(t.expires_at)}\t"
+                    f"{_iso(t.created_at)}\t{t.state(now)}"
+                )
+        return 0
+    try:
+        done = devices.revoke_token(args.id, now)
+    except NoSuchToken as exc:
+        raise Refused(f"no enrollment token {args.id}") from exc
+    print(f"revoked enrollment token {args.id}" if done else f"{args.id} was already revoked")
+    return 0
+
+
+def _device(args: argparse.Namespace, devices: Devices) -> int:
+    now = int(time.time())
+    if args.device_command == "ls":
+        found = devices.devices()
+        if args.json:
+            print(
+                json.dumps(
+                    [
+                        {
+                            "id": d.id,
+                            "name": d.name,
+                            "public_key": d.public_key_b64,
+                            "role": d.role,
+                            "enrolled_at": _iso(d.enrolled_at),
+                            "last_seen_at": _iso(d.last_seen_at),
+                            "revoked_at": _iso(d.revoked_at),
+                            "enrolled_with": d.enrolled_with,
+                        }
+                        for d in found
+                    ]
+                )
+            )
+        else:
+            print("ID\tNAME\tENROLLED\tLAST SEEN\tROLE\tREVOKED")
+            for d in found:
+                print(
+                    f"{d.id}\t{d.name or '-'}\t{_iso(d.enrolled_at)}\t"
+                    f"{_iso(d.last_seen_at) or 'never'}\t{d.role}\t{_iso(d.revoked_at) or 'no'}"
+                )
+        return 0
+    try:
+        done = devices.revoke(args.id, now)
+    except NoSuchDevice as exc:
+        raise Refused(f"no device {args.id}") from exc
+    print(f"revoked device {args.id}" if done else f"{args.id} was already revoked")
+    return 0
+
+
+def _iso(seconds: int | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _resource(args: argparse.Namespace, store: Store) -> int:

@@ -83,12 +83,12 @@ class Api:
         return await run_in_threadpool(self._get_resource, request)
 
     def _get_resource(self, request: Request) -> Response:
-        user = self._auth.authorize(request, READERS)
+        caller = self._auth.caller(request, READERS)
         folder, name = _names(request, "folder", "name")
         version = self._store.current_version(folder, name)
         if version is None:
             raise not_found(f"no resource {folder}/{name}")
-        lease = self._leases.issue(version, user, self._now())
+        lease = self._leases.issue(version, caller.subject, self._now(), caller.device_id)
         body = {
             "folder": version.folder,
             "name": version.name,

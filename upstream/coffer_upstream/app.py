@@ -29,6 +29,7 @@ from coffer_upstream.cdn import Cdn
 from coffer_upstream.config import ServerConfig
 from coffer_upstream.db import default_url, make_engine
 from coffer_upstream.db.session import Transactions
+from coffer_upstream.devices import Devices
 from coffer_upstream.hashing import PasswordPool
 from coffer_upstream.janitor import Janitor
 from coffer_upstream.keys import load_secret
@@ -69,11 +70,12 @@ def create_app(config: ServerConfig) -> Starlette:
     transactions = Transactions(engine)
     store = Store(transactions)
     accounts = Accounts(transactions)
+    devices = Devices(transactions)
     blobs = make_blobstore(config, signer)
     publisher = Publisher(store, blobs, config.upload_ttl, now)
     passwords = PasswordPool(config.password_workers, config.password_queue)
     limiter = LoginLimiter(accounts, config.login_max_failures, config.login_window, time.time)
-    auth = Auth(config, accounts, signer, limiter, passwords, now)
+    auth = Auth(config, accounts, devices, signer, limiter, passwords, now)
     leases = LeaseIssuer(
         LeaseKey.load_or_create(config.data_dir / "lease-key.pem"), config.lease_seconds
     )
@@ -81,12 +83,15 @@ def create_app(config: ServerConfig) -> Starlette:
     parts = Parts(config, auth, store, publisher, now)
     # Often enough that an upload is gone soon after it expires.
     interval = min(60.0, max(0.2, config.upload_ttl / 4))
-    janitor = Janitor(transactions, publisher, accounts, interval, config.login_window, now)
+    janitor = Janitor(
+        transactions, publisher, accounts, devices, interval, config.login_window, now
+    )
 
     routes = [
         Route("/health", api.health, methods=["GET"]),
         Route("/v1/login", auth.login, methods=["POST"]),
         Route("/v1/token", auth.token, methods=["POST"]),
+        Route("/v1/devices", auth.enroll, methods=["POST"]),
         Route("/v1/resources/{folder}", api.list_resources, methods=["GET"]),
         Route(
             "/v1/resources/{folder}/{name}",
@@ -144,4 +149,5 @@ def from_environment() -> Starlette:
     """The factory of each uvicorn worker: the config ``serve`` left in the environment."""
     fields = json.loads(os.environ[CONFIG_ENV])
     fields["data_dir"] = Path(fields["data_dir"])
+    fields["audiences"] = tuple(fields["audiences"])
     return create_app(ServerConfig(**fields))

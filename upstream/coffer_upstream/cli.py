@@ -10,6 +10,9 @@
     coffer-upstream user ls [--json] | disable EMAIL | enable EMAIL | passwd EMAIL (stdin)
                     | role EMAIL ROLE
     coffer-upstream resource ls [FOLDER] [--json] | rm FOLDER NAME [--version N]
+    coffer-upstream enroll-token create --uses N --expires DURATION --role reader|publisher
+                    [--json] | ls [--json] | revoke ID
+    coffer-upstream device ls [--json] | revoke ID
     coffer-upstream db upgrade
     coffer-upstream lease-key [--json]
 
@@ -103,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="how long a device may use a resource offline (default 7 days)",
     )
+    serve_.add_argument(
+        "--audience",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another aud a device's login assertion may name (repeatable; "
+        "PUBLIC_URL/v1/token always counts)",
+    )
     serve_.add_argument("--log-level", default="INFO")
 
     user = commands.add_parser("user", help="manage users")
@@ -132,6 +143,29 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("name")
     rm.add_argument("--version", type=int)
 
+    enroll = commands.add_parser("enroll-token", help="manage the tokens devices enroll with")
+    enrolls = enroll.add_subparsers(dest="token_command", required=True)
+    create = enrolls.add_parser(
+        "create", parents=[common], help="make a token (printed once, stored hashed)"
+    )
+    create.add_argument("--uses", type=int, required=True, metavar="N")
+    create.add_argument(
+        "--expires", type=duration, required=True, metavar="DURATION", help="e.g. 30m, 24h, 7d"
+    )
+    create.add_argument("--role", choices=ROLES, required=True)
+    create.add_argument("--json", action="store_true")
+    tls = enrolls.add_parser("ls", parents=[common], help="list the tokens (never the tokens)")
+    tls.add_argument("--json", action="store_true")
+    enrolls.add_parser("revoke", parents=[common], help="revoke a token").add_argument("id")
+
+    device = commands.add_parser("device", help="manage enrolled devices")
+    devices = device.add_subparsers(dest="device_command", required=True)
+    dls = devices.add_parser("ls", parents=[common], help="list the devices")
+    dls.add_argument("--json", action="store_true")
+    devices.add_parser(
+        "revoke", parents=[common], help="revoke a device: its logins and tokens fail at once"
+    ).add_argument("id")
+
     db = commands.add_parser("db", help="the database")
     dbs = db.add_subparsers(dest="db_command", required=True)
     dbs.add_parser("upgrade", parents=[common], help="bring the schema up to date")
@@ -148,6 +182,22 @@ def port_number(text: str) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(text)
     return port
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest an enrollment token may live.
+MAX_DURATION = 366 * 86400
+
+
+def duration(text: str) -> int:
+    """Seconds of ``30m``, ``24h``, ``7d`` (or ``90s``): from 1 s to a year."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not (number.isascii() and number.isdigit()) or len(number) > 9:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 24h, 7d)")
+    seconds = int(number) * _UNITS[unit]
+    if not 0 < seconds <= MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"{text!r}: from 1s to {MAX_DURATION // 86400}d")
+    return seconds
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -174,6 +224,7 @@ def _serve(args: argparse.Namespace) -> int:
         url_ttl=args.url_ttl,
         idle_timeout=args.idle_timeout,
         lease_seconds=args.lease_seconds,
+        audiences=tuple(args.audience),
     )
     try:
         return serve(config, sock, args.workers, args.forwarded_allow_ips)

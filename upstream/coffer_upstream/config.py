@@ -45,6 +45,14 @@ class ServerConfig:
     idle_timeout: float = 120.0
     #: How long a device may use a resource without asking again (its lease), in seconds.
     lease_seconds: int = 7 * 24 * 3600
+    #: More ``aud`` values a device's login assertion may name, beside
+    #: ``public_url`` + ``/v1/token`` (e.g. the URL behind a proxy that rewrites it).
+    audiences: tuple[str, ...] = ()
+
+    def token_audiences(self) -> tuple[str, ...]:
+        """The ``aud`` values a device's login assertion may name."""
+        own = () if self.public_url is None else (self.public_url.rstrip("/") + "/v1/token",)
+        return own + tuple(self.audiences)
 
     def check(self) -> None:
         for name in (

@@ -1,4 +1,5 @@
-"""The janitor: sweeps expired uploads, old failed logins and refresh tokens.
+"""The janitor: sweeps expired uploads, old failed logins, refresh tokens and
+the ``jti`` of login assertions that can no longer pass.
 
 Every replica (every worker) runs one, but a sweep takes the ``janitor`` lock
 first: a row in ``locks`` with an expiry, so two never sweep at once, and a
@@ -21,6 +22,7 @@ from coffer_upstream.blobstore.local import LocalStore
 from coffer_upstream.db import DatabaseError
 from coffer_upstream.db.models import Lock
 from coffer_upstream.db.session import Transactions
+from coffer_upstream.devices import Devices
 from coffer_upstream.uploads import Publisher
 
 log = logging.getLogger(__name__)
@@ -80,12 +82,14 @@ class Janitor:
         transactions: Transactions,
         publisher: Publisher,
         accounts: Accounts,
+        devices: Devices,
         interval: float,
         login_window: float,
         clock: Callable[[], int],
     ) -> None:
         self._publisher = publisher
         self._accounts = accounts
+        self._devices = devices
         self._interval = interval
         self._login_window = login_window
         self._clock = clock
@@ -107,6 +111,7 @@ class Janitor:
                 self._publisher.blobs.remove_debris(DEBRIS_IDLE, now)
             self._accounts.forget_login_failures(int(now - self._login_window))
             self._accounts.forget_expired_refresh_tokens(now)
+            self._devices.forget_expired_jtis(now)
         finally:
             self.lock.release()
         return True

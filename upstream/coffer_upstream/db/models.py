@@ -106,3 +106,45 @@ class Lock(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     holder: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class Device(Base):
+    """An enrolled device: its Ed25519 public key is its identity (issue 19)."""
+
+    __tablename__ = "devices"
+    #: ``d_`` + 26 base32 characters: not secret, the ``kid`` of its assertions.
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    #: The raw 32-byte Ed25519 public key.
+    public_key: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    role: Mapped[str] = mapped_column(Text)
+    enrolled_at: Mapped[int] = mapped_column(BigInteger)
+    #: Updated at most once a minute by its authorized calls.
+    last_seen_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: Set by ``device revoke``: its logins and its tokens are refused at once.
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: The id of the enrollment token it enrolled with.
+    enrolled_with: Mapped[str | None] = mapped_column(Text)
+
+
+class EnrollmentToken(Base):
+    """An enrollment token's digest (never the token), its role and its uses left."""
+
+    __tablename__ = "enrollment_tokens"
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(Text, unique=True)
+    role: Mapped[str] = mapped_column(Text)
+    uses_left: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AssertionJti(Base):
+    """The ``jti`` of each login assertion accepted, kept until it could no longer
+    pass (its ``exp`` plus the clock skew allowed): a replay is a duplicate key."""
+
+    __tablename__ = "assertion_jtis"
+    device_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    jti: Mapped[str] = mapped_column(Text, primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
