@@ -11,7 +11,12 @@ at once:
 4. ``renew``: a new token the way the upstream offers: its refresh token
    (``POST /v1/token``, extension) when the login answer had one, else
    a second password login (today's upstream);
-5. ``resolve`` again with the renewed token (the renewal works).
+5. ``resolve`` again with the renewed token (the renewal works);
+6. as a device with its own identity (issue 19): ``enroll`` once
+   (``POST /v1/devices``, one enrollment token shared by the fleet, a fresh
+   Ed25519 key per device), then ``device_login`` twice (the first token and
+   its renewal: an assertion signed with the key, ``POST /v1/token`` with the
+   JWT bearer grant; no password hash), each followed by a ``resolve``.
 
 against two deployments, each with its ceilings measured in the same run:
 
@@ -31,14 +36,19 @@ Ceilings, same client, same concurrency, same request count:
   GET presigned by the bench itself on the S3 server. Target >= 0.9.
 
 Reported: p50/p99 per operation, requests/s, logins/s (password) and
-renewals/s over the span they ran in, ``login_busy_503`` (password logins the
-upstream refused with 503 and ``Retry-After`` because its hash pool was full,
-waited out and retried as a device's boot-login retry does; the login's
-latency includes the wait), errors (must be 0: any other status but the
-expected, a short body or an exception), RSS (now and peak) of every upstream
-process (uvicorn workers each). Bounded: ``--deadline`` seconds (120) for each
-deployment's runs, its ceilings included (set-up aside), and at most
-``devices * 5`` fleet requests plus ``min(devices, 32) * 40 + min(devices, 16) * 2``
+renewals/s (refresh token) over the span each ran in; the login ceilings,
+measured in the same run with the same clients and counts:
+``password_logins_per_s`` and ``device_logins_per_s`` (proof of key), each a
+burst of ``min(devices, 32)`` clients logging in ``LOGIN_BURST`` times as fast
+as answered, and ``device_vs_password_logins``, their ratio (target >= 10: a
+signature check against a memory-hard hash); ``login_busy_503`` (password
+logins the upstream refused with 503 and ``Retry-After`` because its hash pool
+was full, waited out and retried as a device's boot-login retry does; the
+login's latency includes the wait); errors (must be 0: any other status but
+the expected, a short body or an exception); RSS (now and peak) of every
+upstream process (uvicorn workers each). Bounded: ``--deadline`` seconds (120)
+for each deployment's runs, its ceilings included (set-up aside), and at most
+``devices * 10`` fleet requests plus ``min(devices, 32) * 49 + min(devices, 16) * 2``
 for the ceilings.
 
 Usage: .venv/bin/python bench/fleet.py [--devices N] [--big-mib M] [--only a|b]
@@ -64,6 +74,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -73,12 +84,15 @@ from requests.adapters import HTTPAdapter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 upstream_fixture = importlib.import_module("fixtures.upstream")
 nginx_fixture = importlib.import_module("fixtures.nginx")
+devices_fixture = importlib.import_module("fixtures.devices")
 
 MiB = 1 << 20
 FOLDER, NAME = "bench", "model"
 #: Device accounts the devices share (a fleet has one per site or per device;
 #: a few keep the set-up short: each costs a CLI process and a password hash).
 ACCOUNTS = 8
+#: Logins per client in each login burst (password, then proof of key).
+LOGIN_BURST = 4
 
 
 # The client side
@@ -184,8 +198,39 @@ def password_login(s: requests.Session, api: str, account: Any, stats: Stats) ->
         time.sleep(int(after))
 
 
-def device(api: str, account: Any, size: int, stats: Stats) -> None:
-    """One device's cold load with a token renewal; errors are recorded, not raised."""
+def device(api: str, account: Any, size: int, stats: Stats, enroll_token: str | None) -> None:
+    """One device's cold load with a token renewal, then as a device with its own
+    key (when there is an enrollment token); errors are recorded, not raised."""
+    password_device(api, account, size, stats)
+    if enroll_token is not None:
+        key_device(api, enroll_token, stats)
+
+
+def key_device(api: str, enroll_token: str, stats: Stats) -> None:
+    """Enroll a new key once, then log in twice by proof of key, resolving after each."""
+    upstream = SimpleNamespace(url=api)  # what the fixture's Device needs: the URL
+    identity = devices_fixture.Device()
+    with session() as s:
+        try:
+            with stats.timed("enroll"):
+                expect(identity.enroll(upstream, enroll_token, session=s), 201)
+            for _ in range(2):
+                with stats.timed("device_login"):
+                    token = expect(identity.login(upstream, session=s)).json()["access_token"]
+                with stats.timed("resolve"):
+                    expect(
+                        s.get(
+                            f"{api}/v1/resources/{FOLDER}/{NAME}",
+                            headers={"Authorization": f"Bearer {token}"},
+                            timeout=stats.left(),
+                        )
+                    )
+        except Exception:  # noqa: S110 - recorded by Stats.timed
+            pass
+
+
+def password_device(api: str, account: Any, size: int, stats: Stats) -> None:
+    """A device logging in with an account's password, renewing by refresh token."""
     with session() as s:
         try:
             with stats.timed("login"):
@@ -259,6 +304,40 @@ def burst(
     return clients * per_client / wall
 
 
+def login_bursts(dep: Deployment, clients: int, stats: Stats) -> tuple[float, float | None]:
+    """Password logins/s and proof-of-key logins/s, each a burst of ``clients``
+    sessions logging in as fast as answered (``LOGIN_BURST`` times each)."""
+
+    def passwords(i: int) -> None:
+        account = dep.device_accounts[i % len(dep.device_accounts)]
+        with session() as s:
+            for _ in range(LOGIN_BURST):
+                try:
+                    with stats.timed("password_login_burst"):
+                        password_login(s, dep.api, account, stats)
+                except Exception:  # noqa: S110 - recorded
+                    pass
+
+    password_rate = clients * LOGIN_BURST / run_threads(clients, passwords)
+    if dep.enroll_token is None:
+        return password_rate, None
+    upstream = SimpleNamespace(url=dep.api)
+    identities = [devices_fixture.Device() for _ in range(clients)]
+    for identity in identities:
+        expect(identity.enroll(upstream, dep.enroll_token), 201)
+
+    def keys(i: int) -> None:
+        with session() as s:
+            for _ in range(LOGIN_BURST):
+                try:
+                    with stats.timed("device_login_burst"):
+                        expect(identities[i].login(upstream, session=s))
+                except Exception:  # noqa: S110 - recorded
+                    pass
+
+    return password_rate, clients * LOGIN_BURST / run_threads(clients, keys)
+
+
 def download_burst(clients: int, url: str, size: int, stats: Stats, op: str) -> float:
     """``clients`` concurrent downloads of ``url``: MiB/s in all."""
 
@@ -311,6 +390,16 @@ def accounts(server: Any, count: int) -> list[Any]:
         server.add_user(f"device{i}@example.com", f"device-{i}-password", "reader")
         for i in range(count)
     ]
+
+
+def fleet_enroll_token(server: Any, devices: int) -> str | None:
+    """One enrollment token for the whole fleet; None if this upstream has none."""
+    try:
+        # Each fleet device's key, and the login burst's.
+        uses = devices + min(devices, 32)
+        return str(devices_fixture.enrollment_token(server, uses=uses, expires="1h").token)
+    except RuntimeError:
+        return None  # another checkout's upstream (--upstream-python), from before them
 
 
 def publish(server: Any, size: int) -> None:
@@ -404,6 +493,8 @@ class Deployment:
     pids: list[int]
     bare_url: str | None
     store_url: str | None = None  # a presigned GET of the big part, straight from the store
+    #: Shared by the fleet's keys; None: an upstream without device identities.
+    enroll_token: str | None = None
 
 
 def measure(dep: Deployment, args: argparse.Namespace) -> dict[str, Any]:
@@ -411,7 +502,13 @@ def measure(dep: Deployment, args: argparse.Namespace) -> dict[str, Any]:
     stats = Stats(deadline=time.monotonic() + args.deadline)
     wall = run_threads(
         args.devices,
-        lambda i: device(dep.api, dep.device_accounts[i % len(dep.device_accounts)], size, stats),
+        lambda i: device(
+            dep.api,
+            dep.device_accounts[i % len(dep.device_accounts)],
+            size,
+            stats,
+            dep.enroll_token,
+        ),
     )
     fleet = stats.summary()
     figures: dict[str, Any] = {
@@ -429,6 +526,12 @@ def measure(dep: Deployment, args: argparse.Namespace) -> dict[str, Any]:
     # Ceilings: same client, same concurrency and count for both sides.
     clients = min(args.devices, 32)
     ceiling = Stats(deadline=stats.deadline)  # one bound for the whole deployment
+    password_rate, device_rate = login_bursts(dep, clients, ceiling)
+    figures["password_logins_per_s"] = round(password_rate, 1)
+    figures["device_logins_per_s"] = None if device_rate is None else round(device_rate, 1)
+    figures["device_vs_password_logins"] = (
+        None if device_rate is None else round(device_rate / password_rate, 1)
+    )
     token = requests.post(
         f"{dep.api}/v1/login",
         json={"email": dep.reader.email, "password": dep.reader.password},
@@ -476,7 +579,15 @@ def embedded(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
         publish(server, args.big_mib * MiB)
         ports = stack.enter_context(bare_servers(1))
         bare = None if ports is None else f"http://127.0.0.1:{ports[0]}/v1/resources/a/b"
-        yield Deployment("embedded", server.url, server.reader, device_accounts, [server.pid], bare)
+        yield Deployment(
+            "embedded",
+            server.url,
+            server.reader,
+            device_accounts,
+            [server.pid],
+            bare,
+            enroll_token=fleet_enroll_token(server, args.devices),
+        )
 
 
 @contextmanager
@@ -559,6 +670,7 @@ def replicas(base: Path, args: argparse.Namespace) -> Iterator[Deployment]:
             [first.pid, second.pid],
             bare,
             store_url,
+            fleet_enroll_token(first, args.devices),
         )
 
 
@@ -611,6 +723,9 @@ def main() -> None:
             "requests_per_s",
             "logins_per_s",
             "renewals_per_s",
+            "password_logins_per_s",
+            "device_logins_per_s",
+            "device_vs_password_logins",
             "resolve_burst_per_s",
             "bare_burst_per_s",
             "resolve_vs_bare",
