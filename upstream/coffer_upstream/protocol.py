@@ -5,7 +5,8 @@ new connection not at all: a client dribbling a byte every few seconds
 (slowloris) would hold its connection for ever. Here each request's head
 (request line and headers) must arrive whole within ``timeout_keep_alive``
 of the connection, or of the previous response; else the connection is
-closed. The body has its own bound (``web.body_chunks``).
+closed. The body has its own bound (``web.body_chunks``). And a stop does
+not wait on a download under way: it is cut, as a replica going away must.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ class HeadTimeoutH11Protocol(H11Protocol):
         super().on_response_complete()
         if self.transport.is_closing():
             self._disarm_head_timer()
+
+    def shutdown(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started and not cycle.response_complete:
+            # A download under way: cut it now (its client resumes it with a
+            # Range, from another replica); waiting would only delay the stop.
+            # abort, not close: close would wait for a stalled client to drain.
+            self.transport.abort()
+            return
+        super().shutdown()
 
     def _arm_head_timer(self) -> None:
         self._disarm_head_timer()

@@ -31,8 +31,9 @@ from coffer_upstream.protocol import HeadTimeoutH11Protocol
 LIMIT_CONCURRENCY = 1000
 #: Request line and headers, in bytes.
 MAX_HEADER_BYTES = 64 * 1024
-#: Seconds a worker waits for requests under way when told to stop.
-GRACEFUL_SECONDS = 10
+#: Seconds a worker lets requests under way finish when told to stop (a
+#: download is cut then: the client resumes it from another replica).
+GRACEFUL_SECONDS = 3
 
 
 def bind(host: str, port: int) -> socket.socket:
