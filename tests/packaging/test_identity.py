@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from fixtures.dockerd import PrivateDockerd
-from fixtures.systemd import SystemdContainer
+from fixtures.systemd import SystemdContainer, upstream_command
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
@@ -171,10 +171,10 @@ def _set_upstream(device: SystemdContainer, lease_key: str) -> None:
 
 def test_device_1s_offline_records_open_nothing_on_device_2(
     devices: tuple[SystemdContainer, SystemdContainer],
+    upstream_site: Path,
 ) -> None:
     one, two = devices
-    one.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
-    upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
+    upstream = upstream_command(one, upstream_site)
     data = "--data-dir=/srv/upstream"
     one.run(*upstream, "user", "add", EMAIL, "--role=publisher", data, input=PASSWORD + "\n")
     lease_key = one.run(*upstream, "lease-key", data).stdout.strip()

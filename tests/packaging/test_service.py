@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.dockerd import PrivateDockerd
-from fixtures.systemd import SystemdContainer
+from fixtures.systemd import SystemdContainer, upstream_command
 
 pytestmark = [pytest.mark.systemd, pytest.mark.docker, pytest.mark.slow]
 
@@ -162,7 +162,10 @@ def test_a_hung_daemon_is_restarted_by_the_watchdog(device: SystemdContainer) ->
 
 
 def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
-    device: SystemdContainer, device_engine: PrivateDockerd, tmp_path: Path
+    device: SystemdContainer,
+    device_engine: PrivateDockerd,
+    tmp_path: Path,
+    upstream_site: Path,
 ) -> None:
     # The reference upstream runs in the container on loopback (the container
     # has no other network), from the source tree, on the package's Python.
@@ -170,8 +173,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
     # sandbox lets it reach TCP, write its cache dir, and use the caller's fds
     # for files in a home it cannot see (ProtectHome=); an unlock, that it
     # reaches the Docker engine's socket as a member of group docker.
-    device.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
-    upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
+    upstream = upstream_command(device, upstream_site)
     device.run(
         *upstream,
         "user",
@@ -284,12 +286,12 @@ print(json.loads(AESGCM(key).decrypt(nonce, body, ad))["name"])
 
 def test_boot_login_from_the_operator_credential_and_sealed_records(
     device: SystemdContainer,
+    upstream_site: Path,
 ) -> None:
     # The operator stores a login with `coffer credentials set-login`; after a
     # restart a caller's load works without any `coffer login`, and the record
     # it leaves is sealed with the device key made on the device at boot.
-    device.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
-    upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
+    upstream = upstream_command(device, upstream_site)
     data = "--data-dir=/srv/field-upstream"
     device.run(*upstream, "user", "add", EMAIL, "--role=publisher", data, input=PASSWORD + "\n")
     key = device.run(*upstream, "lease-key", data).stdout.strip()
@@ -350,10 +352,9 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
 
 
 @contextlib.contextmanager
-def reference_upstream(device: SystemdContainer, port: int) -> Iterator[None]:
+def reference_upstream(device: SystemdContainer, port: int, upstream_site: Path) -> Iterator[None]:
     """The reference upstream in the container on loopback, cofferd pointed at it."""
-    device.copy_in(REPO / "upstream/coffer_upstream", "/srv/coffer_upstream")
-    upstream = ["env", "PYTHONPATH=/srv", "/opt/coffer/bin/python", "-m", "coffer_upstream"]
+    upstream = upstream_command(device, upstream_site)
     data = f"--data-dir=/srv/upstream-{port}"
     device.run(*upstream, "user", "add", EMAIL, "--role=publisher", data, input=PASSWORD + "\n")
     unit = f"reference-upstream-{port}"
@@ -382,11 +383,13 @@ def reference_upstream(device: SystemdContainer, port: int) -> Iterator[None]:
         device.run("systemctl", "restart", "cofferd.service")
 
 
-def test_a_load_leaves_an_audit_record_in_the_journal(device: SystemdContainer) -> None:
+def test_a_load_leaves_an_audit_record_in_the_journal(
+    device: SystemdContainer, upstream_site: Path
+) -> None:
     # cofferd runs under journald (JOURNAL_STREAM, /run/systemd/journal/socket):
     # its audit records go natively, with fields an operator can filter on.
     uid = device.run("id", "-u", MEMBER).stdout.strip()
-    with reference_upstream(device, 8098):
+    with reference_upstream(device, 8098, upstream_site):
         device.run("coffer", "login", "--email", EMAIL, input=PASSWORD + "\n")
         device.run(
             "sh",
