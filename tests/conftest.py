@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = [
+    "fixtures.postgres",  # a real PostgreSQL server in a temp dir
     "fixtures.upstream",  # the reference upstream on loopback
+    "fixtures.nginx",  # nginx as a reverse proxy in front of upstream replicas
+    "fixtures.s3",  # a real S3 server (Ceph radosgw), once per session
     # Before fixtures.daemon, which imports it: every response from cofferd
     # checked against rpc.discover's document.
     "fixtures.openrpc",

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import base64
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from coffer_upstream.store import Listed, Store
 from fixtures.upstream import Upstream
 
 
@@ -184,25 +181,3 @@ def test_only_publishers_delete_and_checks_keep_their_order(upstream: Upstream) 
     assert delete(upstream, "models", "%2E%2E").status_code == 400
     assert delete(upstream, "nothing", "m").status_code == 404
     assert get(upstream, "models", "m").status_code == 200
-
-
-def test_a_data_dir_from_before_listings_lists_unknown_times(tmp_path: Path) -> None:
-    path = tmp_path / "upstream.sqlite3"
-    old = sqlite3.connect(path)
-    old.execute(
-        "CREATE TABLE versions (folder TEXT NOT NULL, name TEXT NOT NULL,"
-        " version INTEGER NOT NULL, small BLOB NOT NULL, key BLOB NOT NULL,"
-        " blob_id TEXT NOT NULL UNIQUE, big_size INTEGER NOT NULL,"
-        " big_sha256 TEXT NOT NULL, plaintext_size INTEGER NOT NULL,"
-        " created_by TEXT NOT NULL, PRIMARY KEY (folder, name, version))"
-    )
-    old.execute(
-        "INSERT INTO versions VALUES ('models', 'm', 1, x'00', x'00', 'b', 5, 'ab', 3, 'p')"
-    )
-    old.commit()
-    old.close()
-    store = Store(path)
-    try:
-        assert store.current_versions("models", "", 10) == [Listed("m", 1, 3, 5, None)]
-    finally:
-        store.close()

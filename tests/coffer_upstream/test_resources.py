@@ -235,7 +235,10 @@ def test_expired_uploads_are_swept_on_start(upstream_factory: Callable[..., Upst
     publishing = Publishing(upstream)
     assert publishing.put(publishing.begin(), b"big").status_code == 201
     upstream.stop()
-    (upstream.data_dir / "tmp" / f"{'a' * 32}.0123.part").write_bytes(b"debris")
+    debris = upstream.data_dir / "tmp" / f"{'a' * 32}.0123.part"
+    debris.write_bytes(b"debris")
+    # Left by a PUT that died long ago (a live one keeps writing its file).
+    os.utime(debris, (time.time() - 3600, time.time() - 3600))
     time.sleep(2.1)
     upstream.start()
     assert upstream.blob_paths() == []

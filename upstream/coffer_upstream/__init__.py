@@ -1,29 +1,31 @@
 """coffer_upstream: the reference server of the coffer upstream protocol v1.
 
-It serves the resource API (login, small parts and keys with signed leases,
-folder listings, two-phase publish, retiring, archive keys) and the "CDN"
-(big parts behind presigned URLs) from one ``http.server`` process, with
-SQLite and plain files in a data dir. It exists for the test suite, demos and
-anyone without a server yet; the .deb never ships it.
-``docs/upstream-protocol.md`` is the protocol it implements.
+It serves the resource API (login and refresh tokens, small parts and keys
+with signed leases, folder listings, two-phase publish, retiring, archive
+keys) and, for the local store, the "CDN" (big parts behind presigned URLs):
+a Starlette app under uvicorn, on SQLAlchemy (SQLite embedded, PostgreSQL
+for replicas) with Alembic migrations. ``docs/upstream-protocol.md`` is the
+protocol it implements; the .deb never ships it.
 
-Modules:
+Modules, bottom up:
 
 - ``config``: the server's settings, built once by the CLI.
-- ``errors``: :class:`HttpError`, the one exception the handlers raise.
-- ``passwords``: scrypt password hashes.
-- ``signing``: bearer tokens and presigned CDN URLs (HMAC-SHA256).
+- ``errors``: :class:`HttpError`, what endpoints raise.
+- ``passwords``, ``hashing``: scrypt hashes; the bounded pool that checks them.
+- ``signing``: bearer tokens and presigned CDN URLs (HMAC-SHA256); ``keys``: the secret.
 - ``leases``: the Ed25519 key in the data dir and the signed leases it issues.
-- ``ratelimit``: the login failure limiter.
-- ``datadir``: the data dir layout and its secret.
-- ``store``: SQLite: users, resource versions, uploads, archive keys.
-- ``bodies``: reading request bodies (JSON, Content-Length, chunked) and fields.
-- ``api``: the ``/v1`` endpoints.
-- ``cdn``: the ``/cdn`` endpoints (GET with Range via sendfile, PUT to a temp file).
-- ``routing``: the endpoints by path pattern and method.
-- ``responses``, ``request``: what endpoints get and return.
-- ``server``: the HTTP server, its request handler and the janitor.
-- ``cli``: ``coffer-upstream serve``, ``user add`` and ``lease-key``.
+- ``db``: the engine, transactions, the models and the migrations (``migrations/``).
+- ``store``: resource versions, uploads, archive keys; ``accounts``: users,
+  refresh tokens, failed logins.
+- ``blobstore``: where big parts live (the interface; ``local``).
+- ``uploads``: the two-phase publish, retiring, the sweep.
+- ``ratelimit``: failed logins per source; ``janitor``: the sweep under a lock.
+- ``fields``, ``web``: JSON bodies and fields; what every endpoint shares.
+- ``auth``: login, refresh, the bearer check; ``api``: the ``/v1`` endpoints;
+  ``cdn``: the local store's ``/cdn`` endpoints.
+- ``accesslog``: one line per request; ``app``: the Starlette app.
+- ``serve``: uvicorn on a socket bound first; ``admin``: the admin commands;
+  ``cli``: ``coffer-upstream``.
 """
 
 __version__ = "0.1.0"

@@ -1,91 +1,131 @@
-"""The "CDN": big parts behind presigned URLs, which need no Authorization header.
+"""The local store's "CDN": big parts behind presigned URLs, which need no Authorization.
 
-``GET``/``HEAD`` (signed for GET) stream a blob, whole or from a ``Range``,
-with sendfile; ``PUT`` (signed for PUT) stores an upload's big part.
+``GET``/``HEAD`` (signed for GET) serve a blob, whole or a ``Range`` of it,
+with Starlette's :class:`FileResponse`; ``PUT`` (signed for PUT) streams the
+body into a temp file, then installs it under the upload's lock.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import re
+from pathlib import Path
 
-from coffer_upstream.datadir import DataDir, is_blob_id
-from coffer_upstream.errors import HttpError, not_found
-from coffer_upstream.request import Request
-from coffer_upstream.responses import FileResponse, JsonResponse
+import anyio
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
+from starlette.types import Message, Receive, Scope, Send
+
+from coffer_upstream.blobstore import is_blob_id
+from coffer_upstream.blobstore.local import Incoming, LocalStore
+from coffer_upstream.errors import HttpError, bad_request, not_found
 from coffer_upstream.signing import Signer
+from coffer_upstream.store import Store
 from coffer_upstream.uploads import Publisher
+from coffer_upstream.web import answer, body_chunks
 
-# One range only: "bytes=N-", "bytes=N-M" or "bytes=-N" (the last N bytes).
-_RANGE = re.compile(r"\s*bytes\s*=\s*([0-9]{0,19})\s*-\s*([0-9]{0,19})\s*")
+log = logging.getLogger(__name__)
 
 
-def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
-    """``(start, end)`` (end exclusive) of a Range header; None: the whole blob; else 416."""
-    if value is None:
-        return None
-    unsatisfiable = HttpError(
-        416, "unsatisfiable or unsupported Range", {"Content-Range": f"bytes */{size}"}
-    )
-    match = _RANGE.fullmatch(value)
-    if match is None or match[1] == match[2] == "":
-        raise unsatisfiable
-    if match[1] == "":
-        suffix = int(match[2])
-        if suffix == 0:
-            raise unsatisfiable
-        start, end = max(0, size - suffix), size
-    else:
-        start = int(match[1])
-        end = size if match[2] == "" else int(match[2]) + 1
-        if end <= start:
-            raise unsatisfiable
-        end = min(end, size)
-    if start >= size:
-        raise unsatisfiable
-    return start, end
+class BlobResponse(FileResponse):
+    """A FileResponse whose client must keep reading: stalled ``idle`` seconds, it is dropped.
+
+    uvicorn waits on a client that stopped reading for ever; this does not.
+    """
+
+    # Fewer, larger reads than the default 64 KiB: each is a trip to a thread.
+    chunk_size = 1024 * 1024
+
+    def __init__(self, path: Path, st: os.stat_result, idle: float) -> None:
+        super().__init__(
+            path,
+            media_type="application/octet-stream",
+            stat_result=st,
+            headers={"Accept-Ranges": "bytes"},
+        )
+        self._idle = idle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def timed(message: Message) -> None:
+            with anyio.fail_after(self._idle):
+                await send(message)
+
+        try:
+            await super().__call__(scope, receive, timed)
+        except TimeoutError:
+            # Unfinished: uvicorn closes the connection; the access log shows how far.
+            log.info("dropped a client that stopped reading")
 
 
 class Cdn:
-    def __init__(self, data: DataDir, signer: Signer, publisher: Publisher) -> None:
-        self._data = data
+    def __init__(
+        self,
+        blobs: LocalStore,
+        signer: Signer,
+        store: Store,
+        publisher: Publisher,
+        idle: float,
+    ) -> None:
+        self._blobs = blobs
         self._signer = signer
+        self._store = store
         self._publisher = publisher
+        self._idle = idle
 
-    def get(self, request: Request, blob_id: str) -> FileResponse:
+    def _blob_id(self, request: Request, method: str) -> str:
+        blob_id: str = request.path_params["blob_id"]
+        query = request.query_params
         # HEAD is a GET without the body: a GET URL allows both.
-        self._signer.check_url(
-            "GET", blob_id, request.query.get("expires"), request.query.get("sig")
-        )
+        self._signer.check_url(method, blob_id, query.get("expires"), query.get("sig"))
         if not is_blob_id(blob_id):
             raise not_found("no such blob")
+        return blob_id
+
+    async def get(self, request: Request) -> Response:
+        blob_id = self._blob_id(request, "GET")
+        path = self._blobs.path(blob_id)
         try:
-            f = self._data.blob_path(blob_id).open("rb")
+            st = os.stat(path)
         except FileNotFoundError as exc:
             raise not_found("no such blob") from exc
-        except OSError as exc:
-            raise HttpError(503, "the blob cannot be read") from exc
-        try:
-            size = os.fstat(f.fileno()).st_size
-            span = parse_range(request.headers.get("Range"), size)
-        except BaseException:
-            f.close()
-            raise
-        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"}
-        if span is None:
-            return FileResponse(200, f, 0, size, headers)
-        start, end = span
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        return FileResponse(206, f, start, end - start, headers)
+        value = request.headers.get("range")
+        if value is not None:
+            # Checked here so that a bad Range is answered in the protocol's shape.
+            try:
+                BlobResponse._parse_range_header(value, st.st_size)
+            except MalformedRangeHeader as exc:
+                raise HttpError(
+                    416, "unsupported Range", {"Content-Range": f"bytes */{st.st_size}"}
+                ) from exc
+            except RangeNotSatisfiable as exc:
+                raise HttpError(
+                    416, "unsatisfiable Range", {"Content-Range": f"bytes */{st.st_size}"}
+                ) from exc
+        return BlobResponse(path, st, self._idle)
 
-    def put(self, request: Request, blob_id: str) -> JsonResponse:
-        self._signer.check_url(
-            "PUT", blob_id, request.query.get("expires"), request.query.get("sig")
-        )
-        if not is_blob_id(blob_id):
-            raise not_found("no such blob")
-        body = request.body()
-        if not body.present:
+    async def put(self, request: Request) -> Response:
+        blob_id = self._blob_id(request, "PUT")
+        if "content-length" not in request.headers and "transfer-encoding" not in request.headers:
             raise HttpError(411, "a PUT needs a Content-Length or a chunked body")
-        size, digest = self._publisher.receive(blob_id, body)
-        return JsonResponse(201, {"size": size, "sha256": digest})
+        upload = await run_in_threadpool(self._store.upload_of_blob, blob_id)
+        self._publisher.check_open(upload)
+        try:
+            incoming = await self._blobs.receive(blob_id, body_chunks(request, self._idle))
+        except ClientDisconnect as exc:
+            raise bad_request("the request body ended early") from exc
+        try:
+            await run_in_threadpool(self._install, incoming)
+        finally:
+            self._blobs.discard(incoming)
+        stored = incoming.stored
+        return answer(201, {"size": stored.size, "sha256": stored.sha256})
+
+    def _install(self, incoming: Incoming) -> None:
+        with self._store.atomic():
+            # Checked again, under the lock: it may have expired or been committed meanwhile.
+            upload = self._store.upload_of_blob(incoming.blob_id)
+            if upload is not None:
+                upload = self._store.upload(upload.upload_id, lock=True)
+            self._publisher.check_open(upload)
+            self._blobs.install(incoming)

@@ -1,44 +1,45 @@
-"""``coffer-upstream``: run the reference upstream, manage its users.
+"""``coffer-upstream``: run the reference upstream, administer it.
 
 ::
 
-    coffer-upstream serve --host 127.0.0.1 --port PORT --data-dir DIR
-                          [--public-url URL] [--token-ttl S] [--upload-ttl S] [--url-ttl S]
-                          [--idle-timeout S] [--lease-seconds S]
-    coffer-upstream user add EMAIL --role reader|publisher --data-dir DIR  < password
-    coffer-upstream lease-key --data-dir DIR [--json]
+    coffer-upstream serve --host H --port P --data-dir DIR [--database-url URL]
+        [--store local] [--workers N] [--forwarded-allow-ips IPS]
+        [--public-url URL] [--token-ttl S] [--upload-ttl S] [--url-ttl S]
+        [--idle-timeout S] [--lease-seconds S]
+    coffer-upstream user add EMAIL --role reader|publisher  < password
+    coffer-upstream user ls [--json] | disable EMAIL | enable EMAIL | passwd EMAIL (stdin)
+                    | role EMAIL ROLE
+    coffer-upstream resource ls [FOLDER] [--json] | rm FOLDER NAME [--version N]
+    coffer-upstream enroll-token create --uses N --expires DURATION --role reader|publisher
+                    [--json] | ls [--json] | revoke ID
+    coffer-upstream device ls [--json] | revoke ID
+    coffer-upstream db upgrade
+    coffer-upstream lease-key [--json]
+
+Every command takes ``--data-dir DIR`` and ``--database-url URL`` (default
+SQLite in the data dir; env ``COFFER_UPSTREAM_DATABASE_URL``). ``serve`` and
+the admin commands bring an SQLite database up to date themselves; a
+PostgreSQL one is upgraded by ``db upgrade`` (one step for every replica).
 
 ``serve`` prints ``listening on URL`` as its first stdout line once it accepts
 connections (with ``--port 0`` the URL names the port picked), then logs one
 line per request to stderr. SIGTERM or SIGINT stops it cleanly (exit 0).
-
-``lease-key`` prints the public key that signs leases (standard base64 of the
-raw 32 bytes; with ``--json``, ``{"key_id": ..., "public_key": ...}``), making
-the key first if the data dir has none yet: what a device pins.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import signal
-import sqlite3
+import os
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
+from coffer_upstream import admin
+from coffer_upstream.accounts import ROLES
 from coffer_upstream.config import ServerConfig
-from coffer_upstream.datadir import DataDir
-from coffer_upstream.leases import LeaseKey
-from coffer_upstream.passwords import hash_password
-from coffer_upstream.server import make_server
-from coffer_upstream.store import Store, UserExists
-
-ROLES = ("reader", "publisher")
-_MAX_EMAIL = 254
+from coffer_upstream.db import DatabaseError
+from coffer_upstream.serve import bind, serve, url_of
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,49 +47,132 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
-        if args.command == "lease-key":
-            return _lease_key(args)
-        return _user_add(args)
-    except (OSError, ValueError, sqlite3.Error) as exc:
+        return admin.run(args)
+    except admin.Refused as exc:
         print(f"coffer-upstream: {exc}", file=sys.stderr)
+        return exc.code
+    except (OSError, ValueError) as exc:
+        print(f"coffer-upstream: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseError as exc:
+        # The driver's first line only: no URL with a password, no SQL.
+        print(f"coffer-upstream: database error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
 
 
 def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, required=True)
+    common.add_argument(
+        "--database-url",
+        default=os.environ.get("COFFER_UPSTREAM_DATABASE_URL"),
+        help="SQLAlchemy URL (default sqlite:///DIR/upstream.sqlite3)",
+    )
+    common.add_argument("--store", choices=("local", "s3"), default="local")
+    for option in ("endpoint", "bucket", "region"):
+        common.add_argument(
+            f"--s3-{option}", default=os.environ.get(f"COFFER_UPSTREAM_S3_{option.upper()}")
+        )
+    common.add_argument(
+        "--s3-part-size",
+        type=int,
+        default=int(os.environ.get("COFFER_UPSTREAM_S3_PART_SIZE", 64 * 1024 * 1024)),
+        metavar="BYTES",
+        help="part size offered for multipart uploads (default 64 MiB; at least 5 MiB)",
+    )
     parser = argparse.ArgumentParser(
         prog="coffer-upstream", description="The reference upstream of coffer (protocol v1)."
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the resource API and the CDN")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=port_number, default=8080, help="0 picks a free port")
-    serve.add_argument("--data-dir", type=Path, required=True)
-    serve.add_argument("--public-url", help="base of the CDN URLs (default http://HOST:PORT)")
-    serve.add_argument("--token-ttl", type=int, default=900, metavar="S")
-    serve.add_argument("--upload-ttl", type=int, default=3600, metavar="S")
-    serve.add_argument("--url-ttl", type=int, default=3600, metavar="S")
-    serve.add_argument("--idle-timeout", type=float, default=120.0, metavar="S")
-    serve.add_argument(
+    serve_ = commands.add_parser("serve", parents=[common], help="serve the API and the CDN")
+    serve_.add_argument("--host", default="127.0.0.1")
+    serve_.add_argument("--port", type=port_number, default=8080, help="0 picks a free port")
+    serve_.add_argument("--workers", type=int, default=1, metavar="N")
+    serve_.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="proxies trusted for X-Forwarded-For (comma-separated); default none",
+    )
+    serve_.add_argument("--public-url", help="base of the CDN URLs (default http://HOST:PORT)")
+    serve_.add_argument("--token-ttl", type=int, default=900, metavar="S")
+    serve_.add_argument("--upload-ttl", type=int, default=3600, metavar="S")
+    serve_.add_argument("--url-ttl", type=int, default=3600, metavar="S")
+    serve_.add_argument("--idle-timeout", type=float, default=120.0, metavar="S")
+    serve_.add_argument(
         "--lease-seconds",
         type=int,
         default=7 * 24 * 3600,
         metavar="S",
         help="how long a device may use a resource offline (default 7 days)",
     )
-    serve.add_argument("--log-level", default="INFO")
+    serve_.add_argument(
+        "--audience",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="another aud a device's login assertion may name (repeatable; "
+        "PUBLIC_URL/v1/token always counts)",
+    )
+    serve_.add_argument("--log-level", default="INFO")
 
     user = commands.add_parser("user", help="manage users")
-    user_commands = user.add_subparsers(dest="user_command", required=True)
-    add = user_commands.add_parser("add", help="add a user; the password is read from stdin")
+    users = user.add_subparsers(dest="user_command", required=True)
+    add = users.add_parser("add", parents=[common], help="add a user (password on stdin)")
     add.add_argument("email")
     add.add_argument("--role", choices=ROLES, required=True)
-    add.add_argument("--data-dir", type=Path, required=True)
+    listing = users.add_parser("ls", parents=[common], help="list the users")
+    listing.add_argument("--json", action="store_true")
+    for name, text in (
+        ("disable", "disable a user: its tokens stop working at once"),
+        ("enable", "enable a disabled user"),
+        ("passwd", "change a password (stdin); the user's tokens stop working"),
+    ):
+        users.add_parser(name, parents=[common], help=text).add_argument("email")
+    role = users.add_parser("role", parents=[common], help="change a user's role")
+    role.add_argument("email")
+    role.add_argument("role", choices=ROLES)
+
+    resource = commands.add_parser("resource", help="manage resources")
+    resources = resource.add_subparsers(dest="resource_command", required=True)
+    rls = resources.add_parser("ls", parents=[common], help="list resource versions")
+    rls.add_argument("folder", nargs="?")
+    rls.add_argument("--json", action="store_true")
+    rm = resources.add_parser("rm", parents=[common], help="delete a resource or one version")
+    rm.add_argument("folder")
+    rm.add_argument("name")
+    rm.add_argument("--version", type=int)
+
+    enroll = commands.add_parser("enroll-token", help="manage the tokens devices enroll with")
+    enrolls = enroll.add_subparsers(dest="token_command", required=True)
+    create = enrolls.add_parser(
+        "create", parents=[common], help="make a token (printed once, stored hashed)"
+    )
+    create.add_argument("--uses", type=int, required=True, metavar="N")
+    create.add_argument(
+        "--expires", type=duration, required=True, metavar="DURATION", help="e.g. 30m, 24h, 7d"
+    )
+    create.add_argument("--role", choices=ROLES, required=True)
+    create.add_argument("--json", action="store_true")
+    tls = enrolls.add_parser("ls", parents=[common], help="list the tokens (never the tokens)")
+    tls.add_argument("--json", action="store_true")
+    enrolls.add_parser("revoke", parents=[common], help="revoke a token").add_argument("id")
+
+    device = commands.add_parser("device", help="manage enrolled devices")
+    devices = device.add_subparsers(dest="device_command", required=True)
+    dls = devices.add_parser("ls", parents=[common], help="list the devices")
+    dls.add_argument("--json", action="store_true")
+    devices.add_parser(
+        "revoke", parents=[common], help="revoke a device: its logins and tokens fail at once"
+    ).add_argument("id")
+
+    db = commands.add_parser("db", help="the database")
+    dbs = db.add_subparsers(dest="db_command", required=True)
+    dbs.add_parser("upgrade", parents=[common], help="bring the schema up to date")
 
     lease_key = commands.add_parser(
-        "lease-key", help="print the public key that signs leases (made if absent)"
+        "lease-key", parents=[common], help="print the public key that signs leases"
     )
-    lease_key.add_argument("--data-dir", type=Path, required=True)
     lease_key.add_argument("--json", action="store_true", help="print key_id and public_key")
     return parser
 
@@ -100,72 +184,50 @@ def port_number(text: str) -> int:
     return port
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest an enrollment token may live.
+MAX_DURATION = 366 * 86400
+
+
+def duration(text: str) -> int:
+    """Seconds of ``30m``, ``24h``, ``7d`` (or ``90s``): from 1 s to a year."""
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not (number.isascii() and number.isdigit()) or len(number) > 9:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 24h, 7d)")
+    seconds = int(number) * _UNITS[unit]
+    if not 0 < seconds <= MAX_DURATION:
+        raise argparse.ArgumentTypeError(f"{text!r}: from 1s to {MAX_DURATION // 86400}d")
+    return seconds
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         stream=sys.stderr,
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    admin.prepare_database(args)
+    sock = bind(args.host, args.port)
     config = ServerConfig(
         data_dir=args.data_dir,
-        public_url=args.public_url,
+        database_url=args.database_url,
+        store=args.store,
+        s3_endpoint=args.s3_endpoint,
+        s3_bucket=args.s3_bucket,
+        s3_region=args.s3_region,
+        s3_part_size=args.s3_part_size,
+        public_url=args.public_url or url_of(sock),
         token_ttl=args.token_ttl,
         upload_ttl=args.upload_ttl,
         url_ttl=args.url_ttl,
         idle_timeout=args.idle_timeout,
         lease_seconds=args.lease_seconds,
+        audiences=tuple(args.audience),
     )
-    server = make_server(config, args.host, args.port)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        # shutdown() waits for serve_forever to return: it cannot run on its thread.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"listening on {server.url}", flush=True)
     try:
-        server.serve_forever()
+        return serve(config, sock, args.workers, args.forwarded_allow_ips)
     finally:
-        server.server_close()
-    logging.getLogger("coffer_upstream").info("stopped")
-    return 0
-
-
-def _lease_key(args: argparse.Namespace) -> int:
-    data = DataDir(args.data_dir)
-    data.ensure()
-    key = LeaseKey.load_or_create(data.lease_key_path)
-    if args.json:
-        print(json.dumps({"key_id": key.key_id, "public_key": key.public_key}))
-    else:
-        print(key.public_key)
-    return 0
-
-
-def _user_add(args: argparse.Namespace) -> int:
-    email: str = args.email
-    if (
-        not 0 < len(email) <= _MAX_EMAIL
-        or "@" not in email
-        or not email.isprintable()
-        or (any(c.isspace() for c in email))
-    ):
-        print("coffer-upstream: not a usable email address", file=sys.stderr)
-        return 2
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        print("coffer-upstream: refusing an empty password", file=sys.stderr)
-        return 2
-    data = DataDir(args.data_dir)
-    data.ensure()
-    store = Store(data.db_path)
-    try:
-        store.add_user(email, args.role, hash_password(password))
-    except UserExists:
-        print(f"coffer-upstream: user {email} already exists", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
-    print(f"added {args.role} {email}")
-    return 0
+        sock.close()
+        logging.getLogger("coffer_upstream").info("stopped")

@@ -1,10 +1,9 @@
 """The one exception the request handlers raise: an HTTP status and a detail.
 
 Every error answer of the server is ``{"detail": "..."}`` with the status of
-the :class:`HttpError` that produced it; :class:`ClientGone` means there is no
-one left to answer. Foreign exceptions (``OSError``,
-``sqlite3.Error``, ``binascii.Error``, ...) are translated into it at the place
-they happen, with ``raise ... from exc``. Details never carry secrets.
+the :class:`HttpError` that produced it (``web.exception_handlers`` maps the
+store's and the database's errors too). Foreign exceptions are translated at
+the place they happen, with ``raise ... from exc``. Details never carry secrets.
 """
 
 from __future__ import annotations
@@ -20,10 +19,6 @@ class HttpError(Exception):
         self.status = status
         self.detail = detail
         self.headers = dict(headers or {})
-
-
-class ClientGone(Exception):
-    """The client hung up or went silent while we read its request: nobody to answer."""
 
 
 def bad_request(detail: str) -> HttpError:

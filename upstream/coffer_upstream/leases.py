@@ -102,9 +102,12 @@ class LeaseIssuer:
         self._key = key
         self._seconds = seconds
 
-    def issue(self, leased: Version, subject: str, now: int) -> dict[str, str]:
-        """The ``lease`` object of a resource answer, issued at ``now`` for ``subject``."""
-        payload = lease_payload(leased, subject, now, now + self._seconds)
+    def issue(
+        self, leased: Version, subject: str, now: int, device_id: str | None = None
+    ) -> dict[str, str]:
+        """The ``lease`` object of a resource answer, issued at ``now`` for ``subject``
+        (an email, or ``device:<id>`` with ``device_id`` for a device's token)."""
+        payload = lease_payload(leased, subject, now, now + self._seconds, device_id)
         return {
             "payload": b64url(payload),
             "signature": b64url(self._key.sign(payload)),
@@ -112,7 +115,9 @@ class LeaseIssuer:
         }
 
 
-def lease_payload(leased: Version, subject: str, issued: int, expires: int) -> bytes:
+def lease_payload(
+    leased: Version, subject: str, issued: int, expires: int, device_id: str | None = None
+) -> bytes:
     claims: dict[str, Any] = {
         "v": LEASE_FORMAT,
         "sub": subject,
@@ -128,6 +133,8 @@ def lease_payload(leased: Version, subject: str, issued: int, expires: int) -> b
         "iat": issued,
         "exp": expires,
     }
+    if device_id is not None:
+        claims["device_id"] = device_id
     return json.dumps(claims, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 

@@ -4,7 +4,8 @@ Each use gets its own key derived from the secret, so a token can never pass
 for a URL signature or the other way round.
 
 - A token is ``v1.<payload>.<mac>``, both parts unpadded base64url; the
-  payload is JSON ``{"sub": email, "role": role, "iat": t, "exp": t}``.
+  payload is JSON ``{"sub": email, "role": role, "iat": t, "exp": t, "ep": epoch}``;
+  a device's names it: ``{"sub": "device:<id>", ..., "dev": "<id>"}``.
 - A URL signature is the hex HMAC of ``METHOD\\nblob_id\\nexpires``, so a URL
   signed for GET cannot PUT, and neither the blob nor the expiry can be changed.
 """
@@ -33,6 +34,10 @@ class Claims:
     email: str
     role: str
     expires: int
+    #: The user's token epoch when it was issued (see accounts).
+    epoch: int
+    #: The device a device's token speaks for (``email`` is then ``device:<id>``).
+    device_id: str | None = None
 
 
 class Signer:
@@ -46,11 +51,20 @@ class Signer:
 
     # Tokens
 
-    def issue_token(self, email: str, role: str, ttl: int) -> str:
+    def issue_token(
+        self, email: str, role: str, ttl: int, epoch: int = 0, device_id: str | None = None
+    ) -> str:
         now = self.now()
-        payload = json.dumps(
-            {"sub": email, "role": role, "iat": now, "exp": now + ttl}, separators=(",", ":")
-        ).encode("utf-8")
+        fields: dict[str, object] = {
+            "sub": email,
+            "role": role,
+            "iat": now,
+            "exp": now + ttl,
+            "ep": epoch,
+        }
+        if device_id is not None:
+            fields["dev"] = device_id
+        payload = json.dumps(fields, separators=(",", ":")).encode("utf-8")
         signed = b"v1." + _b64url(payload)
         mac = hmac.digest(self._token_key, signed, "sha256")
         return (signed + b"." + _b64url(mac)).decode("ascii")
@@ -77,11 +91,15 @@ class Signer:
             and isinstance(claims.get("sub"), str)
             and isinstance(claims.get("role"), str)
             and type(claims.get("exp")) is int
+            and type(claims.get("ep", 0)) is int
+            and isinstance(claims.get("dev", ""), str)
         ):
             raise invalid
         if claims["exp"] <= self.now():
             raise unauthorized("token expired")
-        return Claims(claims["sub"], claims["role"], claims["exp"])
+        return Claims(
+            claims["sub"], claims["role"], claims["exp"], claims.get("ep", 0), claims.get("dev")
+        )
 
     # Presigned URLs
 

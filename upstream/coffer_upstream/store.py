@@ -1,74 +1,45 @@
-"""SQLite storage: users, resource versions, uploads and archive keys.
+"""Resource versions, uploads and archive keys in the database.
 
-One connection shared by the handler threads behind a lock: the metadata is
-small and quick, and the big parts never pass through here. :meth:`Store.atomic`
-groups several steps (and file renames they depend on) into one transaction.
+Every method is one transaction, or joins the one :meth:`Store.atomic`
+opened on this thread, so the publisher can group steps.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    email TEXT PRIMARY KEY COLLATE NOCASE,
-    role TEXT NOT NULL CHECK (role IN ('reader', 'publisher')),
-    password_hash TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS versions (
-    folder TEXT NOT NULL,
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    small BLOB NOT NULL,
-    key BLOB NOT NULL,
-    blob_id TEXT NOT NULL UNIQUE,
-    big_size INTEGER NOT NULL,
-    big_sha256 TEXT NOT NULL,
-    plaintext_size INTEGER NOT NULL,
-    created_by TEXT NOT NULL,
-    created_at INTEGER,
-    PRIMARY KEY (folder, name, version)
-);
-CREATE TABLE IF NOT EXISTS retired (
-    folder TEXT NOT NULL,
-    name TEXT NOT NULL,
-    last_version INTEGER NOT NULL,
-    PRIMARY KEY (folder, name)
-);
-CREATE TABLE IF NOT EXISTS uploads (
-    upload_id TEXT PRIMARY KEY,
-    folder TEXT NOT NULL,
-    name TEXT NOT NULL,
-    blob_id TEXT NOT NULL UNIQUE,
-    created_by TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    put_size INTEGER,
-    put_sha256 TEXT,
-    put_fingerprint TEXT,
-    committed_version INTEGER
-);
-CREATE TABLE IF NOT EXISTS archive_keys (
-    archive_id TEXT PRIMARY KEY,
-    key BLOB NOT NULL,
-    created_by TEXT NOT NULL
-);
-"""
+from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from coffer_upstream.db.models import ArchiveKey, Retired
+from coffer_upstream.db.models import Upload as UploadRow
+from coffer_upstream.db.models import Version as VersionRow
+from coffer_upstream.db.session import Transactions
 
-class UserExists(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class User:
-    email: str
-    role: str
-    password_hash: str
+_VERSION_COLUMNS = (
+    VersionRow.folder,
+    VersionRow.name,
+    VersionRow.version,
+    VersionRow.small,
+    VersionRow.key,
+    VersionRow.blob_id,
+    VersionRow.big_size,
+    VersionRow.big_sha256,
+    VersionRow.plaintext_size,
+)
+_UPLOAD_COLUMNS = (
+    UploadRow.upload_id,
+    UploadRow.folder,
+    UploadRow.name,
+    UploadRow.blob_id,
+    UploadRow.expires_at,
+    UploadRow.put_size,
+    UploadRow.put_sha256,
+    UploadRow.committed_version,
+    UploadRow.multipart_id,
+)
 
 
 @dataclass(frozen=True)
@@ -105,87 +76,40 @@ class Upload:
     expires_at: int
     put_size: int | None
     put_sha256: str | None
-    put_fingerprint: str | None
     committed_version: int | None
+    multipart_id: str | None = None
+
+
+class VersionTaken(Exception):
+    """Another replica committed the same version number first: try again."""
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=10.0
-        )
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(versions)")}
-        if "created_at" not in columns:
-            # A data dir from before listings: its versions' times are unknown (NULL).
-            self._db.execute("ALTER TABLE versions ADD COLUMN created_at INTEGER")
+    def __init__(self, transactions: Transactions) -> None:
+        self._tx = transactions
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
-        """One transaction (nesting joins the outer one), exclusive among threads."""
-        with self._lock:
-            outer = self._depth == 0
-            if outer:
-                self._db.execute("BEGIN IMMEDIATE")
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                if outer:
-                    self._db.execute("ROLLBACK")
-                raise
-            else:
-                if outer:
-                    self._db.execute("COMMIT")
-            finally:
-                self._depth -= 1
-
-    # Users
-
-    def add_user(self, email: str, role: str, password_hash: str) -> None:
-        try:
-            with self.atomic():
-                self._db.execute(
-                    "INSERT INTO users (email, role, password_hash) VALUES (?, ?, ?)",
-                    (email, role, password_hash),
-                )
-        except sqlite3.IntegrityError as exc:
-            raise UserExists(email) from exc
-
-    def user(self, email: str) -> User | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT email, role, password_hash FROM users WHERE email = ?", (email,)
-            ).fetchone()
-        return None if row is None else User(*row)
+    def atomic(self) -> AbstractContextManager[Connection]:
+        return self._tx.atomic()
 
     # Resource versions
 
     def current_version(self, folder: str, name: str) -> Version | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT folder, name, version, small, key, blob_id, big_size, big_sha256,"
-                " plaintext_size FROM versions WHERE folder = ? AND name = ?"
-                " ORDER BY version DESC LIMIT 1",
-                (folder, name),
-            ).fetchone()
+        query = (
+            select(*_VERSION_COLUMNS)
+            .where(VersionRow.folder == folder, VersionRow.name == name)
+            .order_by(VersionRow.version.desc())
+            .limit(1)
+        )
+        with self._tx.read() as db:
+            row = db.execute(query).first()
         return None if row is None else Version(*row)
 
     def version(self, folder: str, name: str, version: int) -> Version | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT folder, name, version, small, key, blob_id, big_size, big_sha256,"
-                " plaintext_size FROM versions WHERE folder = ? AND name = ? AND version = ?",
-                (folder, name, version),
-            ).fetchone()
+        query = select(*_VERSION_COLUMNS).where(
+            VersionRow.folder == folder, VersionRow.name == name, VersionRow.version == version
+        )
+        with self._tx.read() as db:
+            row = db.execute(query).first()
         return None if row is None else Version(*row)
 
     def add_version(self, upload: Upload, fields: Version, created_by: str, now: int) -> int:
@@ -193,144 +117,169 @@ class Store:
 
         Numbers are never reused, not even after the resource was retired: a
         device holding version N of the old one must not take a new N for it.
+        Two replicas committing at once: one gets :class:`VersionTaken`.
         """
-        key = (upload.folder, upload.name)
-        with self.atomic():
-            (latest,) = self._db.execute(
-                "SELECT MAX(COALESCE((SELECT MAX(version) FROM versions"
-                " WHERE folder = ?1 AND name = ?2), 0), COALESCE((SELECT last_version"
-                " FROM retired WHERE folder = ?1 AND name = ?2), 0))",
-                key,
-            ).fetchone()
-            number = int(latest) + 1
-            self._db.execute(
-                "INSERT INTO versions (folder, name, version, small, key, blob_id, big_size,"
-                " big_sha256, plaintext_size, created_by, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    *key,
-                    number,
-                    fields.small,
-                    fields.key,
-                    upload.blob_id,
-                    fields.big_size,
-                    fields.big_sha256,
-                    fields.plaintext_size,
-                    created_by,
-                    now,
-                ),
-            )
-            self._db.execute(
-                "UPDATE uploads SET committed_version = ? WHERE upload_id = ?",
-                (number, upload.upload_id),
+        where = (upload.folder, upload.name)
+        with self.atomic() as db:
+            latest = db.execute(
+                select(func.max(VersionRow.version)).where(
+                    VersionRow.folder == where[0], VersionRow.name == where[1]
+                )
+            ).scalar()
+            retired = db.execute(
+                select(Retired.last_version).where(
+                    Retired.folder == where[0], Retired.name == where[1]
+                )
+            ).scalar()
+            number = max(latest or 0, retired or 0) + 1
+            try:
+                with db.begin_nested():
+                    db.execute(
+                        insert(VersionRow).values(
+                            folder=upload.folder,
+                            name=upload.name,
+                            version=number,
+                            small=fields.small,
+                            key=fields.key,
+                            blob_id=upload.blob_id,
+                            big_size=fields.big_size,
+                            big_sha256=fields.big_sha256,
+                            plaintext_size=fields.plaintext_size,
+                            created_by=created_by,
+                            created_at=now,
+                        )
+                    )
+            except IntegrityError as exc:
+                raise VersionTaken from exc
+            db.execute(
+                update(UploadRow)
+                .where(UploadRow.upload_id == upload.upload_id)
+                .values(committed_version=number)
             )
         return number
 
     def current_versions(self, folder: str, after: str, limit: int) -> list[Listed]:
         """The current version of each resource of ``folder`` named after ``after``, by name."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT name, MAX(version), plaintext_size, big_size, created_at FROM versions"
-                " WHERE folder = ? AND name > ? GROUP BY name ORDER BY name LIMIT ?",
-                (folder, after, limit),
-            ).fetchall()
-        # SQLite takes the other columns of a MAX() group from the row with the max.
-        return [Listed(*row) for row in rows]
+        newest = (
+            select(VersionRow.name, func.max(VersionRow.version).label("version"))
+            .where(VersionRow.folder == folder, VersionRow.name > after)
+            .group_by(VersionRow.name)
+            .subquery()
+        )
+        query = (
+            select(
+                VersionRow.name,
+                VersionRow.version,
+                VersionRow.plaintext_size,
+                VersionRow.big_size,
+                VersionRow.created_at,
+            )
+            .join(
+                newest,
+                (VersionRow.name == newest.c.name) & (VersionRow.version == newest.c.version),
+            )
+            .where(VersionRow.folder == folder)
+            .order_by(VersionRow.name)
+            .limit(limit)
+        )
+        with self._tx.read() as db:
+            return [Listed(*row) for row in db.execute(query)]
 
-    def retire(self, folder: str, name: str) -> list[str]:
-        """Delete every version of a resource; return their blob ids (empty: there was none)."""
-        with self.atomic():
-            rows = self._db.execute(
-                "SELECT version, blob_id FROM versions WHERE folder = ? AND name = ?",
-                (folder, name),
-            ).fetchall()
+    def resources(self, folder: str | None) -> Iterator[tuple[str, str, int, int]]:
+        """(folder, name, version, big_size) of every version, for the admin's listing."""
+        query = select(
+            VersionRow.folder, VersionRow.name, VersionRow.version, VersionRow.big_size
+        ).order_by(VersionRow.folder, VersionRow.name, VersionRow.version)
+        if folder is not None:
+            query = query.where(VersionRow.folder == folder)
+        with self._tx.read() as db:
+            yield from (tuple(row) for row in db.execute(query))  # type: ignore[misc]
+
+    def retire(self, folder: str, name: str, version: int | None = None) -> list[str]:
+        """Delete the versions of a resource (all, or one); return their blob ids."""
+        where = [VersionRow.folder == folder, VersionRow.name == name]
+        if version is not None:
+            where.append(VersionRow.version == version)
+        with self.atomic() as db:
+            rows = db.execute(select(VersionRow.version, VersionRow.blob_id).where(*where)).all()
             if not rows:
                 return []
-            self._db.execute(
-                "INSERT INTO retired VALUES (?1, ?2, ?3) ON CONFLICT (folder, name)"
-                " DO UPDATE SET last_version = MAX(last_version, ?3)",
-                (folder, name, max(version for version, _ in rows)),
-            )
-            self._db.execute("DELETE FROM versions WHERE folder = ? AND name = ?", (folder, name))
+            last = max(number for number, _ in rows)
+            known = db.execute(
+                select(Retired.last_version).where(Retired.folder == folder, Retired.name == name)
+            ).scalar()
+            if known is None:
+                db.execute(insert(Retired).values(folder=folder, name=name, last_version=last))
+            elif known < last:
+                db.execute(
+                    update(Retired)
+                    .where(Retired.folder == folder, Retired.name == name)
+                    .values(last_version=last)
+                )
+            db.execute(delete(VersionRow).where(*where))
         return [blob_id for _, blob_id in rows]
-
-    def is_committed_blob(self, blob_id: str) -> bool:
-        with self._lock:
-            row = self._db.execute("SELECT 1 FROM versions WHERE blob_id = ?", (blob_id,))
-            return row.fetchone() is not None
 
     # Uploads
 
     def add_upload(self, upload: Upload, created_by: str) -> None:
-        with self.atomic():
-            self._db.execute(
-                "INSERT INTO uploads (upload_id, folder, name, blob_id, created_by, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    upload.upload_id,
-                    upload.folder,
-                    upload.name,
-                    upload.blob_id,
-                    created_by,
-                    upload.expires_at,
-                ),
+        with self.atomic() as db:
+            db.execute(
+                insert(UploadRow).values(
+                    upload_id=upload.upload_id,
+                    folder=upload.folder,
+                    name=upload.name,
+                    blob_id=upload.blob_id,
+                    created_by=created_by,
+                    expires_at=upload.expires_at,
+                    multipart_id=upload.multipart_id,
+                )
             )
 
-    def upload(self, upload_id: str) -> Upload | None:
-        return self._one_upload("upload_id", upload_id)
+    def upload(self, upload_id: str, lock: bool = False) -> Upload | None:
+        """The upload; with ``lock`` (inside :meth:`atomic`), held until the transaction ends."""
+        query = select(*_UPLOAD_COLUMNS).where(UploadRow.upload_id == upload_id)
+        if lock:
+            query = query.with_for_update()
+        with self._tx.read() as db:
+            row = db.execute(query).first()
+        return None if row is None else Upload(*row)
 
     def upload_of_blob(self, blob_id: str) -> Upload | None:
-        return self._one_upload("blob_id", blob_id)
+        query = select(*_UPLOAD_COLUMNS).where(UploadRow.blob_id == blob_id)
+        with self._tx.read() as db:
+            row = db.execute(query).first()
+        return None if row is None else Upload(*row)
 
-    def record_put(self, blob_id: str, size: int, sha256: str, fingerprint: str) -> None:
-        with self.atomic():
-            self._db.execute(
-                "UPDATE uploads SET put_size = ?, put_sha256 = ?, put_fingerprint = ?"
-                " WHERE blob_id = ?",
-                (size, sha256, fingerprint, blob_id),
-            )
-
-    def expired_uploads(self, now: int) -> list[Upload]:
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE expires_at <= ?",  # noqa: S608
-                (now,),
-            ).fetchall()
-        return [Upload(*row) for row in rows]
+    def expired_uploads(self, now: int, limit: int = 1000) -> list[Upload]:
+        query = select(*_UPLOAD_COLUMNS).where(UploadRow.expires_at <= now).limit(limit)
+        with self._tx.read() as db:
+            return [Upload(*row) for row in db.execute(query)]
 
     def delete_upload(self, upload_id: str) -> None:
-        with self.atomic():
-            self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
-
-    def _one_upload(self, column: str, value: str) -> Upload | None:
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE {column} = ?",  # noqa: S608
-                (value,),
-            ).fetchone()
-        return None if row is None else Upload(*row)
+        with self.atomic() as db:
+            db.execute(delete(UploadRow).where(UploadRow.upload_id == upload_id))
 
     # Archive keys
 
     def archive_key(self, archive_id: str) -> bytes | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT key FROM archive_keys WHERE archive_id = ?", (archive_id,)
-            ).fetchone()
-        return None if row is None else bytes(row[0])
+        query = select(ArchiveKey.key).where(ArchiveKey.archive_id == archive_id)
+        with self._tx.read() as db:
+            key = db.execute(query).scalar()
+        return None if key is None else bytes(key)
 
     def add_archive_key(self, archive_id: str, key: bytes, created_by: str) -> bytes | None:
         """Register ``key`` unless one is there already; return the one that was there."""
-        with self.atomic():
+        with self.atomic() as db:
             existing = self.archive_key(archive_id)
             if existing is None:
-                self._db.execute(
-                    "INSERT INTO archive_keys VALUES (?, ?, ?)", (archive_id, key, created_by)
-                )
+                try:
+                    with db.begin_nested():
+                        db.execute(
+                            insert(ArchiveKey).values(
+                                archive_id=archive_id, key=key, created_by=created_by
+                            )
+                        )
+                except IntegrityError:
+                    # Another replica registered one meanwhile.
+                    return self.archive_key(archive_id)
         return existing
-
-
-_UPLOAD_COLUMNS = (
-    "upload_id, folder, name, blob_id, expires_at, put_size, put_sha256, put_fingerprint,"
-    " committed_version"
-)

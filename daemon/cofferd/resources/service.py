@@ -32,7 +32,7 @@ from cofferd.models import LoadResult, UploadResult
 from cofferd.resources.managed import ManagedCache
 from cofferd.resources.sinks import Sink
 from cofferd.resources.sources import Source, SourceError
-from cofferd.resources.upstream import ApiClient
+from cofferd.resources.upstream import MAX_PART_SIZE, ApiClient
 from cofferd.resources.wire import ResourceInfo
 
 log = logging.getLogger(__name__)
@@ -137,9 +137,17 @@ def upload(
             big_size += len(chunk)
             yield chunk
 
-    stored = client.put_big(ticket.big_url, big_body())
-    if stored.size != big_size or stored.sha256 != digest.hexdigest():
-        raise CorruptData("the CDN stored something other than the big part sent")
+    if ticket.part_size is not None and ticket.part_size <= MAX_PART_SIZE:
+        # Multipart (an extension the upstream offers): parts retried one by one.
+        client.put_parts(
+            big_body(),
+            ticket.part_size,
+            lambda number: client.part_url(folder, name, ticket.upload_id, number),
+        )
+    else:
+        stored = client.put_big(ticket.big_url, big_body())
+        if stored is not None and (stored.size != big_size or stored.sha256 != digest.hexdigest()):
+            raise CorruptData("the CDN stored something other than the big part sent")
     committed = client.commit_upload(
         folder,
         name,
@@ -147,7 +155,7 @@ def upload(
         small=small,
         key=key,
         big_size=big_size,
-        big_sha256=stored.sha256,
+        big_sha256=digest.hexdigest(),
         plaintext_size=source.size,
     )
     log.info("uploaded %s/%s version %d (%d bytes)", folder, name, committed.version, source.size)

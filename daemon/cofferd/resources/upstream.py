@@ -82,6 +82,12 @@ log = logging.getLogger(__name__)
 #: short loses what it had, so this is also the most a resume fetches again.
 DOWNLOAD_CHUNK = 1 << 20
 
+#: The largest multipart part size accepted (one part is held in memory while
+#: it is sent); a larger offer is declined for a single PUT of the whole.
+MAX_PART_SIZE = 256 << 20
+#: S3's most parts of one multipart upload.
+MAX_PARTS = 10_000
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -143,6 +149,9 @@ class ApiClient:
         self._credential_source = credential_source
         #: The boot credential's pair while it is in use but not yet accepted.
         self._adopted: tuple[str, str] | None = None
+        #: A refresh token (the upstream's extension) and the credentials it came with:
+        #: renewals use it instead of the password, which costs the upstream a hash.
+        self._refresh: tuple[tuple[str, str], str] | None = None
         self._observer = observer
 
     def close(self) -> None:
@@ -150,6 +159,7 @@ class ApiClient:
         with self._lock:
             self._credentials = None
             self._token = None
+            self._refresh = None
         self._session.close()
 
     # -- authentication ---------------------------------------------------
@@ -166,13 +176,14 @@ class ApiClient:
         Refused credentials raise :class:`Unauthorized` and leave the ones set
         before in place.
         """
-        token, expires = self._fetch_token(email, password, self._deadline())
+        token, expires, refresh = self._fetch_token(email, password, self._deadline())
         with self._lock:
             # Set together: a renewal under the old credentials still in flight
             # finds them changed and discards its token.
-            self._credentials = (email, password)
+            self._credentials = credentials = (email, password)
             self._adopted = None
             self._token, self._token_expires = token, expires
+            self._refresh = None if refresh is None else (credentials, refresh)
         log.info("logged in to the upstream")
 
     def logout(self) -> None:
@@ -182,6 +193,7 @@ class ApiClient:
             self._adopted = None
             self._token = None
             self._token_expires = 0.0
+            self._refresh = None
 
     def _adopt_boot_credential(self) -> None:
         """With no credentials held, take the boot credential's; the login checks them."""
@@ -209,7 +221,29 @@ class ApiClient:
             )
         return left
 
-    def _fetch_token(self, email: str, password: str, deadline: float) -> tuple[str, float]:
+    def _renew(
+        self, credentials: tuple[str, str], deadline: float
+    ) -> tuple[str, float, str | None]:
+        """A new token: with the refresh token if there is one, else (or if it is
+        refused) by logging in. Network only: the caller holds no lock."""
+        with self._lock:
+            held = self._refresh
+        if held is not None and held[0] is credentials:
+            body = {"refresh_token": held[1]}
+            resp = self._send("POST", "/v1/token", json=body, deadline=deadline)
+            if resp.status_code == 200:
+                token = wire.parse_token(json_body(resp, "token renewal"))
+                return token.access_token, self._expiry(token.expires_in), held[1]
+            # Refused (revoked, expired) or not offered: the password decides.
+        return self._fetch_token(*credentials, deadline)
+
+    def _expiry(self, expires_in: float) -> float:
+        # Renew a little early so a token does not expire in flight.
+        return self._clock() + expires_in - min(30.0, expires_in / 10)
+
+    def _fetch_token(
+        self, email: str, password: str, deadline: float
+    ) -> tuple[str, float, str | None]:
         # Network only: the caller holds no lock.
         body = {"email": email, "password": password}
         resp = self._send("POST", "/v1/login", json=body, deadline=deadline)
@@ -220,10 +254,11 @@ class ApiClient:
             after = f"; retry after {wait} s" if wait.isdigit() else ""
             raise Unauthorized(f"too many failed logins{after}")
         raise_for_status(resp, "login")
-        token = wire.parse_token(json_body(resp, "login"))
-        # Renew a little early so a token does not expire in flight.
-        margin = min(30.0, token.expires_in / 10)
-        return token.access_token, self._clock() + token.expires_in - margin
+        answer = json_body(resp, "login")
+        token = wire.parse_token(answer)
+        refresh = answer.get("refresh_token") if isinstance(answer, dict) else None
+        refresh = refresh if isinstance(refresh, str) and 0 < len(refresh) <= 256 else None
+        return token.access_token, self._expiry(token.expires_in), refresh
 
     def _current_token(self, deadline: float) -> str:
         self._adopt_boot_credential()
@@ -247,10 +282,11 @@ class ApiClient:
                     raise type(renewal.error)(str(renewal.error))
                 continue
             try:
-                token, expires = self._fetch_token(*credentials, deadline)
+                token, expires, refresh = self._renew(credentials, deadline)
                 with self._lock:
                     if self._credentials is credentials:  # not replaced by a login meanwhile
                         self._token, self._token_expires = token, expires
+                        self._refresh = None if refresh is None else (credentials, refresh)
                         if self._adopted is credentials:
                             self._adopted = None
                             log.info("logged in to the upstream with the boot credential")
@@ -425,9 +461,12 @@ class ApiClient:
         if offset < size:
             raise _ShortRead()
 
-    def put_big(self, url: str, chunks: Iterable[bytes]) -> StoredBlob:
+    def put_big(self, url: str, chunks: Iterable[bytes]) -> StoredBlob | None:
         """PUT the big part to presigned ``url`` with chunked transfer; not retried.
 
+        What the store says it stored, when it says (the reference upstream's
+        own CDN answers ``{"size", "sha256"}``); None when it answers with no
+        body, as an S3 store does: the commit verifies it then.
         An exception raised by ``chunks`` itself propagates unchanged.
         """
         progress = Guard(self._timeout[0], progress=True)
@@ -449,7 +488,78 @@ class ApiClient:
                 # from None: requests' message quotes the presigned URL.
                 raise UpstreamUnavailable(f"cannot store the big part: {why}") from None
         check_cdn_status(resp, partial=False, expected=(200, 201))
+        if not resp.content:
+            return None
         return wire.parse_stored_blob(json_body(resp, "big part upload"))
+
+    def part_url(self, folder: str, name: str, upload_id: str, part_number: int) -> str:
+        """A presigned PUT for part ``part_number`` of a multipart upload (extension)."""
+        check_name(folder, "folder")
+        check_name(name, "name")
+        path = f"/v1/resources/{folder}/{name}/uploads/{upload_id}/parts"
+        what = f"part {part_number} of the upload of {folder}/{name}"
+        return wire.parse_part_url(self._api("POST", path, what, json={"part_number": part_number}))
+
+    def put_parts(
+        self, chunks: Iterable[bytes], part_size: int, part_url: Callable[[int], str]
+    ) -> int:
+        """PUT ``chunks`` as parts 1, 2, ... of ``part_size`` bytes (the last shorter); their count.
+
+        One part is held in memory at a time, so a part can be sent again: a
+        part whose PUT fails (connection, 5xx, or 403 from a URL that expired
+        meanwhile) is retried with a fresh URL from ``part_url``, with the
+        bounded backoff of :class:`RetryPolicy`. At least one part is sent,
+        empty if ``chunks`` is. An exception raised by ``chunks`` itself
+        propagates unchanged, before the part it was filling is sent.
+        """
+        if part_size > MAX_PART_SIZE:
+            raise BadRequest(f"a part of {part_size} bytes is over the {MAX_PART_SIZE} held")
+        part = bytearray()
+        count = 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                room = part_size - len(part)
+                part += view[:room]
+                view = view[room:]
+                if len(part) == part_size:
+                    count += 1
+                    self._put_part(count, part, part_url)
+                    # A new buffer, not clear(): the sent one may still be viewed.
+                    part = bytearray()
+        if part or not count:
+            count += 1
+            self._put_part(count, part, part_url)
+        return count
+
+    def _put_part(self, number: int, part: bytearray, part_url: Callable[[int], str]) -> None:
+        if number > MAX_PARTS:
+            raise BadRequest(f"the big part needs more than {MAX_PARTS} parts")
+        failures = 0
+        deadline = self._deadline()
+        while True:
+            url = part_url(number)
+            left = self._left(deadline, f"part {number} of the big part")
+            problem: str
+            try:
+                # A memoryview: sent with its Content-Length, never copied.
+                with self._session.put(
+                    url, data=memoryview(part), timeout=(left, left), allow_redirects=False
+                ) as resp:
+                    if resp.status_code == 200:
+                        return
+                    if resp.status_code < 500 and resp.status_code != 403:
+                        check_cdn_status(resp, partial=False)
+                    problem = f"HTTP {resp.status_code}"
+            except requests.RequestException as exc:
+                problem = describe(exc)
+            left = deadline - self._clock()
+            if failures >= self._retry.retries or left <= 0:
+                # The presigned URL is not quoted: it is a credential.
+                raise UpstreamUnavailable(f"cannot store part {number} of the big part: {problem}")
+            log.debug("part %d of a big part failed (%s); retrying", number, problem)
+            self._sleep(min(left, self._retry.delay(failures)))
+            failures += 1
 
     # -- transport ----------------------------------------------------------
 

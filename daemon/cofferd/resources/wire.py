@@ -63,6 +63,9 @@ class UploadTicket:
 
     upload_id: str
     big_url: str
+    #: The part size of the multipart upload the upstream offers (an extension
+    #: of the protocol), or None: the big part goes whole to ``big_url``.
+    part_size: int | None = None
 
     def __repr__(self) -> str:
         return f"UploadTicket(upload_id={self.upload_id!r})"
@@ -127,7 +130,17 @@ def parse_ticket(body: object) -> UploadTicket:
     # The id goes back into a URL path; hold it to a conservative alphabet.
     if not re.fullmatch(r"[A-Za-z0-9._~-]{1,256}", upload_id):
         raise UpstreamProtocolError("upload answer: upload_id has unexpected characters")
-    return UploadTicket(upload_id=upload_id, big_url=_url(obj, "big_url", what))
+    part_size = None
+    if (multipart := obj.get("multipart")) is not None:
+        offer = _object(multipart, "upload multipart")
+        part_size = _int(offer, "part_size", "upload multipart", minimum=1)
+    return UploadTicket(
+        upload_id=upload_id, big_url=_url(obj, "big_url", what), part_size=part_size
+    )
+
+
+def parse_part_url(body: object) -> str:
+    return _url(_object(body, "upload part"), "url", "upload part")
 
 
 def parse_committed(body: object, folder: str, name: str) -> Committed:

@@ -165,6 +165,22 @@ def test_retired_resource_is_erased_at_once(device: Device) -> None:
     refused(device.load("gone.bin")[1], "no record")
 
 
+def test_a_user_disabled_upstream_is_erased_from_the_device(device: Device) -> None:
+    device.start()
+    device.upload("d.bin", b"d" * 10_000)
+    assert device.load("d.bin")[0] == b"d" * 10_000
+    assert [r["filename"] for r in device.field()["records"]] == ["d.bin"]
+    up = device.upstream
+    done = up.admin("user", "disable", up.publisher.email)
+    assert done.returncode == 0, done.stderr
+    # The device's token stops at once; its login is refused too: the 401 erases.
+    _, answer = device.load("d.bin")
+    assert answer["error"]["code"] == ErrorCode.UNAUTHORIZED
+    assert device.field()["records"] == []
+    up.stop()
+    refused(device.load("d.bin")[1], "no record")
+
+
 def test_logout_drops_login_and_records(device: Device) -> None:
     daemon = device.start()
     device.upload("a.bin", b"a" * 1000)

@@ -254,15 +254,17 @@ def test_token_expiring_mid_session_logs_in_again(upstream_factory, cache):
     # The publisher's logins: one, and another if a slow machine made its
     # upload outlive the one-second token. Counted from here on.
     base = logged(upstream, "POST /v1/login 200", 1)
-    # Renewed before expiry by the client's clock: a login, then a renewal ...
+    # Renewed before expiry by the client's clock: a login, then a renewal
+    # (with the refresh token, not the password) ...
     reader = client_for(upstream, "reader")
     time.sleep(1.2)
     assert load_bytes(reader, cache)[0] == plain
-    # ... or, with a clock that never moves, a login, then one after the upstream's 401.
+    # ... or, with a clock that never moves, a login, then a renewal after the upstream's 401.
     frozen = client_for(upstream, "reader", clock=lambda: 0.0)
     time.sleep(1.2)
     assert load_bytes(frozen, cache) == (plain, True)
-    assert logged(upstream, "POST /v1/login 200", base + 4) == base + 4
+    assert logged(upstream, "POST /v1/token 200", 2) == 2
+    assert logged(upstream, "POST /v1/login 200", base + 2) == base + 2
     for c in (publisher, reader, frozen):
         c.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import socket
 import threading
 import traceback
@@ -21,7 +22,8 @@ from cofferd.errors import (
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
-from cofferd.resources.upstream import ApiClient, RetryPolicy
+from cofferd.resources.upstream import MAX_PART_SIZE, ApiClient, RetryPolicy
+from fixtures.upstream import Upstream
 
 KEY = bytes(range(32))
 BIG = bytes(range(256)) * 4096 * 4  # 4 MiB
@@ -400,3 +402,187 @@ def test_empty_big_part_needs_no_request(scripted: ScriptedServer, client: ApiCl
     before = len(scripted.seen)
     assert list(client.iter_big(f"{scripted.url}/cdn/b", 0)) == []
     assert len(scripted.seen) == before
+
+
+def test_put_big_to_a_store_that_answers_no_body(scripted: ScriptedServer, client: ApiClient):
+    # An S3 store answers a PUT with 200, an ETag and no body: the commit verifies.
+    scripted.routes["PUT /bucket/"] = lambda _: Reply(200, b"", {"ETag": '"x"'})
+    assert client.put_big(f"{scripted.url}/bucket/b?X-Amz-Signature=1", iter([b"ab"])) is None
+
+
+def _parts_server(scripted: ScriptedServer, *replies: Reply) -> list[int]:
+    """Part URLs asked for, in order; each PUT answered with ``replies`` in turn."""
+    asked: list[int] = []
+    scripted.routes["PUT /part/"] = sequence(*replies) if replies else lambda _: Reply(200, b"")
+    return asked
+
+
+def _url_for(scripted: ScriptedServer, asked: list[int]):
+    def part_url(number: int) -> str:
+        asked.append(number)
+        return f"{scripted.url}/part/{number}?sig=SIGNATURE-SECRET"
+
+    return part_url
+
+
+@pytest.mark.parametrize(
+    ("pieces", "sizes"),
+    [
+        ([], [0]),  # an empty big part is one empty part
+        ([b"abc"], [3]),
+        ([b"abcd"], [4]),  # exactly one part: no empty part after it
+        ([b"ab", b"", b"cdefghi", b"j"], [4, 4, 2]),
+        ([b"abcdefgh"], [4, 4]),
+    ],
+)
+def test_put_parts_cuts_at_part_size_with_lengths(
+    scripted: ScriptedServer, client: ApiClient, pieces: list[bytes], sizes: list[int]
+):
+    asked = _parts_server(scripted)
+    count = client.put_parts(iter(pieces), 4, _url_for(scripted, asked))
+    assert count == len(sizes)
+    puts = [s for s in scripted.seen if s.method == "PUT"]
+    assert [p.path.split("?")[0] for p in puts] == [f"/part/{n}" for n in range(1, count + 1)]
+    assert [len(p.body) for p in puts] == sizes
+    assert b"".join(p.body for p in puts) == b"".join(pieces)
+    assert all(p.headers["Content-Length"] == str(len(p.body)) for p in puts)
+    assert all("Authorization" not in p.headers for p in puts)
+
+
+def test_a_failed_part_is_sent_again_with_a_fresh_url(
+    scripted: ScriptedServer, client: ApiClient, sleeps: Sleeps
+):
+    asked = _parts_server(
+        scripted, Reply(200, b""), Reply(503, b""), Reply(403, b"expired"), Reply(200, b"")
+    )
+    assert client.put_parts(iter([b"abcdefg"]), 4, _url_for(scripted, asked)) == 2
+    assert asked == [1, 2, 2, 2]
+    bodies = [s.body for s in scripted.seen if s.method == "PUT"]
+    assert bodies == [b"abcd", b"efg", b"efg", b"efg"]
+    assert len(sleeps.calls) == 2
+
+
+def test_a_part_failing_every_time_gives_up_without_quoting_the_url(
+    scripted: ScriptedServer, client: ApiClient, sleeps: Sleeps
+):
+    asked = _parts_server(scripted, Reply(500, b""))
+    with pytest.raises(UpstreamUnavailable, match="part 1") as info:
+        client.put_parts(iter([b"abc"]), 4, _url_for(scripted, asked))
+    assert len(asked) == 4  # the first try and 3 retries
+    assert "SIGNATURE-SECRET" not in "".join(traceback.format_exception(info.value))
+
+
+def test_a_part_refused_for_good_is_not_retried(scripted: ScriptedServer, client: ApiClient):
+    asked = _parts_server(scripted, Reply(404, b"NoSuchUpload"))
+    with pytest.raises(UpstreamProtocolError, match="no such big part"):
+        client.put_parts(iter([b"abc"]), 4, _url_for(scripted, asked))
+    assert asked == [1]
+
+
+def test_put_parts_source_error_propagates_before_its_part(
+    scripted: ScriptedServer, client: ApiClient
+):
+    asked = _parts_server(scripted)
+
+    def chunks():
+        yield b"abcdef"
+        raise CorruptData("source broke")
+
+    with pytest.raises(CorruptData, match="source broke"):
+        client.put_parts(chunks(), 4, _url_for(scripted, asked))
+    assert asked == [1]  # the full first part went; the broken second did not
+
+
+def test_put_parts_refuses_a_part_size_it_would_not_hold(
+    scripted: ScriptedServer, client: ApiClient
+):
+    with pytest.raises(BadRequest, match="over"):
+        client.put_parts(iter([b"x"]), MAX_PART_SIZE + 1, _url_for(scripted, []))
+    assert not [s for s in scripted.seen if s.method == "PUT"]
+
+
+def test_part_url_asks_the_upstream(scripted: ScriptedServer, client: ApiClient):
+    scripted.routes["POST /v1/resources/models/m.bin/uploads/u1/parts"] = lambda _: Reply(
+        200, {"url": "http://store.example/b/k?partNumber=2&X-Amz-Signature=s"}
+    )
+    url = client.part_url("models", "m.bin", "u1", 2)
+    assert url == "http://store.example/b/k?partNumber=2&X-Amz-Signature=s"
+    post = next(s for s in scripted.seen if s.path.endswith("/parts"))
+    assert json.loads(post.body) == {"part_number": 2}
+    assert post.headers["Authorization"] == "Bearer tok1"
+    scripted.routes["POST /v1/resources/models/m.bin/uploads/u1/parts"] = lambda _: Reply(
+        200, {"url": "/relative"}
+    )
+    with pytest.raises(UpstreamProtocolError, match="url"):
+        client.part_url("models", "m.bin", "u1", 3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "part_size"),
+    [({}, None), ({"multipart": {"part_size": 5242880}}, 5242880)],
+)
+def test_begin_upload_reads_a_multipart_offer(
+    scripted: ScriptedServer, client: ApiClient, extra: dict, part_size: int | None
+):
+    scripted.routes["POST /v1/resources/models/m.bin/uploads"] = lambda _: Reply(
+        201, {"upload_id": "u1", "big_url": f"{scripted.url}/cdn/b", **extra}
+    )
+    ticket = client.begin_upload("models", "m.bin")
+    assert (ticket.upload_id, ticket.part_size) == ("u1", part_size)
+
+
+@pytest.mark.parametrize("offer", [5, [], {}, {"part_size": 0}, {"part_size": "5"}])
+def test_a_bad_multipart_offer_is_a_protocol_error(
+    scripted: ScriptedServer, client: ApiClient, offer: object
+):
+    scripted.routes["POST /v1/resources/models/m.bin/uploads"] = lambda _: Reply(
+        201, {"upload_id": "u1", "big_url": f"{scripted.url}/cdn/b", "multipart": offer}
+    )
+    with pytest.raises(UpstreamProtocolError, match="multipart"):
+        client.begin_upload("models", "m.bin")
+
+
+# Refresh tokens, against the real reference upstream
+
+
+def test_renewals_use_the_refresh_token_not_the_password(upstream: Upstream) -> None:
+    now = [1_000.0]
+    client = ApiClient(upstream.url, clock=lambda: now[0])
+    try:
+        client.login(upstream.reader.email, upstream.reader.password)
+        for _ in range(3):
+            now[0] += 10_000  # past the token's lifetime: each call renews first
+            assert client.list_page("models") == ([], None)
+        log = upstream.log()
+        assert log.count("POST /v1/login 200") == 1
+        assert log.count("POST /v1/token 200") == 3
+        # Disabled upstream: the refresh is refused, so is the password.
+        assert upstream.admin("user", "disable", upstream.reader.email).returncode == 0
+        now[0] += 10_000
+        with pytest.raises(Unauthorized):
+            client.list_page("models")
+        assert upstream.log().count("POST /v1/login 401") == 1
+    finally:
+        client.close()
+
+
+def test_a_refused_refresh_falls_back_to_the_password(upstream: Upstream) -> None:
+    now = [1_000.0]
+    client = ApiClient(upstream.url, clock=lambda: now[0])
+    try:
+        client.login(upstream.reader.email, upstream.reader.password)
+        # A new password ends the refresh token; the client then logs in again.
+        new = upstream.admin("user", "passwd", upstream.reader.email, stdin="second\n")
+        assert new.returncode == 0
+        client.login(upstream.reader.email, "second")
+        assert (
+            upstream.admin("user", "passwd", upstream.reader.email, stdin="second\n").returncode
+            == 0
+        )
+        now[0] += 10_000
+        assert client.list_page("models") == ([], None)
+        log = upstream.log()
+        assert log.count("POST /v1/token 401") == 1
+        assert log.count("POST /v1/login 200") == 3
+    finally:
+        client.close()

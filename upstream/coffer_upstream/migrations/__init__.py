@@ -1,0 +1,1 @@
+"""Alembic's migrations of the upstream's schema, shipped inside the package."""
