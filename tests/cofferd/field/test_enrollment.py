@@ -1,0 +1,222 @@
+"""Device identity end to end: the real cofferd enrolls with the real upstream and
+logs in by proof of key; records are bound to the identity that obtained them.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coffer.protocol import ErrorCode
+from cofferd.field.identity import IDENTITY_CREDENTIAL, DeviceIdentity
+from fixtures.daemon import CofferdProcess, load_via_pipe, upload_via_pipe
+from fixtures.upstream import Upstream
+
+LEASE = 3600
+
+
+class Device:
+    """One device: its own identity key, device key and dirs; no password."""
+
+    def __init__(
+        self, cofferd: Callable[..., CofferdProcess], upstream: Upstream, base: Path
+    ) -> None:
+        self.cofferd, self.upstream, self.base = cofferd, upstream, base
+        self.creds = base / "creds"
+        self.creds.mkdir(mode=0o700)
+        (self.creds / "coffer-device-key").write_bytes(secrets.token_bytes(32))
+        self.identity = DeviceIdentity.generate()
+        (self.creds / IDENTITY_CREDENTIAL).write_bytes(self.identity.pkcs8_pem())
+        for d in ("cache", "state"):
+            (base / d).mkdir()
+        self.daemon: CofferdProcess | None = None
+
+    def start(self, **env: str) -> CofferdProcess:
+        if self.daemon is not None and self.daemon.proc.poll() is None:
+            self.daemon.stop()
+        full = {
+            "CREDENTIALS_DIRECTORY": str(self.creds),
+            "COFFER_LEASE_PUBLIC_KEYS": self.upstream.lease_key(),
+            "COFFER_CACHE_DIR": str(self.base / "cache"),
+            "COFFER_STATE_DIR": str(self.base / "state"),
+            "COFFER_UPSTREAM_TIMEOUT": "5",
+            **env,
+        }
+        self.daemon = self.cofferd(upstream_url=self.upstream.url, env=full)
+        return self.daemon
+
+    def call(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert self.daemon is not None
+        return self.daemon.call(method, params)
+
+    def load(self, name: str) -> tuple[bytes, dict[str, Any]]:
+        assert self.daemon is not None
+        with self.daemon.connect() as sock:
+            return load_via_pipe(sock, {"filename": name})
+
+    def upload(self, name: str, data: bytes) -> None:
+        assert self.daemon is not None
+        with self.daemon.connect() as sock:
+            assert "result" in upload_via_pipe(sock, {"filename": name}, data)
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("status")["result"]
+        return result
+
+
+def enroll_token(upstream: Upstream, role: str = "publisher", uses: int = 1) -> str:
+    out = upstream.admin(
+        "enroll-token", "create", "--uses", str(uses), "--expires", "1h", "--role", role, "--json"
+    )
+    token: str = json.loads(out.stdout)["token"]
+    return token
+
+
+def devices(upstream: Upstream) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = json.loads(upstream.admin("device", "ls", "--json").stdout)
+    return listed
+
+
+def code(response: dict[str, Any]) -> int:
+    return int(response.get("error", {}).get("code", 0))
+
+
+@pytest.fixture
+def upstream(upstream_factory: Callable[..., Upstream]) -> Upstream:
+    return upstream_factory(lease_seconds=LEASE)
+
+
+@pytest.fixture
+def make_device(
+    cofferd: Callable[..., CofferdProcess], upstream: Upstream, tmp_path: Path
+) -> Callable[[], Device]:
+    made = iter(range(100))
+
+    def make() -> Device:
+        base = tmp_path / f"dev{next(made)}"
+        base.mkdir()
+        return Device(cofferd, upstream, base)
+
+    return make
+
+
+def test_enroll_then_load_by_proof_of_key_then_revoked(
+    make_device: Callable[[], Device], upstream: Upstream
+) -> None:
+    one, two = make_device(), make_device()
+    one.start()
+    assert one.status()["identity"]["enrolled"] is False
+    assert code(one.load("m.bin")[1]) == ErrorCode.UNAUTHORIZED  # no login at all
+
+    token = enroll_token(upstream, "publisher", uses=2)
+    enrolled = one.call("enroll", {"token": token})["result"]
+    device_id = enrolled["device_id"]
+    assert enrolled["role"] == "publisher"
+    identity = one.status()["identity"]
+    assert identity == {**identity, "enrolled": True, "device_id": device_id}
+    assert identity["public_key"] == one.identity.public_key
+
+    content = secrets.token_bytes(200_000)
+    one.upload("m.bin", content)
+    data, resp = one.load("m.bin")
+    assert data == content, resp
+    status = one.status()
+    assert status["authenticated"] is True
+    assert status["field"]["login_source"] == "device"
+    assert [r["filename"] for r in status["field"]["records"]] == ["m.bin"]
+
+    # Kept across a restart, bound to the key: the device logs in again by itself.
+    one.start()
+    assert one.status()["identity"]["device_id"] == device_id
+    assert one.load("m.bin")[0] == content
+
+    two.start()
+    two_id = two.call("enroll", {"token": token})["result"]["device_id"]
+    assert two_id != device_id
+    assert two.load("m.bin")[0] == content
+    # The token is spent: a third enrollment is refused, and says so.
+    three = make_device()
+    three.start()
+    refused = three.call("enroll", {"token": token})
+    assert code(refused) == ErrorCode.UNAUTHORIZED
+    assert "spent" in refused["error"]["data"]["detail"]
+    assert three.status()["identity"]["enrolled"] is False
+
+    listed = {d["id"]: d for d in devices(upstream)}
+    assert set(listed) == {device_id, two_id}
+
+    upstream.admin("device", "revoke", device_id)
+    _, resp = one.load("m.bin")
+    assert code(resp) == ErrorCode.UNAUTHORIZED, resp
+    assert "device revoked" in resp["error"]["data"]["detail"]
+    assert one.status()["field"]["records"] == []
+    assert two.load("m.bin")[0] == content  # the other device is untouched
+
+    for device in (one, two, three):
+        assert device.daemon is not None
+        log = device.daemon.stderr_text()
+        assert token not in log
+        assert "eyJ" not in log  # no JWT, no access token
+
+
+def test_enrolled_unattended_from_the_credential_and_a_copied_state_dir_is_ignored(
+    make_device: Callable[[], Device], upstream: Upstream
+) -> None:
+    one = make_device()
+    token = enroll_token(upstream, "reader", uses=1)
+    (one.creds / "coffer-enroll-token").write_text(token + "\n")
+    one.start()
+    deadline = time.monotonic() + 20
+    while not one.status()["identity"]["enrolled"]:
+        assert time.monotonic() < deadline, "not enrolled from the credential"
+        time.sleep(0.2)
+    state = json.loads((one.base / "state" / "identity.json").read_text())
+    assert state["public_key"] == one.identity.public_key
+    assert one.status()["identity"]["device_id"] == state["device_id"]
+
+    # Another device with this one's state dir: its key is not the one enrolled.
+    other = make_device()
+    (other.base / "state" / "identity.json").write_text(json.dumps(state))
+    other.start()
+    assert other.status()["identity"]["enrolled"] is False
+    assert code(other.load("x.bin")[1]) == ErrorCode.UNAUTHORIZED
+
+
+def test_a_login_wins_over_the_device_and_records_stay_with_their_identity(
+    make_device: Callable[[], Device], upstream: Upstream
+) -> None:
+    device = make_device()
+    device.start()
+    device.call("enroll", {"token": enroll_token(upstream, "reader")})
+    content = secrets.token_bytes(50_000)
+    publisher = upstream.publisher
+    assert "result" in device.call(
+        "login", {"email": publisher.email, "password": publisher.password}
+    )
+    device.upload("r.bin", content)
+    assert device.load("r.bin")[0] == content
+    assert device.status()["field"]["login_source"] == "login call"
+
+    # Another identity (the reader) logs in: the publisher's record is not its own.
+    reader = upstream.reader
+    assert "result" in device.call("login", {"email": reader.email, "password": reader.password})
+    assert device.status()["field"]["records"] == []
+    upstream.stop()
+    _, resp = device.load("r.bin")
+    assert code(resp) == ErrorCode.OFFLINE_REFUSED, resp
+    upstream.start()
+
+    # After logout the device's own identity is used again, with records of its own.
+    assert device.call("logout")["result"]["status"] == "ok"
+    assert device.load("r.bin")[0] == content
+    assert device.status()["field"]["login_source"] == "device"
+    upstream.stop()
+    assert device.load("r.bin")[0] == content  # its own record, offline
+    upstream.start()
