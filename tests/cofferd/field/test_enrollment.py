@@ -16,6 +16,7 @@ import pytest
 
 from coffer.protocol import ErrorCode
 from cofferd.field.identity import IDENTITY_CREDENTIAL, DeviceIdentity
+from faults.proxy import Fault, FaultProxy
 from fixtures.daemon import CofferdProcess, load_via_pipe, upload_via_pipe
 from fixtures.upstream import Upstream
 
@@ -220,3 +221,46 @@ def test_a_login_wins_over_the_device_and_records_stay_with_their_identity(
     upstream.stop()
     assert device.load("r.bin")[0] == content  # its own record, offline
     upstream.start()
+
+
+def test_a_late_answer_after_logout_writes_no_record(
+    cofferd: Callable[..., CofferdProcess],
+    upstream_factory: Callable[..., Upstream],
+    tmp_path: Path,
+) -> None:
+    # cofferd → a proxy that trickles the answer → the upstream: the load's
+    # answer comes seconds late, after a logout erased the records. The
+    # upstream takes assertions for the proxy's URL too (--audience).
+    proxy = FaultProxy()
+    upstream = upstream_factory(
+        lease_seconds=LEASE, extra_args=("--audience", f"{proxy.url}/v1/token")
+    )
+    proxy.target = ("127.0.0.1", upstream.port)
+    try:
+        device = Device(cofferd, upstream, tmp_path)
+        device.start(COFFER_UPSTREAM_URL=proxy.url, COFFER_UPSTREAM_TIMEOUT="40")
+        assert device.daemon is not None
+        assert "result" in device.call("enroll", {"token": enroll_token(upstream)})
+        content = secrets.token_bytes(10_000)
+        device.upload("late.bin", content)
+        assert device.load("late.bin")[0] == content
+        assert len(device.status()["field"]["records"]) == 1
+        proxy.fault = Fault(trickle=0.002)
+        got: list[tuple[bytes, dict[str, Any]]] = []
+        began = time.monotonic()
+        loader = threading.Thread(target=lambda: got.append(device.load("late.bin")))
+        loader.start()
+        time.sleep(1.0)
+        assert loader.is_alive()  # the answer is still on its way
+        assert device.call("logout")["result"]["records_erased"] == 1
+        loader.join(60)
+        assert not loader.is_alive()
+        assert time.monotonic() - began > 2  # it was late indeed
+        proxy.fault = Fault()
+        assert got[0][0] == content, got[0][1]
+        # The answer to the call made before the logout kept nothing.
+        assert device.status()["field"]["records"] == []
+        device.start(COFFER_UPSTREAM_URL=proxy.url)
+        assert device.status()["field"]["records"] == []
+    finally:
+        proxy.close()
