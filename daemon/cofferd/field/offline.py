@@ -164,8 +164,11 @@ class Field:
         try:
             info = client.get_resource(folder, name)
         except (Unauthorized, NotFound) as exc:
-            # Without credentials the "no" is ours, not the upstream's.
-            if client.authenticated and self._erase(folder, name):
+            # Without credentials the "no" is ours, not the upstream's; a
+            # device's key is always there, so a "no" to it is the upstream's
+            # (a revoked device, after a restart too).
+            said = client.authenticated or (subject or "").startswith("device:")
+            if said and self._erase(folder, name):
                 log.warning("erased the offline record of %s/%s: %s", folder, name, exc)
             raise
         self._remember(info, subject, generation)

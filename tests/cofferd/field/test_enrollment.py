@@ -153,12 +153,20 @@ def test_enroll_then_load_by_proof_of_key_then_revoked(
     listed = {d["id"]: d for d in devices(upstream)}
     assert set(listed) == {device_id, two_id}
 
+    one.upload("n.bin", b"n" * 1000)
+    assert one.load("n.bin")[0] == b"n" * 1000
     upstream.admin("device", "revoke", device_id)
+    # A token in hand: refused, signed again, refused: the record goes.
     _, resp = one.load("m.bin")
     assert code(resp) == ErrorCode.UNAUTHORIZED, resp
     assert "device revoked" in resp["error"]["data"]["detail"]
-    assert one.status()["field"]["records"] == []
+    assert [r["filename"] for r in one.status()["field"]["records"]] == ["n.bin"]
     assert two.load("m.bin")[0] == content  # the other device is untouched
+    # Restarted with a record: the first login is refused, and that erases it too.
+    one.start()
+    assert code(one.load("n.bin")[1]) == ErrorCode.UNAUTHORIZED
+    assert one.status()["field"]["records"] == []
+    assert one.status()["authenticated"] is False
 
     for device in (one, two, three):
         assert device.daemon is not None
