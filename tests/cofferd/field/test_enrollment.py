@@ -272,3 +272,33 @@ def test_a_late_answer_after_logout_writes_no_record(
         assert device.status()["field"]["records"] == []
     finally:
         proxy.close()
+
+
+def test_a_record_serves_offline_only_the_identity_that_obtained_it(
+    make_device: Callable[[], Device], upstream: Upstream
+) -> None:
+    # Not enrolled: the boot credential's account logs in (the publisher).
+    device = make_device()
+    publisher, reader = upstream.publisher, upstream.reader
+    login = device.creds / "coffer-login"
+    login.write_text(json.dumps({"email": publisher.email, "password": publisher.password}))
+    device.start()
+    content = secrets.token_bytes(20_000)
+    device.upload("p.bin", content)
+    assert device.load("p.bin")[0] == content
+    assert device.status()["field"]["login_source"] == "credential"
+
+    # Restarted offline under another account's boot credential: the
+    # publisher's record is not the reader's.
+    upstream.stop()
+    login.write_text(json.dumps({"email": reader.email, "password": reader.password}))
+    device.start()
+    data, resp = device.load("p.bin")
+    assert data == b""
+    assert code(resp) == ErrorCode.OFFLINE_REFUSED, resp
+    assert "another identity" in resp["error"]["data"]["detail"]
+    # The account that obtained it is served.
+    login.write_text(json.dumps({"email": publisher.email, "password": publisher.password}))
+    device.start()
+    assert device.load("p.bin")[0] == content
+    upstream.start()
