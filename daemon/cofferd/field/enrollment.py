@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from coffer.atomic import atomic_file
-from cofferd.errors import BadRequest, Unauthorized, UpstreamError
+from cofferd.errors import BadRequest, StateUnwritable, Unauthorized, UpstreamError
 from cofferd.field.credentials import MAX_CREDENTIAL_BYTES, CredentialError, read_raw
 from cofferd.field.identity import IdentityState
 from cofferd.field.login import BACKOFF_FIRST, BACKOFF_MAX
@@ -127,8 +127,15 @@ class Enrollment:
             raise BadRequest("this device has no identity key (credential coffer-device-identity)")
         device_id, role = client.enroll(check_token(token), ident.public_key)
         state = {"device_id": device_id, "public_key": ident.public_key, "upstream": self._upstream}
-        with atomic_file(self._path) as f:
-            f.write(json.dumps(state).encode() + b"\n")
+        try:
+            with atomic_file(self._path) as f:
+                f.write(json.dumps(state).encode() + b"\n")
+        except OSError as exc:
+            # Enrolled upstream; enrolling again with a valid token gives the same id.
+            raise StateUnwritable(
+                f"enrolled as device {device_id}, but cannot keep it in {self._path}:"
+                f" {exc.strerror}"
+            ) from None
         with self._lock:
             if self._device is None or self._device.device_id != device_id:
                 self._device = DeviceCredential(device_id, ident.private_key)
@@ -178,8 +185,8 @@ class Enrollment:
                 self._stop.wait(wait)
                 delay = min(BACKOFF_MAX, delay * 2)
                 continue
-            except OSError as exc:
-                log.error("cannot keep the device id in %s: %s", self._path, exc.strerror)  # noqa: TRY400
+            except StateUnwritable as exc:
+                log.error("%s", exc)  # noqa: TRY400 (no traceback: the message says it)
                 return
             log.info("enrolled from credential %s as device %s", TOKEN_CREDENTIAL, device_id)
             enrolled()

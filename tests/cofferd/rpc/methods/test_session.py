@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cofferd.errors import BadRequest, InvalidParams, Unauthorized
+from cofferd.errors import BadRequest, InvalidParams, StateUnwritable, Unauthorized
 from cofferd.field.enrollment import Enrollment
 from cofferd.field.identity import DeviceIdentity, IdentityState
 
@@ -73,3 +73,11 @@ def test_enroll_keeps_the_device_id_bound_to_the_key(app, invoke) -> None:
         Enrollment(app.settings.state_dir, other, app.settings.upstream_url, None).device_id is None
     )
     assert Enrollment(app.settings.state_dir, app.identity, "http://other", None).device_id is None
+
+
+def test_enroll_into_a_state_dir_that_cannot_be_written_says_so(app, invoke) -> None:
+    app.enrollment._path = app.settings.state_dir / "absent" / "identity.json"
+    with pytest.raises(StateUnwritable, match="enrolled as device d_fake, but cannot keep it"):
+        invoke("enroll", token="cet_good")
+    assert app.enrollment.device_id is None
+    assert app.enrollments == 0
