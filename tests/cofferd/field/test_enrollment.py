@@ -302,3 +302,22 @@ def test_a_record_serves_offline_only_the_identity_that_obtained_it(
     device.start()
     assert device.load("p.bin")[0] == content
     upstream.start()
+
+
+def test_unattended_enrollment_waits_out_an_unreachable_upstream(
+    make_device: Callable[[], Device], upstream: Upstream
+) -> None:
+    device = make_device()
+    (device.creds / "coffer-enroll-token").write_text(enroll_token(upstream, "reader"))
+    upstream.stop()
+    device.start(COFFER_UPSTREAM_TIMEOUT="1")  # each attempt's own retries end within 1 s
+    time.sleep(4.0)
+    assert device.status()["identity"]["enrolled"] is False
+    upstream.start()
+    deadline = time.monotonic() + 30
+    while not device.status()["identity"]["enrolled"]:
+        assert time.monotonic() < deadline, "not enrolled once the upstream came"
+        time.sleep(0.2)
+    assert device.daemon is not None
+    log = device.daemon.stderr_text()
+    assert "trying again" in log, log  # and tried again
