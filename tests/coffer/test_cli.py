@@ -267,7 +267,7 @@ def test_unlock_without_an_archive_and_its_status(sock: Path, upstream: Upstream
 
 
 def test_enroll_reads_the_token_from_stdin_and_a_spent_one_is_refused(
-    sock: Path, upstream: Upstream
+    sock: Path, upstream: Upstream, cofferd: Daemon, tmp_path: Path
 ) -> None:
     made = upstream.admin(
         "enroll-token", "create", "--uses", "1", "--expires", "1h", "--role", "reader", "--json"
@@ -291,6 +291,20 @@ def test_enroll_reads_the_token_from_stdin_and_a_spent_one_is_refused(
     done = coffer("enroll", sock=sock, input=b"")
     assert done.returncode == ExitCode.USAGE
     assert "no enrollment token" in one_line_error(done)
+
+    # Another device (another key): the token is spent.
+    other = cofferd().socket_path
+    done = coffer("enroll", sock=other, input=token.encode() + b"\n")
+    assert done.returncode == ExitCode.UNAUTHORIZED
+    assert "unknown, spent or expired" in one_line_error(done)
+
+    # Revoked: the next load is refused, saying why.
+    device_id = json.loads(coffer("--json", "status", sock=sock).stdout)["identity"]["device_id"]
+    assert upstream.admin("device", "revoke", device_id).returncode == 0
+    done = coffer("load", "m.bin", "-o", str(tmp_path / "out"), sock=sock)
+    assert done.returncode == ExitCode.UNAUTHORIZED
+    assert "device revoked" in one_line_error(done)
+    assert not (tmp_path / "out").exists()
 
 
 def test_login_prompts_without_echo_on_a_terminal(sock: Path, upstream: Upstream) -> None:
