@@ -359,8 +359,8 @@ class ApiClient:
 
     def _fetch_token(
         self, email: str, password: str, deadline: float
-    ) -> tuple[str, float, str | None]:  # a person's login
-        # Network only: the caller holds no lock.
+    ) -> tuple[str, float, str | None]:
+        # A person's login (email and password). Network only: the caller holds no lock.
         body = {"email": email, "password": password}
         resp = self._send("POST", "/v1/login", json=body, deadline=deadline)
         if resp.status_code == 401:
