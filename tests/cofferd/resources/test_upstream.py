@@ -7,6 +7,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 import traceback
 
 import jwt
@@ -555,6 +556,11 @@ def test_renewals_use_the_refresh_token_not_the_password(upstream: Upstream) -> 
         for _ in range(3):
             now[0] += 10_000  # past the token's lifetime: each call renews first
             assert client.list_page("models") == ([], None)
+        deadline = time.monotonic() + 5
+        while "GET /v1/resources/models 200" not in upstream.log().split("POST /v1/token")[-1]:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         log = upstream.log()
         assert log.count("POST /v1/login 200") == 1
         assert log.count("POST /v1/token 200") == 3
@@ -563,6 +569,10 @@ def test_renewals_use_the_refresh_token_not_the_password(upstream: Upstream) -> 
         now[0] += 10_000
         with pytest.raises(Unauthorized):
             client.list_page("models")
+        # The server logs a request once answered: the line may come a moment later.
+        deadline = time.monotonic() + 5
+        while "POST /v1/login 401" not in upstream.log() and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert upstream.log().count("POST /v1/login 401") == 1
     finally:
         client.close()
@@ -583,6 +593,9 @@ def test_a_refused_refresh_falls_back_to_the_password(upstream: Upstream) -> Non
         )
         now[0] += 10_000
         assert client.list_page("models") == ([], None)
+        deadline = time.monotonic() + 5
+        while upstream.log().count("POST /v1/login 200") < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
         log = upstream.log()
         assert log.count("POST /v1/token 401") == 1
         assert log.count("POST /v1/login 200") == 3
