@@ -157,6 +157,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     command("health", cmd_health, "is the daemon serving?")
     command("status", cmd_status, "login state, model cache dir, upstream")
     _add_credentials(command("login", cmd_login, "give cofferd your upstream credentials"))
+    p = command("enroll", cmd_enroll, "enroll this device with an enrollment token")
+    p.add_argument(
+        "--token-stdin",
+        action="store_true",
+        help="read the token as one line of standard input (the default when it is no terminal)",
+    )
     cli_field.add_commands(command, cmd_logout)
 
     p = command("load", cmd_load, "fetch and decrypt a resource")
@@ -318,6 +324,23 @@ def cmd_login(args: argparse.Namespace) -> int:
     with _client(args) as c:
         r = c.login(args.email, password)
     _emit(args, r, f"logged in as {args.email}", sys.stdout)
+    return 0
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    # Never an argument: a token on the command line is in every `ps` and the shell's history.
+    if args.token_stdin or not sys.stdin.isatty():
+        token = sys.stdin.readline().strip()
+    else:
+        try:
+            token = getpass.getpass("Enrollment token: ").strip()
+        except EOFError:
+            token = ""
+    if not token:
+        raise CommandError("no enrollment token given", ExitCode.USAGE)
+    with _client(args) as c:
+        r = c.enroll(token)
+    _emit(args, r, f"enrolled as device {r.get('device_id')} ({r.get('role')})", sys.stdout)
     return 0
 
 

@@ -53,10 +53,13 @@ def identity_lines(status: dict[str, Any]) -> list[str]:
         note = " (new identity: enroll again)"
     elif not identity.get("enrolled"):
         note = " (not enrolled)"
-    return [
+    lines = [
         f"identity:        {identity.get('key_id')}{note}",
         f"public key:      {identity.get('public_key')}",
     ]
+    if identity.get("device_id"):
+        lines.append(f"device id:       {identity['device_id']}")
+    return lines
 
 
 def print_logout(result: dict[str, Any]) -> str:

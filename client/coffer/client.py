@@ -374,6 +374,13 @@ class Client:
         """Give the daemon credentials; raises :class:`Unauthorized` if the upstream refuses."""
         return _object(self.call("login", {"email": email, "password": password}))
 
+    def enroll(self, token: str) -> dict[str, Any]:
+        """Enroll the daemon's device key with an enrollment token: its device id and role.
+
+        Raises :class:`Unauthorized` if the upstream refuses the token (unknown, spent, expired).
+        """
+        return _object(self.call("enroll", {"token": token}))
+
     def logout(self) -> dict[str, Any]:
         """Make the daemon drop its login, token and offline records and leases."""
         return _object(self.call("logout", {}))

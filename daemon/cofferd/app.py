@@ -20,6 +20,7 @@ import requests
 
 from cofferd.field.clock import TrustedClock
 from cofferd.field.credentials import CredentialError, read_device_key
+from cofferd.field.enrollment import Enrollment
 from cofferd.field.identity import IdentityState, load_identity
 from cofferd.field.loads import Loads
 from cofferd.field.login import BootLogin
@@ -68,12 +69,34 @@ class App:
         # its own, dropped when its worker ends: the daemon's login is changed
         # only by `login` (and the boot credential).
         self.unlock = UnlockWorkflow.from_settings(settings, self.new_api_client, notifier)
-        self.boot_login = BootLogin(settings.credentials_dir, settings.login_credential)
         #: The device's own key pair (cofferd.field.identity), read once at start.
         self.identity: IdentityState = load_identity(settings.credentials_dir)
+        #: Whether that key is enrolled with the upstream, as which device.
+        self.enrollment = Enrollment(
+            settings.state_dir, self.identity, settings.upstream_url, settings.credentials_dir
+        )
+        self.boot_login = BootLogin(
+            settings.credentials_dir, settings.login_credential, self.enrollment.credential
+        )
         self.field = _build_field(settings, self.index, self.api_client)
         self.loads = Loads(self.field, self.managed)
         self.boot_login.start(self.api_client)
+        self.enrollment.start(self.api_client, self.enrolled)
+
+    def enrolled(self) -> None:
+        """The device just enrolled: its own identity replaces a boot credential's login.
+
+        A person's ``login`` call stays in use (it wins until ``logout``). A
+        change of identity erases the records the previous one obtained.
+        """
+        if self.boot_login.source == "login call":
+            return
+        client = self.api_client()
+        before = client.subject
+        client.logout()
+        after = client.subject  # the device's, taken at once
+        if before is not None and before != after:
+            self.field.forget()
 
     def new_api_client(self) -> ApiClient:
         """A fresh API client with no login, for one unlock's own upstream session."""
@@ -105,6 +128,7 @@ class App:
     def close(self) -> None:
         """Close the API client (daemon shutdown); a later use builds a new one."""
         self.boot_login.stop()
+        self.enrollment.stop()
         self.field.close()
         with self._client_lock:
             if self._client is not None:

@@ -266,6 +266,47 @@ def test_unlock_without_an_archive_and_its_status(sock: Path, upstream: Upstream
     assert done.stdout.decode().startswith("unlock: idle")
 
 
+def test_enroll_reads_the_token_from_stdin_and_a_spent_one_is_refused(
+    sock: Path, upstream: Upstream, cofferd: Daemon, tmp_path: Path
+) -> None:
+    made = upstream.admin(
+        "enroll-token", "create", "--uses", "1", "--expires", "1h", "--role", "reader", "--json"
+    )
+    token = json.loads(made.stdout)["token"]
+    done = coffer("enroll", sock=sock, input=token.encode() + b"\n")
+    assert done.returncode == 0, done.stderr
+    assert token.encode() not in done.stdout + done.stderr
+    assert done.stdout.startswith(b"enrolled as device d_")
+    status = coffer("status", sock=sock).stdout.decode()
+    assert "device id:       d_" in status
+    # The same key again: the same device (the upstream's re-enrollment is idempotent).
+    again = coffer("enroll", "--token-stdin", sock=sock, input=token.encode() + b"\n")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == done.stdout
+    unknown = "cet_" + "A" * 43
+    done = coffer("enroll", "--token-stdin", sock=sock, input=unknown.encode() + b"\n")
+    assert done.returncode == ExitCode.UNAUTHORIZED
+    assert "unknown, spent or expired" in one_line_error(done)
+    assert unknown.encode() not in done.stdout + done.stderr
+    done = coffer("enroll", sock=sock, input=b"")
+    assert done.returncode == ExitCode.USAGE
+    assert "no enrollment token" in one_line_error(done)
+
+    # Another device (another key): the token is spent.
+    other = cofferd().socket_path
+    done = coffer("enroll", sock=other, input=token.encode() + b"\n")
+    assert done.returncode == ExitCode.UNAUTHORIZED
+    assert "unknown, spent or expired" in one_line_error(done)
+
+    # Revoked: the next load is refused, saying why.
+    device_id = json.loads(coffer("--json", "status", sock=sock).stdout)["identity"]["device_id"]
+    assert upstream.admin("device", "revoke", device_id).returncode == 0
+    done = coffer("load", "m.bin", "-o", str(tmp_path / "out"), sock=sock)
+    assert done.returncode == ExitCode.UNAUTHORIZED
+    assert "device revoked" in one_line_error(done)
+    assert not (tmp_path / "out").exists()
+
+
 def test_login_prompts_without_echo_on_a_terminal(sock: Path, upstream: Upstream) -> None:
     account = upstream.reader
     master, slave = pty.openpty()

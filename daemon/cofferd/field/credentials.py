@@ -68,6 +68,11 @@ def _read(directory: Path | None, name: str) -> bytes | None:
     return data
 
 
+def read_raw(directory: Path | None, name: str) -> bytes | None:
+    """The credential ``name``'s bytes (at most 64 KiB); None if there is none."""
+    return _read(directory, name)
+
+
 def read_login(directory: Path | None, name: str) -> LoginCredential | None:
     """The login credential ``name`` in ``directory``; None if there is none."""
     data = _read(directory, name)

@@ -7,6 +7,11 @@ thread that retries with bounded, jittered exponential backoff (1 s doubling
 to 60 s) while the upstream is unreachable. A ``login`` call wins until
 restart: its credentials are held, so the file is not asked again; after
 ``logout`` neither is used until restart.
+
+An enrolled device (:mod:`cofferd.field.enrollment`) logs in by proof of key
+instead: its credential is the device's, and the login credential file is
+never read (no password is needed on it). A person's ``login`` still wins
+until ``logout``; after it the device's own identity is used again.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 from cofferd.errors import Unauthorized, UpstreamError
 from cofferd.field.credentials import CredentialError, read_login
-from cofferd.resources.upstream import ApiClient
+from cofferd.resources.upstream import ApiClient, Credentials, DeviceCredential
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +33,28 @@ BACKOFF_MAX = 60.0
 
 
 class BootLogin:
-    def __init__(self, directory: Path | None, name: str) -> None:
+    def __init__(
+        self,
+        directory: Path | None,
+        name: str,
+        device: Callable[[], DeviceCredential | None] = lambda: None,
+    ) -> None:
         self._directory = directory
+        self._device = device
         self._name = name
         self._lock = threading.Lock()
-        self.source = "none"  # "credential" | "login call" | "none"
+        self.source = "none"  # "device" | "credential" | "login call" | "none"
         self._logged_out = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def credential(self) -> tuple[str, str] | None:
-        """The API client's credential source: the file's login, or None."""
+    def credential(self) -> Credentials | None:
+        """The API client's credential source: the device's key, the file's login, or None."""
+        device = self._device()
+        if device is not None:
+            with self._lock:
+                self.source = "device"
+            return device
         with self._lock:
             if self._logged_out:
                 return None
@@ -81,8 +97,10 @@ class BootLogin:
             api = client()
             if api.authenticated:
                 return  # a login call (or a load) got there first
+            if self._device() is not None:
+                return  # enrolled: the device logs in by proof of key when a call needs it
             found = self.credential()
-            if found is None:
+            if not isinstance(found, tuple):
                 return
             try:
                 api.login(*found)

@@ -11,6 +11,15 @@ allows. Otherwise :class:`OfflineRefused` says which rule. That an offline
 load is served from the cache only is the read's rule, checked there once
 (:meth:`cofferd.resources.managed.ManagedCache.reading`).
 
+Records are bound to the identity that obtained them: a lease names it
+(``sub``: the email of a person's login, ``device:<id>`` for a device), a
+record is kept only when its lease names the identity the call was made
+under, and served offline only under that same identity (another login's
+records are not; ``logout`` and a change of identity erase them all). An
+identity generation, bumped under the records' lock by every erasure, is
+checked under it before a record is written: the late answer to a call made
+before a ``logout`` (a stalled upstream) writes nothing.
+
 With a record at hand it does not wait out the API client's retries: the
 online call runs on a worker, and the first failed exchange (a refused
 connection at once; a timeout after one ``upstream_timeout``) decides for the
@@ -71,6 +80,10 @@ class Field:
         self._last_failure = "no answer"
         self.last_served_offline: float | None = None
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="online")
+        #: Guards record writes against erasures; ``_generation`` counts the erasures
+        #: of every record (logout, a change of identity).
+        self._records_lock = threading.Lock()
+        self._generation = 0
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -145,17 +158,23 @@ class Field:
 
     def _online(self, folder: str, name: str) -> ResourceInfo:
         client = self._client()
+        with self._records_lock:
+            generation = self._generation
+        subject = client.subject
         try:
             info = client.get_resource(folder, name)
         except (Unauthorized, NotFound) as exc:
-            # Without credentials the "no" is ours, not the upstream's.
-            if client.authenticated and self._erase(folder, name):
+            # Without credentials the "no" is ours, not the upstream's; a
+            # device's key is always there, so a "no" to it is the upstream's
+            # (a revoked device, after a restart too).
+            said = client.authenticated or (subject or "").startswith("device:")
+            if said and self._erase(folder, name):
                 log.warning("erased the offline record of %s/%s: %s", folder, name, exc)
             raise
-        self._remember(info)
+        self._remember(info, subject, generation)
         return info
 
-    def _remember(self, info: ResourceInfo) -> None:
+    def _remember(self, info: ResourceInfo, subject: str | None, generation: int) -> None:
         if info.lease is None:
             return
         try:
@@ -175,8 +194,23 @@ class Field:
             self._erase(info.folder, info.name)
             return
         self.clock.trust(lease.iat)
+        if subject is None or not same_subject(lease.sub, subject):
+            log.warning(
+                "%s/%s not kept for offline use: its lease is not about the identity in use",
+                info.folder,
+                info.name,
+            )
+            self._erase(info.folder, info.name)
+            return
         # The load serves without it: the record is only for later offline use.
-        with contextlib.suppress(StateUnwritable):
+        with self._records_lock, contextlib.suppress(StateUnwritable):
+            if self._generation != generation:
+                log.info(
+                    "%s/%s not kept: the records were erased while it was asked for",
+                    info.folder,
+                    info.name,
+                )
+                return
             self.store.put(Held.of(info, info.lease), float(lease.exp))
 
     def _erase(self, folder: str, name: str) -> bool:
@@ -213,6 +247,11 @@ class Field:
             self.clock.check(float(lease.exp))
         except (LeaseInvalid, OfflineRefused) as exc:
             raise OfflineRefused(f"{refused}: {exc}") from None
+        subject = self._client().subject
+        if subject is None:
+            raise OfflineRefused(f"{refused}: no login is in use (logged out)")
+        if not same_subject(lease.sub, subject):
+            raise OfflineRefused(f"{refused}: its lease was given to another identity")
         info = held.info()
         log.info(
             "serving %s/%s version %d offline, lease until %s",
@@ -246,7 +285,18 @@ class Field:
         }
 
     def forget(self) -> int:
-        """Erase every record (logout); how many there were."""
-        n = self.store.clear()
+        """Erase every record (logout, a change of identity); how many there were.
+
+        Answers to calls made before it keep nothing (the generation)."""
+        with self._records_lock:
+            self._generation += 1
+            n = self.store.clear()
         log.info("erased %d offline record(s)", n)
         return n
+
+
+def same_subject(lease_sub: str, subject: str) -> bool:
+    """Whether a lease's ``sub`` names ``subject`` (an email's case aside)."""
+    if lease_sub.startswith("device:") or subject.startswith("device:"):
+        return lease_sub == subject
+    return lease_sub.casefold() == subject.casefold()

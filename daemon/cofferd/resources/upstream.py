@@ -22,10 +22,16 @@ Contracts:
   are presigned and may point at a third party.
 - Foreign exceptions become :mod:`cofferd.errors`; messages carry no token,
   password, key or presigned URL.
+- Two kinds of credentials: a person's ``(email, password)`` (``login``,
+  the boot credential) and an enrolled device's key (:class:`DeviceCredential`):
+  the device gets each access token by signing a fresh, short-lived JWT
+  assertion (RFC 7523 JWT bearer, EdDSA, PyJWT) and posting it to
+  ``/v1/token``; a 401 on a call makes it sign again once. No password is
+  involved, and no refresh token: the device signs again.
 - Hooks for the field layer (``cofferd.field``), so it wraps this client
-  rather than living in it: ``credential_source`` is asked for an
-  ``(email, password)`` when a call needs a login and none is held (the boot
-  credential); ``observer`` hears of every answer (contact, the ``Date``
+  rather than living in it: ``credential_source`` is asked for credentials
+  when a call needs a login and none is held (the device's key when it is
+  enrolled, else the boot credential); ``observer`` hears of every answer (contact, the ``Date``
   header) and every failed exchange (reachability).
 - Thread-safe: one :class:`requests.Session` is shared. Its only per-request
   mutable state is the cookie jar, which is switched off; urllib3's connection
@@ -38,8 +44,11 @@ Contracts:
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
 import logging
+import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -47,14 +56,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+import jwt
 import requests
 import urllib3.exceptions
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cofferd.errors import (
     BadRequest,
     CorruptData,
     Unauthorized,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamUnavailable,
 )
 from cofferd.foreign import WatchedBody
@@ -81,6 +93,60 @@ log = logging.getLogger(__name__)
 #: Bytes asked of the socket at a time when streaming a big part. A read cut
 #: short loses what it had, so this is also the most a resume fetches again.
 DOWNLOAD_CHUNK = 1 << 20
+
+#: RFC 7523's grant type: an access token for a signed assertion.
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: How long a device's login assertion is valid (the upstream allows up to 300 s).
+ASSERTION_LIFETIME = 60
+#: A device id as the upstream makes them (``d_`` + base32); it goes into a JWT header.
+DEVICE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class DeviceCredential:
+    """An enrolled device's credential: its id and its Ed25519 key. Its repr hides the key.
+
+    The API client compares credentials by identity: keep one object per
+    enrollment.
+    """
+
+    def __init__(self, device_id: str, key: Ed25519PrivateKey) -> None:
+        if not DEVICE_ID.fullmatch(device_id):
+            raise ValueError("a device id is 1-128 letters, digits, '_' or '-'")
+        self.device_id = device_id
+        self._key = key
+
+    @property
+    def subject(self) -> str:
+        """The ``sub`` of the upstream's tokens and leases for this device."""
+        return f"device:{self.device_id}"
+
+    def assertion(self, audience: str, now: float) -> str:
+        """A fresh JWT assertion for ``audience``: EdDSA, valid 60 s, a random jti."""
+        iat = int(now)
+        claims = {
+            "iss": self.device_id,
+            "sub": self.device_id,
+            "aud": audience,
+            "iat": iat,
+            "exp": iat + ASSERTION_LIFETIME,
+            "jti": base64.urlsafe_b64encode(secrets.token_bytes(16)).rstrip(b"=").decode(),
+        }
+        return jwt.encode(claims, self._key, algorithm="EdDSA", headers={"kid": self.device_id})
+
+    def __repr__(self) -> str:
+        return f"DeviceCredential(device_id={self.device_id!r}, key=<hidden>)"
+
+
+#: What a login holds: a person's (email, password), or a device's key.
+Credentials = tuple[str, str] | DeviceCredential
+
+
+def subject_of(credentials: Credentials) -> str:
+    """The ``sub`` the upstream gives this login's tokens and leases."""
+    if isinstance(credentials, DeviceCredential):
+        return credentials.subject
+    return credentials[0]
+
 
 #: The largest multipart part size accepted (one part is held in memory while
 #: it is sent); a larger offer is declined for a single PUT of the whole.
@@ -127,13 +193,15 @@ class ApiClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         pool_size: int = 32,
-        credential_source: Callable[[], tuple[str, str] | None] | None = None,
+        credential_source: Callable[[], Credentials | None] | None = None,
+        wall: Callable[[], float] = time.time,
         observer: UpstreamObserver | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._timeout = (timeout, timeout)
         self._retry = retry or RetryPolicy()
         self._clock = clock
+        self._wall = wall
         self._sleep = sleep
         self._session = requests.Session()
         self._session.cookies.set_policy(_NoCookies())
@@ -141,17 +209,17 @@ class ApiClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._lock = threading.Lock()  # guards the four fields below; never held across I/O
-        self._credentials: tuple[str, str] | None = None
+        self._credentials: Credentials | None = None
         self._token: str | None = None
         self._token_expires = 0.0
         #: Set while one thread renews the token; the others wait on it.
         self._renewing: _Renewal | None = None
         self._credential_source = credential_source
         #: The boot credential's pair while it is in use but not yet accepted.
-        self._adopted: tuple[str, str] | None = None
+        self._adopted: Credentials | None = None
         #: A refresh token (the upstream's extension) and the credentials it came with:
         #: renewals use it instead of the password, which costs the upstream a hash.
-        self._refresh: tuple[tuple[str, str], str] | None = None
+        self._refresh: tuple[Credentials, str] | None = None
         self._observer = observer
 
     def close(self) -> None:
@@ -169,6 +237,17 @@ class ApiClient:
         """Whether credentials the upstream accepted are set."""
         with self._lock:
             return self._credentials is not None and self._adopted is None
+
+    @property
+    def subject(self) -> str | None:
+        """Whom the login in use speaks for (the email, or ``device:<id>``); None: no login.
+
+        The boot credential or the device's key is taken first if none is held,
+        so this is the identity the next call would use, accepted yet or not.
+        """
+        self._adopt_boot_credential()
+        with self._lock:
+            return None if self._credentials is None else subject_of(self._credentials)
 
     def login(self, email: str, password: str) -> None:
         """Check ``email``/``password`` with the upstream and keep them for later calls.
@@ -221,11 +300,12 @@ class ApiClient:
             )
         return left
 
-    def _renew(
-        self, credentials: tuple[str, str], deadline: float
-    ) -> tuple[str, float, str | None]:
-        """A new token: with the refresh token if there is one, else (or if it is
-        refused) by logging in. Network only: the caller holds no lock."""
+    def _renew(self, credentials: Credentials, deadline: float) -> tuple[str, float, str | None]:
+        """A new token: a device signs an assertion; a person's login uses the
+        refresh token if there is one, else (or if it is refused) the password.
+        Network only: the caller holds no lock."""
+        if isinstance(credentials, DeviceCredential):
+            return self._device_token(credentials, deadline)
         with self._lock:
             held = self._refresh
         if held is not None and held[0] is credentials:
@@ -237,6 +317,42 @@ class ApiClient:
             # Refused (revoked, expired) or not offered: the password decides.
         return self._fetch_token(*credentials, deadline)
 
+    def _device_token(self, device: DeviceCredential, deadline: float) -> tuple[str, float, None]:
+        """An access token for the device's proof of key (RFC 7523)."""
+        body = {
+            "grant_type": JWT_BEARER,
+            "assertion": device.assertion(self._base + "/v1/token", self._wall()),
+        }
+        resp = self._send("POST", "/v1/token", json=body, deadline=deadline)
+        if resp.status_code == 401:
+            raise Unauthorized(f"the upstream refused the device's login: {_detail(resp)}")
+        raise_for_status(resp, "device login")
+        token = wire.parse_token(json_body(resp, "device login"))
+        return token.access_token, self._expiry(token.expires_in), None
+
+    def enroll(self, token: str, public_key: str, name: str | None = None) -> tuple[str, str]:
+        """Register this device's ``public_key`` with enrollment ``token``: (device id, role).
+
+        A token the upstream refuses (unknown, spent, expired) is
+        :class:`Unauthorized`; the token is never quoted.
+        """
+        body: dict[str, str] = {"enrollment_token": token, "public_key": public_key}
+        if name is not None:
+            body["name"] = name
+        resp = self._send("POST", "/v1/devices", json=body, deadline=self._deadline())
+        if resp.status_code == 401:
+            raise Unauthorized(f"the upstream refused the enrollment: {_detail(resp)}")
+        raise_for_status(resp, "enrollment")
+        answer = json_body(resp, "enrollment")
+        device_id = answer.get("device_id") if isinstance(answer, dict) else None
+        role = answer.get("role") if isinstance(answer, dict) else None
+        if not (isinstance(device_id, str) and DEVICE_ID.fullmatch(device_id)):
+            raise UpstreamProtocolError("enrollment answer: no valid device_id")
+        if not (isinstance(role, str) and DEVICE_ID.fullmatch(role)):
+            raise UpstreamProtocolError("enrollment answer: no valid role")
+        log.info("enrolled with the upstream as device %s (%s)", device_id, role)
+        return device_id, role
+
     def _expiry(self, expires_in: float) -> float:
         # Renew a little early so a token does not expire in flight.
         return self._clock() + expires_in - min(30.0, expires_in / 10)
@@ -244,7 +360,7 @@ class ApiClient:
     def _fetch_token(
         self, email: str, password: str, deadline: float
     ) -> tuple[str, float, str | None]:
-        # Network only: the caller holds no lock.
+        # A person's login (email and password). Network only: the caller holds no lock.
         body = {"email": email, "password": password}
         resp = self._send("POST", "/v1/login", json=body, deadline=deadline)
         if resp.status_code == 401:
@@ -610,6 +726,17 @@ class ApiClient:
                 attempt += 1
                 continue
             return resp
+
+
+def _detail(resp: requests.Response) -> str:
+    """The upstream's one-line reason for a 401 (it names a rule, never a secret)."""
+    try:
+        detail = resp.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if not isinstance(detail, str) or not detail.isprintable():
+        return "HTTP 401"
+    return detail[:200]
 
 
 def _chunks(resp: requests.Response) -> Iterator[bytes]:

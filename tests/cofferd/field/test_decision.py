@@ -79,6 +79,8 @@ class FakeClient:
     def __init__(self) -> None:
         self.behaviour: Any = None
         self.authenticated = True
+        #: The identity in use: the leases' ``sub``.
+        self.subject: str | None = "r@x"
 
     def get_resource(self, folder: str, name: str) -> ResourceInfo:
         b = self.behaviour

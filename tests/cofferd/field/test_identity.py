@@ -140,6 +140,7 @@ def test_a_running_cofferd_shows_the_identity_its_credential_holds(
         "key_id": DeviceIdentity(key).key_id,
         "new": False,
         "enrolled": False,
+        "device_id": None,
     }
     # Another daemon, another key: the fixture makes one per daemon.
     other = cofferd(upstream_url="http://127.0.0.1:9")

@@ -10,7 +10,9 @@ import threading
 import time
 import traceback
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from scripted_http import Reply, ScriptedServer, Seen, sequence
 
 from cofferd.errors import (
@@ -23,7 +25,7 @@ from cofferd.errors import (
     UpstreamProtocolError,
     UpstreamUnavailable,
 )
-from cofferd.resources.upstream import MAX_PART_SIZE, ApiClient, RetryPolicy
+from cofferd.resources.upstream import MAX_PART_SIZE, ApiClient, DeviceCredential, RetryPolicy
 from fixtures.upstream import Upstream
 
 KEY = bytes(range(32))
@@ -599,3 +601,93 @@ def test_a_refused_refresh_falls_back_to_the_password(upstream: Upstream) -> Non
         assert log.count("POST /v1/login 200") == 3
     finally:
         client.close()
+
+
+def test_a_device_logs_in_by_a_fresh_signed_assertion_and_signs_again_on_401(
+    scripted: ScriptedServer, sleeps: Sleeps
+):
+    key = Ed25519PrivateKey.generate()
+    device = DeviceCredential("d_test1", key)
+    assertions: list[str] = []
+
+    def token(seen: Seen) -> Reply:
+        body = json.loads(seen.body)
+        assert body["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer"
+        assertions.append(body["assertion"])
+        return token_reply(len(assertions))
+
+    def resource(seen: Seen) -> Reply:
+        if seen.headers.get("Authorization") == "Bearer tok1":
+            return Reply(401, {"detail": "token expired"})
+        return Reply(200, resource_body(scripted))
+
+    scripted.routes["POST /v1/token"] = token
+    scripted.routes["GET /v1/resources/"] = resource
+    c = make_client(scripted, sleeps, credential_source=lambda: device)
+    assert c.subject == "device:d_test1"
+    assert c.get_resource("models", "m.bin").version == 3
+    assert c.authenticated
+    assert scripted.count("POST", "/v1/login") == 0  # no password anywhere
+    assert len(assertions) == 2  # the 401 made it sign again, once
+    audience = f"{scripted.url}/v1/token"
+    seen_jti = set()
+    for assertion in assertions:
+        assert jwt.get_unverified_header(assertion) == {
+            "alg": "EdDSA",
+            "typ": "JWT",
+            "kid": "d_test1",
+        }
+        claims = jwt.decode(
+            assertion,
+            key.public_key(),
+            algorithms=["EdDSA"],
+            audience=audience,
+            issuer="d_test1",
+            options={"require": ["iss", "sub", "aud", "iat", "exp", "jti"]},
+        )
+        assert claims["sub"] == "d_test1"
+        assert claims["exp"] - claims["iat"] == 60
+        assert len(base64.urlsafe_b64decode(claims["jti"] + "==")) == 16
+        seen_jti.add(claims["jti"])
+        # Another key's signature does not verify: it is the device's own.
+        with pytest.raises(jwt.InvalidSignatureError):
+            jwt.decode(
+                assertion,
+                Ed25519PrivateKey.generate().public_key(),
+                algorithms=["EdDSA"],
+                audience=audience,
+            )
+    assert len(seen_jti) == 2
+    assert "key=<hidden>" in repr(device)
+
+
+def test_a_refused_device_login_is_unauthorized_with_the_reason(
+    scripted: ScriptedServer, sleeps: Sleeps
+):
+    device = DeviceCredential("d_test2", Ed25519PrivateKey.generate())
+    scripted.routes["POST /v1/token"] = lambda _: Reply(401, {"detail": "device revoked"})
+    c = make_client(scripted, sleeps, credential_source=lambda: device)
+    with pytest.raises(Unauthorized, match="device revoked"):
+        c.get_resource("models", "m.bin")
+    assert scripted.count("GET", "/v1/resources/") == 0
+    assert not c.authenticated
+
+
+def test_enroll_sends_the_key_and_keeps_no_token(scripted: ScriptedServer, sleeps: Sleeps):
+    sent: list[dict[str, str]] = []
+
+    def devices(seen: Seen) -> Reply:
+        sent.append(json.loads(seen.body))
+        assert "Authorization" not in seen.headers
+        if len(sent) == 1:
+            return Reply(201, {"device_id": "d_new", "role": "reader"})
+        return Reply(401, {"detail": "enrollment token unknown, spent or expired"})
+
+    scripted.routes["POST /v1/devices"] = devices
+    c = make_client(scripted, sleeps)
+    assert c.enroll("cet_secret", "cHVibGlj") == ("d_new", "reader")
+    assert sent[0] == {"enrollment_token": "cet_secret", "public_key": "cHVibGlj"}
+    with pytest.raises(Unauthorized, match="spent") as info:
+        c.enroll("cet_secret", "cHVibGlj")
+    assert "cet_secret" not in str(info.value)
+    assert not c.authenticated

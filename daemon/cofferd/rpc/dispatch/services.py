@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from cofferd.field.enrollment import Enrollment
 from cofferd.field.identity import IdentityState
 from cofferd.field.loads import Loads
 from cofferd.field.login import BootLogin
@@ -85,4 +86,13 @@ class Services(Protocol):
     @property
     def identity(self) -> IdentityState:
         """The device's own key pair and whether it is new (``cofferd.field.identity``)."""
+        ...
+
+    @property
+    def enrollment(self) -> Enrollment:
+        """Whether the device's key is enrolled, as which device (``cofferd.field.enrollment``)."""
+        ...
+
+    def enrolled(self) -> None:
+        """The device just enrolled: its identity replaces a boot credential's login."""
         ...

@@ -2,8 +2,12 @@
 
 Both change the identity every caller uses, so both are an operator's
 (``access="operator"``: the dispatcher refuses other uids with Forbidden).
-``login`` keeps the credentials in memory; ``logout`` drops the login, the
-token and every offline record and lease.
+``login`` keeps the credentials in memory (a login as someone else than
+the identity in use erases the offline records that identity obtained);
+``logout`` drops the login, the token and every offline record and lease,
+and the device's own identity (if enrolled) is used again. ``enroll``
+registers the device's key with an enrollment token; the token is never
+logged nor audited.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ def login(call: Call, /, email: object, password: object) -> dict[str, Any]:
     # The upstream decides; its refusal is Unauthorized (401), the same for a
     # wrong email as for a wrong password, and leaves the working login in place.
     app = call.app
-    app.api_client().login(text(email, "email"), text(password, "password"))
+    client = app.api_client()
+    before = client.subject
+    client.login(text(email, "email"), text(password, "password"))
     app.boot_login.login_called()
+    if before is not None and before != client.subject:
+        app.field.forget()  # another identity: the records of the one before are not its
     return {"status": "ok"}
 
 
@@ -31,6 +39,15 @@ def logout(call: Call, /) -> dict[str, Any]:
     app.boot_login.logged_out()
     erased = app.field.forget()
     return {"status": "ok", "records_erased": erased}
+
+
+def enroll(call: Call, /, token: object) -> dict[str, Any]:
+    # The upstream decides; a token it refuses (unknown, spent, expired) is
+    # Unauthorized, and the device stays as it was.
+    app = call.app
+    device_id, role = app.enrollment.enroll(app.api_client(), text(token, "token"))
+    app.enrolled()
+    return {"status": "ok", "device_id": device_id, "role": role}
 
 
 SPECS: tuple[MethodSpec, ...] = (
@@ -60,5 +77,31 @@ SPECS: tuple[MethodSpec, ...] = (
         errors=(ErrorCode.STATE_UNWRITABLE,),
         access="operator",
         audit=Audit("fe5c9787b1bc4a8dbfb2167ae02f5886"),
+    ),
+    MethodSpec(
+        "enroll",
+        enroll,
+        "Enroll this device's key with the upstream using an enrollment token.",
+        params=obj(
+            {"token": {"type": "string", "description": "the enrollment token (never logged)"}},
+            ("token",),
+        ),
+        result=obj(
+            {
+                "status": {"const": "ok"},
+                "device_id": {"type": "string"},
+                "role": {"type": "string"},
+            },
+            ("status", "device_id", "role"),
+        ),
+        errors=(
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.UNAUTHORIZED,
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            ErrorCode.UPSTREAM_BAD_DATA,
+            ErrorCode.STATE_UNWRITABLE,
+        ),
+        access="operator",
+        audit=Audit("fec4a44ad5054560981f0c5a7caddedc"),
     ),
 )

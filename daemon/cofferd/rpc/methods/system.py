@@ -37,7 +37,7 @@ def status(call: Call, /) -> dict[str, Any]:
         },
         "field": _field(app),
         "cache": app.managed.status(),
-        "identity": app.identity.status(),
+        "identity": app.enrollment.status(),
     }
 
 
@@ -56,7 +56,7 @@ _COUNT = {"type": "integer", "minimum": 0}
 #: The ``field`` member of ``status``.
 FIELD_STATUS = obj(
     {
-        "login_source": {"enum": ["credential", "login call", "none"]},
+        "login_source": {"enum": ["device", "credential", "login call", "none"]},
         "device_key": {"type": "boolean"},
         "upstream_reachable": {"type": ["boolean", "null"]},
         "mode": {"enum": ["online", "offline"]},
@@ -105,8 +105,12 @@ IDENTITY_STATUS = {
                     "description": "it replaced an identity that did not open here: enroll again",
                 },
                 "enrolled": {"type": "boolean"},
+                "device_id": {
+                    "type": ["string", "null"],
+                    "description": "the id the upstream gave it at enrollment",
+                },
             },
-            ("public_key", "key_id", "new", "enrolled"),
+            ("public_key", "key_id", "new", "enrolled", "device_id"),
         ),
     ]
 }

@@ -19,6 +19,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from cofferd.errors import Unauthorized
+from cofferd.field.enrollment import Enrollment
 from cofferd.field.identity import DeviceIdentity, IdentityState
 from cofferd.models import LoadResult, UnlockState
 from cofferd.notify import Notifier
@@ -40,13 +42,22 @@ class FakeClient:
     logouts: int = 0
     pages: dict[str, list[list[Listed]]] = field(default_factory=dict)
 
+    subject: str | None = None
+
     def login(self, email: str, password: str) -> None:
         self.logins.append((email, password))
         self.authenticated = True
+        self.subject = email
 
     def logout(self) -> None:
         self.logouts += 1
         self.authenticated = False
+        self.subject = None
+
+    def enroll(self, token: str, public_key: str, name: str | None = None) -> tuple[str, str]:
+        if token != "cet_good":
+            raise Unauthorized("the upstream refused the enrollment: enrollment token unknown")
+        return "d_fake", "reader"
 
     def list_page(self, folder: str, cursor: str | None) -> tuple[list[Listed], str | None]:
         pages = self.pages.get(folder, [[]])
@@ -185,6 +196,13 @@ class FakeServices:
         self.boot_login = FakeBootLogin()
         self.unlock = FakeUnlock()
         self.identity = IdentityState(DeviceIdentity.generate())
+        self.enrollment = Enrollment(
+            self.settings.state_dir, self.identity, self.settings.upstream_url, None
+        )
+        self.enrollments = 0
+
+    def enrolled(self) -> None:
+        self.enrollments += 1
 
     def api_client(self) -> FakeClient:
         return self.client
