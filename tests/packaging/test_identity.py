@@ -444,14 +444,20 @@ def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> 
     assert sorted((d["id"], d["public_key"]) for d in listed) == sorted(zip(ids, keys, strict=True))
     assert all(d["role"] == "reader" and d["revoked_at"] is None for d in listed)
     for device in fleet.devices:
-        assert "enrolled from credential coffer-enroll-token as device" in device.journal(
-            "cofferd.service", lines=500
+        enrolled = [
+            line
+            for line in device.journal("cofferd.service", lines=500).splitlines()
+            if "enrolled from credential coffer-enroll-token as device" in line
+        ]
+        assert len(enrolled) == 1
+        fleet.transcript.append(
+            f"{device.name}# journalctl -u cofferd | grep enrolled\n{enrolled[0]}\n"
         )
 
     # Each loads the resource by proof of key: no password on either device.
     for device in fleet.devices:
         assert device.run("test", "-e", "/etc/coffer/login.cred", check=False).returncode != 0
-        fleet.on(device, "sh", "-c", f"coffer load {RESOURCE} -o /root/{RESOURCE}")
+        fleet.on(device, "coffer", "load", RESOURCE, "-o", f"/root/{RESOURCE}")
         assert device.run("sha256sum", f"/root/{RESOURCE}").stdout.split()[0] == source
     assert json.loads(one.run("coffer", "--json", "status").stdout)["field"]["records"]
 
@@ -466,9 +472,10 @@ def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> 
 
     # Revoking device 1 stops it at its next exchange; device 2 is untouched.
     fleet.admin("device", "revoke", ids[0])
-    refused = one.run("sh", "-c", f"coffer load {RESOURCE} -o /root/after.bin", check=False)
+    argv = ("coffer", "load", RESOURCE, "-o", "/root/after.bin")
+    refused = one.run(*argv, check=False)
     fleet.transcript.append(
-        f"{one.name}# coffer load {RESOURCE}  (exit {refused.returncode})\n{refused.stderr}"
+        f"{one.name}# {' '.join(argv)}  (exit {refused.returncode})\n{refused.stderr}"
     )
     assert refused.returncode == UNAUTHORIZED, refused
     assert "device revoked" in refused.stderr
@@ -476,7 +483,7 @@ def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> 
     fleet.on(one, "coffer", "status")
     assert not json.loads(one.run("coffer", "--json", "status").stdout)["field"]["records"]
 
-    fleet.on(two, "sh", "-c", f"coffer load {RESOURCE} -o /root/again.bin")
+    fleet.on(two, "coffer", "load", RESOURCE, "-o", "/root/again.bin")
     assert two.run("sha256sum", "/root/again.bin").stdout.split()[0] == source
     fleet.on(two, "coffer", "status")
     listed = json.loads(fleet.admin("device", "ls", "--json").stdout)
