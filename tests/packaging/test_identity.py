@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -151,13 +153,13 @@ def test_each_device_makes_its_own_identity_at_first_boot(
     assert secrets[0].split()[0] != secrets[1].split()[0]
 
 
-def _set_upstream(device: SystemdContainer, lease_key: str) -> None:
+def _set_upstream(device: SystemdContainer, lease_key: str, port: int = PORT) -> None:
     dropin = "/etc/systemd/system/cofferd.service.d/test-upstream.conf"
     device.run("mkdir", "-p", str(Path(dropin).parent))
     device.run(
         "sh",
         "-c",
-        f"printf '[Service]\\nEnvironment=COFFER_UPSTREAM_URL=http://127.0.0.1:{PORT}\\n"
+        f"printf '[Service]\\nEnvironment=COFFER_UPSTREAM_URL=http://127.0.0.1:{port}\\n"
         f"Environment=COFFER_LEASE_PUBLIC_KEYS={lease_key}\\n' > {dropin}",
     )
     device.run(
@@ -256,3 +258,237 @@ def test_credentials_from_another_machine_are_replaced_at_boot(
     assert f"identity:        {identity['key_id']} (new identity: enroll again)" in shown
     print(shown)
     no_secret_in_journals(two)
+
+
+# --- Enrollment, login by proof of key and revocation: two devices, one upstream ---
+
+UP_PORT = 8098
+UP_URL = f"http://127.0.0.1:{UP_PORT}"
+UP_DATA = "--data-dir=/srv/upstream"
+RESOURCE = "fleet.bin"
+UNAUTHORIZED = 4  # coffer's exit code for 401/403
+WAIT_UP = (
+    "import socket, time\n"
+    "deadline = time.monotonic() + 60\n"
+    "while True:\n"
+    "    try:\n"
+    f"        socket.create_connection(('127.0.0.1', {UP_PORT}), 1).close(); break\n"
+    "    except OSError:\n"
+    "        if time.monotonic() > deadline: raise\n"
+    "        time.sleep(0.2)\n"
+)
+
+
+class Fleet:
+    """The upstream's host and two devices sharing its loopback, from one image."""
+
+    def __init__(
+        self,
+        host: SystemdContainer,
+        upstream: list[str],
+        token: str,
+        devices: tuple[SystemdContainer, SystemdContainer],
+    ) -> None:
+        self.host = host
+        self.upstream = upstream
+        self.token = token
+        self.devices = devices
+        self.transcript: list[str] = []
+
+    def admin(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``coffer-upstream ARGV`` on the upstream's host, logged in the transcript."""
+        done = self.host.run(*self.upstream, *argv, UP_DATA, check=check)
+        self.transcript.append(f"upstream# coffer-upstream {' '.join(argv)}\n{done.stdout}")
+        return done
+
+    def on(self, device: SystemdContainer, *argv: str, check: bool = True) -> str:
+        """Run ``argv`` on ``device``; its output goes into the transcript."""
+        done = device.run(*argv, check=check)
+        shown = done.stdout + done.stderr
+        self.transcript.append(
+            f"{device.name}# {' '.join(argv)}  (exit {done.returncode})\n{shown}"
+        )
+        return shown
+
+
+def _enrolled(device: SystemdContainer, timeout: float = 90.0) -> dict[str, Any]:
+    """The device's identity once cofferd (started by the call) has enrolled from the credential."""
+    deadline = time.monotonic() + timeout
+    while True:
+        identity = identity_of(device)
+        if identity.get("enrolled") and identity.get("device_id"):
+            return identity
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{device.name} did not enroll in {timeout:.0f} s: {identity}\n"
+                f"{device.journal('cofferd.service')}"
+            )
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def fleet(
+    systemd_engine: PrivateDockerd,
+    golden_image: str,
+    upstream_site: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Fleet]:
+    """The upstream in one container; two devices from one image carrying a token.
+
+    The private dockerd has no bridge (``--bridge=none``), so the devices join
+    the upstream host's network namespace (``--network container:``): one
+    loopback, one upstream process, three separate systems otherwise.
+    """
+    pid = os.getpid()
+    host = SystemdContainer(systemd_engine, golden_image, f"coffer-uphost-{pid}")
+    boxes: list[SystemdContainer] = []
+    image = f"coffer-test/enroll-{pid}:latest"
+    builder = f"coffer-enroll-{pid}"
+    try:
+        host.boot()
+        upstream = upstream_command(host, upstream_site)
+        host.run(
+            *upstream, "user", "add", EMAIL, "--role=publisher", UP_DATA, input=PASSWORD + "\n"
+        )
+        lease_key = host.run(*upstream, "lease-key", UP_DATA).stdout.strip()
+        host.run(
+            *("systemd-run", "--unit=fleet-upstream", *upstream, "serve"),
+            *("--host=127.0.0.1", f"--port={UP_PORT}", UP_DATA),
+        )
+        host.run("/opt/coffer/bin/python", "-c", WAIT_UP)
+        # The publisher's resource, uploaded through the host's own cofferd.
+        _set_upstream(host, lease_key, UP_PORT)
+        host.run(
+            "sh",
+            "-c",
+            f"head -c 300000 /dev/urandom > /root/{RESOURCE} && coffer upload /root/{RESOURCE}",
+        )
+        made = host.run(
+            *upstream,
+            *("enroll-token", "create", "--uses", "2", "--expires", "1h", "--role", "reader"),
+            *("--json", UP_DATA),
+        )
+        token = json.loads(made.stdout)["token"]
+        assert token.startswith("cet_")
+
+        # The image builder's layer: the token as a credential, the upstream and its lease key.
+        files = tmp_path_factory.mktemp("enroll-image")
+        (files / "enroll-token").write_text(token + "\n")
+        dropins = files / "cofferd.service.d"
+        dropins.mkdir()
+        (dropins / "enroll.conf").write_text(
+            "[Service]\nLoadCredential=coffer-enroll-token:/etc/coffer/enroll-token\n"
+        )
+        (dropins / "upstream.conf").write_text(
+            f"[Service]\nEnvironment=COFFER_UPSTREAM_URL={UP_URL}\n"
+            f"Environment=COFFER_LEASE_PUBLIC_KEYS={lease_key}\n"
+        )
+        systemd_engine.docker(
+            *("create", "--name", builder, "--network", "none", golden_image),
+            "sh",
+            "-c",
+            "chown -R root:root /etc/coffer/enroll-token /etc/systemd/system/cofferd.service.d"
+            " && chmod 0600 /etc/coffer/enroll-token",
+        )
+        systemd_engine.docker(
+            "cp", str(files / "enroll-token"), f"{builder}:/etc/coffer/enroll-token"
+        )
+        systemd_engine.docker(
+            "cp", str(dropins), f"{builder}:/etc/systemd/system/cofferd.service.d"
+        )
+        built = systemd_engine.docker("start", "-a", builder, check=False, timeout=120)
+        assert built.returncode == 0, (built.stdout + built.stderr).decode(errors="replace")
+        systemd_engine.docker("commit", builder, image)
+
+        for n in (1, 2):
+            box = SystemdContainer(
+                systemd_engine, image, f"coffer-fleet{n}-{pid}", network=f"container:{host.name}"
+            )
+            boxes.append(box)
+            box.boot()
+        yield Fleet(host, upstream, token, (boxes[0], boxes[1]))
+    finally:
+        for box in [*boxes, host]:
+            box.remove()
+        systemd_engine.docker("rm", "-f", builder, check=False)
+        systemd_engine.docker("rmi", "-f", image, check=False)
+
+
+def _no_secret_anywhere(fleet: Fleet) -> None:
+    for device in fleet.devices:
+        no_secret_in_journals(device)
+        for unit in ("coffer-identity.service", "cofferd.service"):
+            journal = device.journal(unit, lines=2000)
+            assert fleet.token not in journal
+            assert "cet_" not in journal
+            assert "eyJ" not in journal  # no JWT: no assertion, no access token
+    upstream_log = fleet.host.journal("fleet-upstream.service", lines=5000)
+    assert fleet.token not in upstream_log
+    assert "eyJ" not in upstream_log
+
+
+def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> None:
+    one, two = fleet.devices
+    source = fleet.host.run("sha256sum", f"/root/{RESOURCE}").stdout.split()[0]
+
+    # Each boots, makes its own key and enrolls with the image's token, unattended.
+    identities = [_enrolled(device) for device in fleet.devices]
+    for device in fleet.devices:
+        fleet.on(device, "coffer", "status")
+    ids = [i["device_id"] for i in identities]
+    keys = [i["public_key"] for i in identities]
+    assert ids[0] != ids[1]
+    assert keys[0] != keys[1]
+    listed = json.loads(fleet.admin("device", "ls", "--json").stdout)
+    fleet.admin("device", "ls")
+    assert sorted((d["id"], d["public_key"]) for d in listed) == sorted(zip(ids, keys, strict=True))
+    assert all(d["role"] == "reader" and d["revoked_at"] is None for d in listed)
+    for device in fleet.devices:
+        enrolled = [
+            line
+            for line in device.journal("cofferd.service", lines=500).splitlines()
+            if "enrolled from credential coffer-enroll-token as device" in line
+        ]
+        assert len(enrolled) == 1
+        fleet.transcript.append(
+            f"{device.name}# journalctl -u cofferd | grep enrolled\n{enrolled[0]}\n"
+        )
+
+    # Each loads the resource by proof of key: no password on either device.
+    for device in fleet.devices:
+        assert device.run("test", "-e", "/etc/coffer/login.cred", check=False).returncode != 0
+        fleet.on(device, "coffer", "load", RESOURCE, "-o", f"/root/{RESOURCE}")
+        assert device.run("sha256sum", f"/root/{RESOURCE}").stdout.split()[0] == source
+    assert json.loads(one.run("coffer", "--json", "status").stdout)["field"]["records"]
+
+    # The image's token is spent (2 uses, 2 devices): a third device is refused.
+    spent = fleet.host.run("coffer", "enroll", input=fleet.token + "\n", check=False)
+    fleet.transcript.append(
+        f"{fleet.host.name}# coffer enroll < token  (exit {spent.returncode})\n{spent.stderr}"
+    )
+    assert spent.returncode == UNAUTHORIZED, spent
+    assert "unknown, spent or expired" in spent.stderr
+    assert fleet.token not in spent.stdout + spent.stderr
+
+    # Revoking device 1 stops it at its next exchange; device 2 is untouched.
+    fleet.admin("device", "revoke", ids[0])
+    argv = ("coffer", "load", RESOURCE, "-o", "/root/after.bin")
+    refused = one.run(*argv, check=False)
+    fleet.transcript.append(
+        f"{one.name}# {' '.join(argv)}  (exit {refused.returncode})\n{refused.stderr}"
+    )
+    assert refused.returncode == UNAUTHORIZED, refused
+    assert "device revoked" in refused.stderr
+    assert one.run("sh", "-c", "cat /root/after.bin 2>/dev/null | wc -c").stdout.strip() == "0"
+    fleet.on(one, "coffer", "status")
+    assert not json.loads(one.run("coffer", "--json", "status").stdout)["field"]["records"]
+
+    fleet.on(two, "coffer", "load", RESOURCE, "-o", "/root/again.bin")
+    assert two.run("sha256sum", "/root/again.bin").stdout.split()[0] == source
+    fleet.on(two, "coffer", "status")
+    listed = json.loads(fleet.admin("device", "ls", "--json").stdout)
+    fleet.admin("device", "ls")
+    assert {d["id"]: d["revoked_at"] is not None for d in listed} == {ids[0]: True, ids[1]: False}
+
+    _no_secret_anywhere(fleet)
+    print("\n" + "\n".join(fleet.transcript))
