@@ -409,9 +409,16 @@ class ApiClient:
             except (Unauthorized, UpstreamError) as exc:
                 renewal.error = exc
                 if isinstance(exc, Unauthorized):
-                    with self._lock:  # a refused boot credential is not kept
-                        if self._adopted is credentials and self._credentials is credentials:
+                    with self._lock:
+                        if self._credentials is not credentials:
+                            pass  # replaced by a login meanwhile
+                        elif self._adopted is credentials:  # a refused boot credential goes
                             self._credentials = self._adopted = None
+                        elif isinstance(credentials, DeviceCredential):
+                            # The device's key stays (it is the device), but a revoked
+                            # device is not authenticated: until the upstream takes it
+                            # again it counts as adopted, not accepted.
+                            self._adopted = credentials
                 raise
             finally:
                 with self._lock:

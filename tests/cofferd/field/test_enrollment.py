@@ -161,6 +161,7 @@ def test_enroll_then_load_by_proof_of_key_then_revoked(
     assert code(resp) == ErrorCode.UNAUTHORIZED, resp
     assert "device revoked" in resp["error"]["data"]["detail"]
     assert [r["filename"] for r in one.status()["field"]["records"]] == ["n.bin"]
+    assert one.status()["authenticated"] is False  # the key stays, the upstream's yes went
     assert two.load("m.bin")[0] == content  # the other device is untouched
     # Restarted with a record: the first login is refused, and that erases it too.
     one.start()
