@@ -54,7 +54,7 @@ from coffer.errors import (
     error_from_wire,
 )
 from coffer.memfd import Memfd
-from coffer.protocol import DEFAULT_SOCKET, MAX_FDS, MAX_LINE_BYTES
+from coffer.protocol import DEFAULT_SOCKET, MAX_FDS, MAX_LINE_BYTES, fds_received
 from coffer.streams import Drain, Progress, Pump, Stream, remaining
 
 #: The folder resources live in unless one is named.
@@ -298,7 +298,7 @@ class Client:
             chunk, ancdata, flags, _ = self._sock.recvmsg(
                 256 * 1024, _ANCILLARY, socket.MSG_CMSG_CLOEXEC
             )
-            self._fds.extend(_fds_of(ancdata))
+            self._fds.extend(fds_received(ancdata))
             if flags & socket.MSG_CTRUNC:
                 self.close()
                 raise ProtocolError("cofferd sent more fds with an answer than a client takes")
@@ -510,16 +510,6 @@ def _size_of(result: dict[str, Any]) -> int:
     if type(size) is not int or size < 0:
         raise ProtocolError("cofferd's stat result has no size")
     return size
-
-
-def _fds_of(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
-    fds: list[int] = []
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            arr = array.array("i")
-            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
-            fds.extend(arr)
-    return fds
 
 
 class _Unread(DaemonUnavailable):

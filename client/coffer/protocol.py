@@ -1,4 +1,4 @@
-"""Wire constants of the cofferd socket protocol (see docs/protocol.md).
+"""Wire constants of the cofferd socket protocol (see docs/protocol.md), and its fd framing.
 
 Application error codes keep the HTTP meaning of the spec they come from, so
 that 404 reads as "not found" on the socket as it did over HTTP. The JSON-RPC
@@ -7,7 +7,9 @@ that 404 reads as "not found" on the socket as it did over HTTP. The JSON-RPC
 
 from __future__ import annotations
 
+import array
 import enum
+import socket
 
 #: The packaged socket path; ``COFFER_SOCKET`` overrides it.
 DEFAULT_SOCKET = "/run/coffer/cofferd.sock"
@@ -17,6 +19,21 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 
 #: Most file descriptors one request may carry.
 MAX_FDS = 1
+
+
+def fds_received(ancdata: list[tuple[int, int, bytes]]) -> list[int]:
+    """The fds that ``recvmsg``'s ancillary data carried (SCM_RIGHTS), in order.
+
+    Both ends read fds this one way; what to do with them (close-on-exec, a
+    cap, a truncated message) is each end's own rule.
+    """
+    fds: list[int] = []
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            arr = array.array("i")
+            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
+            fds.extend(arr)
+    return fds
 
 
 class ErrorCode(enum.IntEnum):

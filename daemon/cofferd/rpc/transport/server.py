@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from coffer.protocol import MAX_FDS, MAX_LINE_BYTES, ErrorCode
+from coffer.protocol import MAX_FDS, MAX_LINE_BYTES, ErrorCode, fds_received
 from cofferd.observe.calllog import CallLog
 from cofferd.rpc.dispatch.context import Call, PeerCred
 from cofferd.rpc.dispatch.dispatcher import Dispatcher, error_response
@@ -467,12 +467,7 @@ class Server:
 def _fds_of(ancdata: list[tuple[int, int, bytes]], flags: int) -> list[int]:
     if not ancdata and not flags & _CTRUNC:
         return []
-    fds: list[int] = []
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            arr = array.array("i")
-            arr.frombytes(data[: len(data) - len(data) % arr.itemsize])
-            fds.extend(arr)
+    fds = fds_received(ancdata)
     for fd in fds:
         os.set_inheritable(fd, False)
     if flags & _CTRUNC:
