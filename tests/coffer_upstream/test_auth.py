@@ -10,6 +10,10 @@ import requests
 
 from fixtures.upstream import Upstream
 
+# What this module tests does not depend on the database: once, on SQLite
+# (the modules of stored state run on PostgreSQL too: conftest.py).
+DATABASES = ("sqlite",)
+
 KEY = base64.b64encode(bytes(range(32))).decode()
 
 #: (method, path, body) of every authenticated endpoint.

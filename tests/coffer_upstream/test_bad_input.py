@@ -17,6 +17,10 @@ import requests
 
 from fixtures.upstream import Upstream
 
+# What this module tests does not depend on the database: once, on SQLite
+# (the modules of stored state run on PostgreSQL too: conftest.py).
+DATABASES = ("sqlite",)
+
 GOOD_COMMIT = {
     "small": base64.b64encode(b"s" * 40).decode(),
     "key": base64.b64encode(bytes(32)).decode(),

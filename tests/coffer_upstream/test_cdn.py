@@ -15,6 +15,10 @@ import requests
 from coffer_upstream.signing import Signer
 from fixtures.upstream import Upstream
 
+# What this module tests does not depend on the database: once, on SQLite
+# (the modules of stored state run on PostgreSQL too: conftest.py).
+DATABASES = ("sqlite",)
+
 BIG = bytes(range(256)) * 40  # 10240 bytes
 
 

@@ -176,7 +176,7 @@ def test_a_replayed_assertion_is_refused(upstream: Upstream) -> None:
 
 
 # Replicas over PostgreSQL (two over one SQLite file: test_replicas.py).
-@pytest.mark.parametrize("upstream_database", ["postgresql"], indirect=True)
+@pytest.mark.databases("postgresql")
 def test_a_replay_on_another_replica_is_refused(
     upstream_factory: Callable[..., Upstream], upstream_database: str
 ) -> None:

@@ -10,6 +10,10 @@ import requests
 
 from fixtures.upstream import Upstream, UpstreamError
 
+# What this module tests does not depend on the database: once, on SQLite
+# (the modules of stored state run on PostgreSQL too: conftest.py).
+DATABASES = ("sqlite",)
+
 
 def test_upstream_serves_and_its_users_log_in(upstream: Upstream) -> None:
     assert requests.get(f"{upstream.url}/health", timeout=10).json() == {"status": "ok"}

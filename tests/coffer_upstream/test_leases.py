@@ -29,6 +29,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from fixtures.upstream import COMMAND, Upstream, add_user
 
+# What this module tests does not depend on the database: once, on SQLite
+# (the modules of stored state run on PostgreSQL too: conftest.py).
+DATABASES = ("sqlite",)
+
 WEEK = 7 * 24 * 3600
 
 

@@ -19,6 +19,10 @@ import requests
 from fixtures.s3 import S3_UPSTREAM_PART_SIZE, S3Server
 from fixtures.upstream import Upstream
 
+# What this module tests does not depend on the database: once, on SQLite
+# (the modules of stored state run on PostgreSQL too: conftest.py).
+DATABASES = ("sqlite",)
+
 PART = S3_UPSTREAM_PART_SIZE
 
 
