@@ -7,11 +7,15 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import pytest
 import requests
+from starlette.types import Message
 
+from coffer_upstream.cdn import BlobResponse
 from coffer_upstream.signing import Signer
 from fixtures.upstream import Upstream
 
@@ -128,6 +132,30 @@ def test_a_large_blob_from_an_offset(upstream: Upstream) -> None:
         for chunk in r.iter_content(1024 * 1024):
             digest.update(chunk)
     assert digest.hexdigest() == hashlib.sha256(big[offset:]).hexdigest()
+
+
+def test_a_blob_deleted_after_its_request_found_it_is_served_whole(tmp_path: Path) -> None:
+    # The window between finding a blob and reading it, held open on purpose:
+    # the response owns the open file, so the unlink does not cut it short.
+    path = tmp_path / "blob"
+    path.write_bytes(BIG)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    response = BlobResponse.open(path, idle=10)
+    path.unlink()
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "headers": [], "path": "/", "query_string": b""}
+    anyio.run(response, scope, receive, send)
+    assert sent[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == BIG
+    assert len(os.listdir("/proc/self/fd")) == fds_before  # it let go of the file
 
 
 def _with_query(url: str, **changes: str | None) -> str:

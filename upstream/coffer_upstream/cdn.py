@@ -29,22 +29,40 @@ log = logging.getLogger(__name__)
 
 
 class BlobResponse(FileResponse):
-    """A FileResponse whose client must keep reading: stalled ``idle`` seconds, it is dropped.
+    """A FileResponse over a blob already open, whose client must keep reading.
 
-    uvicorn waits on a client that stopped reading for ever; this does not.
+    The blob is opened before the headers go out and served through its
+    descriptor (``/proc/self/fd/N`` names the open file, not the path), so a
+    blob deleted in between (a DELETE of the resource, the janitor) is still
+    served whole to a request that found it, never cut after a 200.
+    Stalled ``idle`` seconds, the client is dropped: uvicorn waits on a client
+    that stopped reading for ever; this does not.
     """
 
     # Fewer, larger reads than the default 64 KiB: each is a trip to a thread.
     chunk_size = 1024 * 1024
 
-    def __init__(self, path: Path, st: os.stat_result, idle: float) -> None:
+    def __init__(self, fd: int, idle: float) -> None:
+        st = os.fstat(fd)
         super().__init__(
-            path,
+            f"/proc/self/fd/{fd}",
             media_type="application/octet-stream",
             stat_result=st,
             headers={"Accept-Ranges": "bytes"},
         )
+        self._fd = fd
         self._idle = idle
+        self.size = st.st_size
+
+    @classmethod
+    def open(cls, path: Path, idle: float) -> BlobResponse:
+        """The response for the blob at ``path`` (FileNotFoundError if there is none)."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return cls(fd, idle)
+        except BaseException:
+            os.close(fd)
+            raise
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def timed(message: Message) -> None:
@@ -56,6 +74,14 @@ class BlobResponse(FileResponse):
         except TimeoutError:
             # Unfinished: uvicorn closes the connection; the access log shows how far.
             log.info("dropped a client that stopped reading")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Let go of the blob (done by the response itself once sent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class Cdn:
@@ -84,25 +110,23 @@ class Cdn:
 
     async def get(self, request: Request) -> Response:
         blob_id = self._blob_id(request, "GET")
-        path = self._blobs.path(blob_id)
         try:
-            st = os.stat(path)
+            response = await run_in_threadpool(
+                BlobResponse.open, self._blobs.path(blob_id), self._idle
+            )
         except FileNotFoundError as exc:
             raise not_found("no such blob") from exc
+        size = response.size
         value = request.headers.get("range")
         if value is not None:
             # Checked here so that a bad Range is answered in the protocol's shape.
             try:
-                BlobResponse._parse_range_header(value, st.st_size)
-            except MalformedRangeHeader as exc:
-                raise HttpError(
-                    416, "unsupported Range", {"Content-Range": f"bytes */{st.st_size}"}
-                ) from exc
-            except RangeNotSatisfiable as exc:
-                raise HttpError(
-                    416, "unsatisfiable Range", {"Content-Range": f"bytes */{st.st_size}"}
-                ) from exc
-        return BlobResponse(path, st, self._idle)
+                BlobResponse._parse_range_header(value, size)
+            except (MalformedRangeHeader, RangeNotSatisfiable) as exc:
+                response.close()
+                what = "unsupported" if isinstance(exc, MalformedRangeHeader) else "unsatisfiable"
+                raise HttpError(416, f"{what} Range", {"Content-Range": f"bytes */{size}"}) from exc
+        return response
 
     async def put(self, request: Request) -> Response:
         blob_id = self._blob_id(request, "PUT")
