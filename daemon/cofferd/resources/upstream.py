@@ -310,7 +310,7 @@ class ApiClient:
             held = self._refresh
         if held is not None and held[0] is credentials:
             body = {"refresh_token": held[1]}
-            resp = self._send("POST", "/v1/token", json=body, deadline=deadline)
+            resp = self._send("POST", "/v1/token", json=body, deadline=deadline, login=True)
             if resp.status_code == 200:
                 token = wire.parse_token(json_body(resp, "token renewal"))
                 return token.access_token, self._expiry(token.expires_in), held[1]
@@ -323,7 +323,7 @@ class ApiClient:
             "grant_type": JWT_BEARER,
             "assertion": device.assertion(self._base + "/v1/token", self._wall()),
         }
-        resp = self._send("POST", "/v1/token", json=body, deadline=deadline)
+        resp = self._send("POST", "/v1/token", json=body, deadline=deadline, login=True)
         if resp.status_code == 401:
             raise Unauthorized(f"the upstream refused the device's login: {_detail(resp)}")
         raise_for_status(resp, "device login")
@@ -362,7 +362,7 @@ class ApiClient:
     ) -> tuple[str, float, str | None]:
         # A person's login (email and password). Network only: the caller holds no lock.
         body = {"email": email, "password": password}
-        resp = self._send("POST", "/v1/login", json=body, deadline=deadline)
+        resp = self._send("POST", "/v1/login", json=body, deadline=deadline, login=True)
         if resp.status_code == 401:
             raise Unauthorized("the upstream refused the email or password")
         if resp.status_code == 429:
@@ -686,7 +686,12 @@ class ApiClient:
 
     # -- transport ----------------------------------------------------------
 
-    def _send(self, method: str, path: str, *, deadline: float, **kwargs: Any) -> requests.Response:
+    def _send(
+        self, method: str, path: str, *, deadline: float, login: bool = False, **kwargs: Any
+    ) -> requests.Response:
+        # ``login``: a POST of a login, sent again after a 503 with Retry-After
+        # (the server's word that it turned the login away unprocessed: too
+        # many password checks under way), as an idempotent call would be.
         idempotent = method in ("GET", "PUT", "HEAD")
         attempt = 0
         while True:
@@ -722,7 +727,12 @@ class ApiClient:
                 raise UpstreamUnavailable(f"upstream unreachable: {describe(exc)}") from exc
             if self._observer is not None:
                 self._observer.answered(resp)
-            if resp.status_code >= 500 and idempotent and attempt < self._retry.retries:
+            turned_away = login and resp.status_code == 503 and "Retry-After" in resp.headers
+            if (
+                resp.status_code >= 500
+                and (idempotent or turned_away)
+                and attempt < self._retry.retries
+            ):
                 log.debug("upstream %s %s answered %d; retrying", method, path, resp.status_code)
                 wait = self._retry.delay(attempt)
                 after = resp.headers.get("Retry-After", "")

@@ -199,6 +199,29 @@ def test_many_threads_with_an_expired_token_log_in_once(scripted: ScriptedServer
     assert scripted.count("POST", "/v1/login") == 2
 
 
+def test_a_login_turned_away_busy_is_sent_again(scripted: ScriptedServer, sleeps: Sleeps):
+    # 503 with Retry-After: the upstream's hash pool was full and the login
+    # was not processed; it is sent again within the retry bound.
+    busy = Reply(503, {"detail": "too many logins"}, headers={"Retry-After": "1"})
+    scripted.routes["POST /v1/login"] = sequence(busy, busy, token_reply())
+    c = make_client(scripted, sleeps)
+    c.login("reader@example.com", "pw")
+    assert c.authenticated
+    assert scripted.count("POST", "/v1/login") == 3
+    assert sleeps.calls == [0.3, 0.3]  # Retry-After, within max_delay
+    c.close()
+
+
+def test_a_login_turned_away_for_good_gives_up(scripted: ScriptedServer, sleeps: Sleeps):
+    busy = Reply(503, {"detail": "too many logins"}, headers={"Retry-After": "1"})
+    scripted.routes["POST /v1/login"] = lambda _: busy
+    c = make_client(scripted, sleeps)
+    with pytest.raises(UpstreamUnavailable, match="HTTP 503"):
+        c.login("reader@example.com", "pw")
+    assert scripted.count("POST", "/v1/login") == 4
+    c.close()
+
+
 def test_get_retried_on_5xx_with_backoff(scripted: ScriptedServer, client: ApiClient, sleeps):
     scripted.routes["GET /v1/resources/"] = sequence(
         Reply(503, {"detail": "busy"}), Reply(502, {}), Reply(200, resource_body(scripted))
