@@ -132,7 +132,7 @@ class Untrusted(CofferError):
         }
     )
 
-    def __init__(self, rule: str, message: str) -> None:
+    def __init__(self, message: str, *, rule: str = "unsigned") -> None:
         if rule not in self.RULES:
             raise ValueError(f"no trust rule {rule!r}")
         super().__init__(message)
