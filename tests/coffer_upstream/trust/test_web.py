@@ -219,15 +219,45 @@ def test_an_expired_timestamp_is_renewed_by_the_janitor(
     server = upstream_factory(trust=True, extra_args=["--timestamp-expiry", "2"])
     # Signed now with the server's 2 s lifetime.
     assert server.put_role(signed_role(1, release(1))).status_code == 200
-    first = timestamp_version(server)
-    # The janitor runs every 0.5 s (a quarter of the shortest lifetime).
+    first = Metadata[Timestamp].from_bytes(server.tuf_get("timestamp.json").content).signed
+    assert first.expires.timestamp() - time.time() <= 2
+    # Until the first has expired, and the janitor (every 0.5 s, a quarter of
+    # the shortest lifetime) has renewed it.
     deadline = time.monotonic() + 20
-    while timestamp_version(server) == first:
+    while first.is_expired() is False or timestamp_version(server) == first.version:
         assert time.monotonic() < deadline, "the timestamp was not renewed"
         time.sleep(0.1)
     device = updater(server, tmp_path)
-    device.refresh()
+    device.refresh()  # python-tuf refuses an expired timestamp (ExpiredMetadataError)
     assert device.get_targetinfo(TARGET) is not None
+    # The snapshot was not due: the same one, under a newer timestamp.
+    renewed = Metadata[Timestamp].from_bytes(server.tuf_get("timestamp.json").content).signed
+    assert renewed.snapshot_meta.version == first.snapshot_meta.version
+    assert renewed.version > first.version
+
+
+def test_publish_signs_the_release(trusted_upstream: Upstream, tmp_path: Path) -> None:
+    big = b"x" * (tuf_fixtures.SEGMENT_SIZE + 1)
+    key = bytes(range(32))
+    one = trusted_upstream.publish("models", "x", big, key=key, plaintext_size=5)
+    two = trusted_upstream.publish("models", "y", b"y", sign=False)
+    device = updater(trusted_upstream, tmp_path)
+    device.refresh()
+    found = device.get_targetinfo(TARGET)
+    assert found is not None
+    expected = tuf_fixtures.resource_target(
+        "models", "x", one, small=bytes(40), key=key, big=big, plaintext_size=5
+    )
+    assert found.to_dict() == expected.target.to_dict()
+    assert device.get_targetinfo("resources/models/y") is None
+    headers = trusted_upstream.auth(trusted_upstream.reader)
+    base = f"{trusted_upstream.url}/v1/resources/models"
+    manifest = requests.get(f"{base}/x/versions/{one}/segments", headers=headers, timeout=30)
+    assert len(manifest.content) == 64
+    assert (
+        requests.get(f"{base}/y/versions/{two}/segments", headers=headers, timeout=30).status_code
+        == 404
+    )
 
 
 @pytest.mark.databases("postgresql")
