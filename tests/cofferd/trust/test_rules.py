@@ -44,5 +44,5 @@ def test_an_unreachable_upstream_is_not_a_refusal() -> None:
 
 
 def test_an_unknown_rule_is_a_bug() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no trust rule"):
         Untrusted("x", rule="nope")
