@@ -139,3 +139,49 @@ def test_a_publisher_signs_through_cofferd_without_handing_it_the_key(
         with pytest.raises(Conflict):
             c.trust_publish("publishers", signed.decode())
         assert c.load_bytes(NAME, FOLDER) == V2
+
+
+def test_offline_the_last_verified_release_is_used_within_the_lease(
+    cofferd: Callable[..., CofferdProcess], trusted_upstream: Upstream
+) -> None:
+    assert trusted_upstream.trust is not None
+    publish(trusted_upstream, V1, sign=True, version=1)
+    d = cofferd(
+        upstream_url=trusted_upstream.url,
+        trust="required",
+        trust_root=trusted_upstream.trust.root,
+        env={
+            "COFFER_TRUST_REFRESH_INTERVAL": "0",
+            "COFFER_LEASE_PUBLIC_KEYS": trusted_upstream.lease_key(),
+            "COFFER_UPSTREAM_TIMEOUT": "5",
+        },
+    )
+    who = trusted_upstream.reader
+    d.call("login", {"email": who.email, "password": who.password})
+    with Client(d.socket_path) as c:
+        assert c.load_bytes(NAME, FOLDER) == V1
+        trusted_upstream.stop()
+        # Neither the metadata nor the resource can be fetched: the release this
+        # device verified, its record and its cached big part decide.
+        assert c.load_bytes(NAME, FOLDER) == V1
+        assert c.trust_status()["last_refresh"]["ok"] is False
+        assert c.status()["field"]["mode"] == "offline"
+
+
+def test_pull_and_load_memfd_deliver_only_the_signed_release(
+    device: Callable[..., CofferdProcess], trusted_upstream: Upstream
+) -> None:
+    publish(trusted_upstream, V1, sign=True, version=1)
+    publish(trusted_upstream, V2, sign=False, version=2)
+    d = device()
+    with Client(d.socket_path) as c:
+        assert c.stat(NAME, FOLDER)["version"] == 1
+        pulled = c.call("pull", {"folder": FOLDER, "filename": NAME})
+        assert (pulled["version"], pulled["from_cache"]) == (1, False)
+        memfd = c.load_memfd(NAME, FOLDER)
+        try:
+            assert bytes(memfd.mmap()) == V1
+        finally:
+            memfd.close()
+    cached = list((d.base / "cache" / "big" / FOLDER / NAME).iterdir())
+    assert [p.name.split("-")[0] for p in cached] == ["1"]
