@@ -144,6 +144,9 @@ COFFERD_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("binary_split", ("cofferd.binary_split",)),
+    # The signed release and the owner's and publisher's tools: python-tuf
+    # only; resources/ computes a release as it uploads.
+    ("trust", ("cofferd.trust",)),
     ("observe", ("cofferd.observe",)),
     ("resources", ("cofferd.resources",)),
     ("unlock and field", ("cofferd.unlock", "cofferd.docker_engine", "cofferd.field")),
