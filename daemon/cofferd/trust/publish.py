@@ -216,4 +216,3 @@ def publish_release(
         f"other publishers changed the {role!r} metadata {attempts} times while this one "
         "was signed; try again"
     )
-
