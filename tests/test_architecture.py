@@ -149,6 +149,7 @@ COFFERD_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("trust", ("cofferd.trust",)),
     ("observe", ("cofferd.observe",)),
     ("resources", ("cofferd.resources",)),
+    ("trust", ("cofferd.trust",)),
     ("unlock and field", ("cofferd.unlock", "cofferd.docker_engine", "cofferd.field")),
     ("rpc", ("cofferd.rpc",)),
     ("process", ("cofferd.app", "cofferd.main", "cofferd.__main__", "cofferd.tools")),

@@ -33,6 +33,7 @@ from cofferd.binary_split.stream import (
 from cofferd.errors import BadRequest, CorruptData, DecryptionError, OfflineRefused
 from cofferd.models import LoadResult, UploadResult
 from cofferd.resources.managed import ManagedCache
+from cofferd.resources.segments import SignedSegments
 from cofferd.resources.sinks import Sink
 from cofferd.resources.sources import Source, SourceError
 from cofferd.resources.upstream import MAX_PART_SIZE, ApiClient
@@ -52,6 +53,7 @@ def deliver(
     *,
     cached_only: bool = False,
     keep: bool = False,
+    segments: SignedSegments | None = None,
 ) -> LoadResult:
     """Read ``info``'s big part and deliver the verified plaintext into ``sink``.
 
@@ -60,6 +62,8 @@ def deliver(
     ``cached_only`` (an offline decision): served from the cache, never the
     CDN. ``keep`` (``pull``): the big part must end in the cache
     (:class:`~cofferd.errors.TooLarge` if there is no room for it).
+    ``segments`` (a signed release, checked against ``info`` by the caller):
+    a download is checked chunk by chunk before any byte of a chunk is read.
 
     A cached big part that fails authentication is evicted; if the sink can
     start over it is fetched once more, otherwise the load fails with
@@ -73,7 +77,9 @@ def deliver(
     refetched = False
     while True:
         try:
-            with cache.reading(info, need_cache=keep, cached_only=cached_only) as source:
+            with cache.reading(
+                info, need_cache=keep, cached_only=cached_only, segments=segments
+            ) as source:
                 try:
                     _decrypt(info, source, sink)
                 except DecryptionError as exc:

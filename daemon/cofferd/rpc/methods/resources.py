@@ -262,6 +262,7 @@ LOAD_ERRORS = (
     ErrorCode.UPSTREAM_BAD_DATA,
     ErrorCode.UPSTREAM_UNAVAILABLE,
     ErrorCode.OFFLINE_REFUSED,
+    ErrorCode.UNTRUSTED,
 )
 #: The audit record of a call on one resource: which one, from the params,
 #: then which version and how many bytes, from the result.
@@ -379,6 +380,7 @@ SPECS: tuple[MethodSpec, ...] = (
             ErrorCode.TOO_LARGE,
             *_UPSTREAM_ERRORS,
             ErrorCode.OFFLINE_REFUSED,
+            ErrorCode.UNTRUSTED,
             ErrorCode.STATE_UNWRITABLE,
         ),
         # Pinning keeps a resource for every caller: an operator's decision.
