@@ -233,6 +233,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
             *("coffer", "archive", "seal", "/tmp/images.tar", "/tmp/images.coffer"),
             *("--id=device-1", "--upstream=http://127.0.0.1:8099", f"--email={EMAIL}"),
             "--password-stdin",
+            "--unsigned",
             input=PASSWORD + "\n",
         )
         device.run(

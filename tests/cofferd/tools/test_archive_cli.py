@@ -66,6 +66,7 @@ def seal(upstream: Upstream, tar: Path, out: Path, archive_id: str, password: st
         "--email",
         upstream.publisher.email,
         "--password-stdin",
+        "--unsigned",
         stdin=(password or upstream.publisher.password) + "\n",
     )
 
@@ -112,7 +113,9 @@ def test_seal_takes_its_settings_from_the_environment(upstream: Upstream, tmp_pa
         "COFFER_EMAIL": upstream.publisher.email,
         "COFFER_PASSWORD": upstream.publisher.password,
     }
-    done = coffer("--json", "archive", "seal", str(tar), str(out), "--id", "env-1", env=env)
+    done = coffer(
+        "--json", "archive", "seal", str(tar), str(out), "--id", "env-1", "--unsigned", env=env
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
         "archive_id": "env-1",
@@ -179,7 +182,7 @@ def test_bad_invocations_fail_with_a_clear_line(
 ) -> None:
     tar = image_tar(tmp_path / "images.tar", size=10)
     out = tmp_path / "x.coffer"
-    done = coffer("archive", "seal", str(tar), str(out), *args, stdin="pw\n")
+    done = coffer("archive", "seal", str(tar), str(out), "--unsigned", *args, stdin="pw\n")
     assert done.returncode == code, done.stderr
     assert done.stderr.startswith("coffer: ")
     assert message in done.stderr
@@ -212,6 +215,7 @@ def test_progress_shows_on_a_terminal(upstream: Upstream, tmp_path: Path) -> Non
                 "--email",
                 upstream.publisher.email,
                 "--password-stdin",
+                "--unsigned",
             ],
             input=(upstream.publisher.password + "\n").encode(),
             stdout=subprocess.PIPE,
