@@ -179,14 +179,16 @@ class Trust:
         if self._updater is not None and now - self._refreshed_at < self._interval:
             return self._updater
         self._updater = None
-        updater = Updater(
-            str(self.anchor.dir),
-            f"{self._base}/v1/tuf/",
-            fetcher=UpstreamFetcher(self._base, self._client),
-            config=UpdaterConfig(),
-            bootstrap=None,
-        )
         try:
+            # Anchored on the root in the dir (the pinned one, or the last followed),
+            # which python-tuf checks against its own threshold first.
+            updater = Updater(
+                str(self.anchor.dir),
+                f"{self._base}/v1/tuf/",
+                fetcher=UpstreamFetcher(self._base, self._client),
+                config=UpdaterConfig(),
+                bootstrap=None,
+            )
             updater.refresh()
         except Exception as exc:
             error = translate(exc)
