@@ -87,6 +87,8 @@ EXIT_CODES: dict[ErrorCode, ExitCode] = {
     ErrorCode.UPSTREAM_UNAVAILABLE: ExitCode.UPSTREAM,
     ErrorCode.SHUTTING_DOWN: ExitCode.SHUTTING_DOWN,
     ErrorCode.STATE_UNWRITABLE: ExitCode.OTHER,
+    # Not what a publisher signed (docs/trust.md): served data the device refused.
+    ErrorCode.UNTRUSTED: ExitCode.UPSTREAM,
 }
 
 

@@ -5,7 +5,11 @@ key is loaded here (:mod:`cofferd.trust.keys`) and only signed metadata
 crosses cofferd's socket. Through cofferd's methods:
 
 1. ``trust.metadata {"role": "publishers"}`` answers the top-level targets
-   (verified by cofferd against its pinned root) and the role's current text;
+   (verified by cofferd against its pinned root) and the role's current text
+   and version (``role_version``, from the verified snapshot). A role whose
+   text no longer verifies (its last signer's key was revoked) comes as
+   ``role: null``: the next version starts afresh, carrying nothing of it,
+   so each release still to be delivered is signed again;
 2. :func:`build_role` checks that text against the delegation the top-level
    targets makes (python-tuf's ``verify_delegate``: the role must be signed by
    a threshold of the publishers' keys; metadata the delegation did not sign,
@@ -135,7 +139,9 @@ def build_role(
     parent = _metadata(answer.get("targets"), "top-level targets")
     current_text = answer.get("role")
     if current_text is None:
-        md = Metadata(Targets(version=1))
+        # Never published, or (role_version given) published but signed by a key
+        # the delegation no longer names: nothing of it is carried over.
+        md = Metadata(Targets(version=_count(answer.get("role_version")) + 1))
     else:
         md = _metadata(current_text, role)
         try:
@@ -152,6 +158,14 @@ def build_role(
     md.signatures.clear()
     md.sign(signer)
     return md.to_bytes(JSONSerializer(compact=True))
+
+
+def _count(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RoleUntrusted("cofferd's trust.metadata answer has a bad role_version")
+    return value
 
 
 def _target_file(target: Mapping[str, Any]) -> tuple[str, TargetFile]:

@@ -206,6 +206,19 @@ def test_refuses_to_build_on_role_text_the_delegation_did_not_sign(
     assert good.calls == ["trust.metadata"]
 
 
+def test_a_role_that_no_longer_verifies_starts_afresh_after_its_version(
+    cofferd: FakeCofferd, keys_: dict[str, CryptoSigner]
+) -> None:
+    """cofferd answers role null and the snapshot's version: its last signer was revoked."""
+    answer = {"targets": cofferd.targets.decode(), "role": None, "role_version": 6}
+    role = Metadata[Targets].from_bytes(publish.build_role(answer, _release(), keys_["a"]))
+    assert role.signed.version == 7
+    assert list(role.signed.targets) == ["resources/models/m.onnx"]
+    for bad in (0, -1, "6", True):
+        with pytest.raises(RoleUntrusted, match="role_version"):
+            publish.build_role({**answer, "role_version": bad}, _release(), keys_["a"])
+
+
 def test_a_key_the_owner_did_not_delegate_to_is_refused(
     cofferd: FakeCofferd, keys_: dict[str, CryptoSigner]
 ) -> None:
