@@ -115,6 +115,13 @@ def cmd_seal(args: argparse.Namespace) -> int:
     if signer is not None:
         with Client(args.socket, timeout=args.timeout) as c:
             signer.check_archive(c, archive_id)
+            # cofferd publishes the signed release as its logged-in account.
+            if not c.status().get("authenticated"):
+                raise CommandError(
+                    "cofferd is not logged in: `coffer login` as a publisher first, "
+                    "so it can publish the signed release",
+                    ExitCode.UNAUTHORIZED,
+                )
     password = _password(args)
     try:
         result = _seal(Path(args.image_tar), out, archive_id, url, args.email, password)
