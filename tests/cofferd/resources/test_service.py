@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from online import load, managed_cache
 from scripted_http import ScriptedServer
 from tuf.api.metadata import TargetFile
@@ -109,7 +110,9 @@ def flip_byte(path: Path, offset: int) -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, MiB - 1, MiB, 2 * MiB + 5])
-def test_upload_answers_the_release_of_the_bytes_actually_published(publisher, reader, size):
+def test_upload_answers_the_release_of_the_bytes_actually_published(
+    publisher, reader, upstream, size
+):
     """The target to sign, recomputed from what the upstream stored (small part, key, big part)."""
     upload(publisher, "models", "m.bin", io.BytesIO(data(size, seed=2)))
     result = upload(publisher, "models", "m.bin", io.BytesIO(data(size)))
@@ -117,7 +120,16 @@ def test_upload_answers_the_release_of_the_bytes_actually_published(publisher, r
     big = b"".join(reader.iter_big(stored.big_url, stored.big_size))
     digests = SegmentDigests(SEGMENT_SIZE)
     digests.update(big)
-    _, segments_sha256 = digests.finish()
+    manifest, segments_sha256 = digests.finish()
+    # The upstream stored the manifest the commit carried: the same bytes.
+    stored_manifest = requests.get(
+        f"{upstream.url}/v1/resources/models/m.bin/versions/2/segments",
+        headers=upstream.auth(upstream.reader),
+        timeout=30,
+    )
+    assert stored_manifest.status_code == 200
+    assert stored_manifest.content == manifest
+    assert len(manifest) == 32 * -(-len(big) // SEGMENT_SIZE)
     expected = ResourceRelease(
         folder="models",
         name="m.bin",
