@@ -361,7 +361,8 @@ def fleet(
         host.run(
             "sh",
             "-c",
-            f"head -c 300000 /dev/urandom > /root/{RESOURCE} && coffer upload --unsigned /root/{RESOURCE}",
+            f"head -c 300000 /dev/urandom > /root/{RESOURCE}"
+            f" && coffer upload --unsigned /root/{RESOURCE}",
         )
         made = host.run(
             *upstream,
