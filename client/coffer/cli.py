@@ -43,6 +43,7 @@ class ExitCode(enum.IntEnum):
     UPSTREAM = 8
     SHUTTING_DOWN = 9
     OFFLINE_REFUSED = 10
+    UNTRUSTED = 11
     INTERRUPTED = 130
 
 
@@ -61,6 +62,7 @@ exit codes:
   8  upstream unavailable, or it served corrupt or tampered data
   9  the daemon is shutting down
   10 offline use refused: upstream unreachable and no valid lease, clock or cache for it
+  11 untrusted: not what a publisher signed, or no root of trust pinned (422)
   1  also: cofferd's state dir cannot be written (507; status says so)
   130 interrupted (Ctrl-C)
 
@@ -81,14 +83,13 @@ EXIT_CODES: dict[ErrorCode, ExitCode] = {
     ErrorCode.NOT_FOUND: ExitCode.NOT_FOUND,
     ErrorCode.CONFLICT: ExitCode.CONFLICT,
     ErrorCode.OFFLINE_REFUSED: ExitCode.OFFLINE_REFUSED,
+    ErrorCode.UNTRUSTED: ExitCode.UNTRUSTED,
     ErrorCode.TOO_LARGE: ExitCode.BAD_REQUEST,
     ErrorCode.BUSY: ExitCode.DAEMON_UNAVAILABLE,
     ErrorCode.UPSTREAM_BAD_DATA: ExitCode.UPSTREAM,
     ErrorCode.UPSTREAM_UNAVAILABLE: ExitCode.UPSTREAM,
     ErrorCode.SHUTTING_DOWN: ExitCode.SHUTTING_DOWN,
     ErrorCode.STATE_UNWRITABLE: ExitCode.OTHER,
-    # Not what a publisher signed (docs/trust.md): served data the device refused.
-    ErrorCode.UNTRUSTED: ExitCode.UPSTREAM,
 }
 
 

@@ -16,6 +16,8 @@ BadVersionNumberError (a version   mix-and-match
 other than its parent lists),
 LengthOrHashMismatchError
 DownloadLengthMismatchError        endless-data
+RepositoryError: a delegated role   unsigned
+in no snapshot yet
 UnsignedMetadataError, other       signature
 RepositoryError
 =================================  ===============
@@ -34,6 +36,8 @@ from cofferd.errors import CofferError, Untrusted, UpstreamUnavailable
 # disagree with their parent, not with an older state.
 _MISMATCH = re.compile(r"Expected snapshot version |Expected \S+ v\d+, got v\d+")
 _MISSING = re.compile(r"(does not contain|is missing) info")
+# A role delegated that no snapshot lists yet: nobody has signed in it (docs/trust.md).
+_NEVER_PUT = re.compile(r"was delegated but is not part of snapshot")
 
 
 def translate(exc: Exception) -> CofferError:
@@ -61,6 +65,8 @@ def translate(exc: Exception) -> CofferError:
             f"trust metadata without a threshold of signatures: {text}", rule="signature"
         )
     if isinstance(exc, tuf_errors.RepositoryError):
+        if _NEVER_PUT.search(text):
+            return Untrusted(f"no publisher has signed yet: {text}", rule="unsigned")
         if _MISSING.search(text):
             return Untrusted(f"the trust metadata does not agree: {text}", rule="mix-and-match")
         return Untrusted(f"the trust metadata is not valid: {text}", rule="signature")

@@ -122,8 +122,11 @@ class Trust:
     def verified(self, release: ResourceRelease | ArchiveRelease) -> None:
         """``release`` passed every check: keep it (the highest version, offline use)."""
         version = release.version if isinstance(release, ResourceRelease) else 0
+        target = json.dumps(release.to_target(), sort_keys=True)
+        if self._index.release(release.path) == (version, target):
+            return  # a warm load of the same release writes nothing
         try:
-            self._index.remember_release(release.path, version, json.dumps(release.to_target()))
+            self._index.remember_release(release.path, version, target)
         except StateUnwritable as exc:
             log.error("%s verified, not remembered: %s", release.path, exc)  # noqa: TRY400
 

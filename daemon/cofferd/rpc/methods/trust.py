@@ -83,6 +83,7 @@ SPECS: tuple[MethodSpec, ...] = (
                 "root": {"type": "string", "description": "the root.json text"},
                 "replace": {
                     "type": "boolean",
+                    "default": False,
                     "description": "replace another pinned root: erases the trust metadata"
                     " and the versions seen",
                 },
@@ -130,7 +131,7 @@ SPECS: tuple[MethodSpec, ...] = (
         "trust.metadata",
         metadata,
         "The verified top-level targets and a delegated role's current metadata, to sign over.",
-        params=obj({"role": _ROLE}),
+        params=obj({"role": {**_ROLE, "default": "publishers"}}),
         result=obj(
             {
                 "targets": {"type": "string"},
