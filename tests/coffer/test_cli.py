@@ -363,3 +363,33 @@ def test_every_wire_code_has_an_exit_code() -> None:
     assert exit_code_for(ce.CofferRPCError("odd", code=499)) == ExitCode.OTHER
     for code in ErrorCode:
         assert exit_code_for(ce.error_from_wire({"code": int(code)})) == EXIT_CODES[code]
+
+
+def test_signing_needs_cofferds_signer_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client package alone (no cofferd installed) has no signer: a clear refusal."""
+    import argparse
+
+    from coffer import cli
+
+    monkeypatch.setattr(cli, "entry_points", lambda group: [])
+    monkeypatch.delenv("COFFER_SIGN_KEY", raising=False)
+    args = argparse.Namespace(unsigned=False, sign_key="publisher.key", expires=None)
+    with pytest.raises(cli.CommandError, match="needs cofferd's tools") as info:
+        cli.release_signer(args)
+    assert info.value.exit_code == ExitCode.USAGE
+    assert (
+        cli.release_signer(argparse.Namespace(unsigned=True, sign_key=None, expires=None)) is None
+    )
+    monkeypatch.setenv("COFFER_SIGN_KEY", "from-env.key")
+    seen = []
+
+    class Found:
+        def load(self) -> Callable[..., object]:
+            return lambda key, days: seen.append((key, days)) or "signer"
+
+    monkeypatch.setattr(
+        cli, "entry_points", lambda group: [Found()] if group == cli.SIGNER_GROUP else []
+    )
+    args = argparse.Namespace(unsigned=False, sign_key=None, expires=30)
+    assert cli.release_signer(args) == "signer"
+    assert seen == [("from-env.key", 30)]

@@ -17,9 +17,14 @@ from typing import Any
 
 import pytest
 import requests
+from tuf.api.metadata import Metadata, Targets
 from tuf.ngclient import Updater
 
 from coffer.cli import ExitCode
+from coffer.client import Client
+from coffer.errors import Conflict
+from cofferd.trust.keys import load_signer
+from cofferd.trust.publish import publish_release
 from fixtures.daemon import CofferdProcess
 from fixtures.upstream import Upstream
 
@@ -211,3 +216,46 @@ def test_revoking_the_publisher_stops_delivery(
     assert "signed into publishers version 2" in ok(done)
     ok(coffer("load", "m.bin", "-o", tmp_path / "m.out", sock=sock))
     assert (tmp_path / "m.out").read_bytes() == b"signed by the second publisher"
+
+
+def test_a_publisher_who_loses_the_race_signs_again_over_the_winner(
+    tmp_path: Path, upstream: Upstream, fleet: dict[str, Any]
+) -> None:
+    """Through the real stack: the upstream's 409 reaches coffer, which starts over."""
+    keys, sock = fleet["keys"], fleet["sock"]
+    signer = load_signer(keys / "publisher.key")
+    targets = {}
+    with Client(sock) as c:
+        for name in ("ours.bin", "theirs.bin"):
+            targets[name] = c.upload_bytes(name, "models", name.encode())["target"]
+
+    class Racing:
+        """Another publisher publishes just before our first trust.publish."""
+
+        def __init__(self, client: Client) -> None:
+            self.client = client
+            self.raced = False
+            self.conflicts = 0
+
+        def call(self, method: str, params: Any = None, fds: Any = ()) -> Any:
+            if method == "trust.publish" and not self.raced:
+                self.raced = True
+                with Client(sock) as other:
+                    publish_release(other, targets["theirs.bin"], signer)
+            try:
+                return self.client.call(method, params, fds)
+            except Conflict:
+                self.conflicts += 1
+                raise
+
+    with Client(sock) as c:
+        racing = Racing(c)
+        result = publish_release(racing, targets["ours.bin"], signer)
+    assert racing.conflicts == 1
+    assert result == {"role": "publishers", "version": 2}  # theirs was 1
+    with Client(sock) as c:
+        role = Metadata[Targets].from_bytes(c.trust_metadata()["role"].encode()).signed
+    assert set(role.targets) == {"resources/models/ours.bin", "resources/models/theirs.bin"}
+    ok(coffer("load", "ours.bin", "-o", tmp_path / "o", sock=sock))
+    ok(coffer("load", "theirs.bin", "-o", tmp_path / "t", sock=sock))
+    assert (tmp_path / "o").read_bytes() == b"ours.bin"
