@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pty
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from coffer import cli
 from coffer.cli import ExitCode
 from fixtures.daemon import CofferdProcess
 from fixtures.upstream import Upstream
@@ -367,10 +369,6 @@ def test_every_wire_code_has_an_exit_code() -> None:
 
 def test_signing_needs_cofferds_signer_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     """The client package alone (no cofferd installed) has no signer: a clear refusal."""
-    import argparse
-
-    from coffer import cli
-
     monkeypatch.setattr(cli, "entry_points", lambda group: [])
     monkeypatch.delenv("COFFER_SIGN_KEY", raising=False)
     args = argparse.Namespace(unsigned=False, sign_key="publisher.key", expires=None)
