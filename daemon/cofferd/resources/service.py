@@ -9,7 +9,10 @@ sink; memory stays at a few segments whatever the size.
 
 ``upload`` reads plaintext until EOF, encrypts and splits it while reading,
 streams the big part to the CDN and commits; until the commit nothing is
-visible upstream, so any failure before it leaves nothing behind.
+visible upstream, so any failure before it leaves nothing behind. As the
+big part goes by it computes the release a publisher signs (docs/trust.md):
+the big part's digest and segment manifest, the small part's digest and the
+key's commitment, all from the bytes actually sent.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from cofferd.resources.sinks import Sink
 from cofferd.resources.sources import Source, SourceError
 from cofferd.resources.upstream import MAX_PART_SIZE, ApiClient
 from cofferd.resources.wire import ResourceInfo
+from cofferd.trust.release import ResourceRelease, SegmentDigests, key_commitment
 
 log = logging.getLogger(__name__)
 
@@ -134,12 +138,14 @@ def upload(
     ciphertext = encrypt_chunks(source.chunks(), key, resource_associated_data(folder, name))
     small, big = split(ciphertext, small_size)
     digest = hashlib.sha256()
+    segments = SegmentDigests()
     big_size = 0
 
     def big_body() -> Iterator[bytes]:
         nonlocal big_size
         for chunk in big:
             digest.update(chunk)
+            segments.update(chunk)
             big_size += len(chunk)
             yield chunk
 
@@ -154,6 +160,7 @@ def upload(
         stored = client.put_big(ticket.big_url, big_body())
         if stored is not None and (stored.size != big_size or stored.sha256 != digest.hexdigest()):
             raise CorruptData("the CDN stored something other than the big part sent")
+    manifest, manifest_sha256 = segments.finish()
     committed = client.commit_upload(
         folder,
         name,
@@ -163,9 +170,30 @@ def upload(
         big_size=big_size,
         big_sha256=digest.hexdigest(),
         plaintext_size=source.size,
+        segment_size=segments.segment_size,
+        segments=manifest,
     )
     log.info("uploaded %s/%s version %d (%d bytes)", folder, name, committed.version, source.size)
-    return UploadResult(folder=folder, name=name, version=committed.version, size=source.size)
+    release = ResourceRelease(
+        folder=folder,
+        name=name,
+        version=committed.version,
+        small_size=len(small),
+        small_sha256=hashlib.sha256(small).hexdigest(),
+        key_commitment=key_commitment(key, resource_associated_data(folder, name)),
+        big_size=big_size,
+        big_sha256=digest.hexdigest(),
+        plaintext_size=source.size,
+        segment_size=segments.segment_size,
+        segments_sha256=manifest_sha256,
+    )
+    return UploadResult(
+        folder=folder,
+        name=name,
+        version=committed.version,
+        size=source.size,
+        target={"path": release.path, **release.to_target()},
+    )
 
 
 def _decrypt(info: ResourceInfo, big: Source, sink: Sink) -> None:

@@ -460,16 +460,22 @@ class ApiClient:
         big_size: int,
         big_sha256: str,
         plaintext_size: int,
+        segment_size: int | None = None,
+        segments: bytes | None = None,
     ) -> Committed:
+        """Make the upload the next version; ``segments``: the big part's manifest (trust.md)."""
         check_name(folder, "folder")
         check_name(name, "name")
-        body = {
+        body: dict[str, Any] = {
             "small": wire.b64encode(small),
             "key": wire.b64encode(key),
             "big_size": big_size,
             "big_sha256": big_sha256,
             "plaintext_size": plaintext_size,
         }
+        if segments is not None:
+            body["segment_size"] = segment_size
+            body["segments"] = wire.b64encode(segments)
         path = f"/v1/resources/{folder}/{name}/uploads/{upload_id}/commit"
         answer = self._api("POST", path, f"commit of {folder}/{name}", json=body)
         return wire.parse_committed(answer, folder, name)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, TargetFile, Targets
 from tuf.ngclient import Updater, UpdaterConfig
 
@@ -243,17 +244,33 @@ class Trust:
             targets_path = self.anchor.dir / "targets.json"
             targets = Metadata[Targets].from_bytes(targets_path.read_bytes())
             delegations = targets.signed.delegations
-            if delegations is None or delegations.roles is None or role not in delegations.roles:
-                text = None
-            else:
+            # The role's version as the (verified) snapshot names it; None: never
+            # published, the first publisher signs version 1.
+            listed = updater._trusted_set.snapshot.meta.get(f"{role}.json")
+            text = None
+            if (
+                delegations is not None
+                and delegations.roles is not None
+                and role in delegations.roles
+                and listed is not None
+            ):
                 try:
                     # python-tuf checks it against snapshot and the delegation's keys.
                     updater._load_targets(role, "targets")
+                    text = (self.anchor.dir / f"{quote(role, '')}.json").read_text("utf-8")
+                except UnsignedMetadataError:
+                    # Signed by a key the delegation no longer names (revoked): none
+                    # of it is handed on; the next publisher starts the role afresh
+                    # after the snapshot's version.
+                    self._updater = None
                 except Exception as exc:
                     self._updater = None
                     raise translate(exc) from exc
-                text = (self.anchor.dir / f"{quote(role, '')}.json").read_text("utf-8")
-            return {"targets": targets_path.read_text("utf-8"), "role": text}
+            return {
+                "targets": targets_path.read_text("utf-8"),
+                "role": text,
+                "role_version": None if listed is None else listed.version,
+            }
 
     def publish(self, role: str, metadata: str) -> dict[str, Any]:
         """PUT a publisher's signed ``role`` to the upstream; its answer."""

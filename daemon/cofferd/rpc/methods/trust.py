@@ -133,7 +133,16 @@ SPECS: tuple[MethodSpec, ...] = (
         "The verified top-level targets and a delegated role's current metadata, to sign over.",
         params=obj({"role": {**_ROLE, "default": "publishers"}}),
         result=obj(
-            {"targets": {"type": "string"}, "role": {"type": ["string", "null"]}},
+            {
+                "targets": {"type": "string"},
+                "role": {"type": ["string", "null"]},
+                "role_version": {
+                    "type": ["integer", "null"],
+                    "description": "the role's version in the verified snapshot (null: never"
+                    " published); with role null, its text did not verify (a revoked key"
+                    " signed it): the next version starts afresh",
+                },
+            },
             ("targets", "role"),
         ),
         errors=(ErrorCode.BAD_REQUEST, *_REFRESH_ERRORS),
