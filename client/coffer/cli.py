@@ -14,10 +14,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO, cast
 
 from coffer import __version__, cli_cache, cli_exec, cli_field, cli_rpc
 from coffer.atomic import atomic_file
@@ -458,13 +458,28 @@ def _days(text: str) -> int:
     return days
 
 
-def release_signer(args: argparse.Namespace) -> Any:
+class ReleaseSigner(Protocol):
+    """What the ``coffer.release_signers`` entry point gives: a publisher's key, loaded.
+
+    Its errors are :class:`CommandError` (or :class:`CofferRPCError` from the client).
+    """
+
+    def check_resource(self, client: Client, folder: str, name: str) -> None:
+        """Refuse now what publishing ``resources/<folder>/<name>`` would refuse."""
+
+    def check_archive(self, client: Client, archive_id: str) -> None:
+        """Refuse now what publishing ``archives/<archive_id>`` would refuse."""
+
+    def publish(self, client: Client, target: Mapping[str, Any]) -> dict[str, Any]:
+        """Sign ``target`` into the publishers role and publish it: ``{"role", "version"}``."""
+        ...
+
+
+def release_signer(args: argparse.Namespace) -> ReleaseSigner | None:
     """The signer ``--sign-key`` names (loaded now, before any upload), or None if ``--unsigned``.
 
-    It comes from the ``coffer.release_signers`` entry point (cofferd's), so
-    this package never imports the TUF library: an object with
-    ``check_resource(client, folder, name)``, ``check_archive(client, id)``
-    and ``publish(client, target) -> {"role", "version"}``.
+    It comes from the ``coffer.release_signers`` entry point (cofferd's
+    ``cofferd.tools.release_signer``), so this package never imports TUF.
     """
     if args.unsigned:
         if args.sign_key:
@@ -478,7 +493,7 @@ def release_signer(args: argparse.Namespace) -> Any:
             ExitCode.USAGE,
         )
     for found in entry_points(group=SIGNER_GROUP):
-        return found.load()(key, args.expires)
+        return cast(ReleaseSigner, found.load()(key, args.expires))
     raise CommandError(
         "signing a release needs cofferd's tools installed (the cofferd package), "
         "or pass --unsigned",
@@ -504,7 +519,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _upload(args: argparse.Namespace, name: str, src: BinaryIO, signer: Any) -> dict[str, Any]:
+def _upload(
+    args: argparse.Namespace, name: str, src: BinaryIO, signer: ReleaseSigner | None
+) -> dict[str, Any]:
     with _client(args) as c:
         if signer is not None:
             # Before a byte goes up: a key the owner did not delegate to, or no
@@ -545,6 +562,7 @@ __all__ = [
     "ExitCode",
     "Handler",
     "ProgressLine",
+    "ReleaseSigner",
     "add_signing_options",
     "build_parser",
     "exit_code_for",

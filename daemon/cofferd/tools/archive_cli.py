@@ -40,6 +40,7 @@ from coffer.atomic import atomic_file
 from coffer.cli import (
     CommandError,
     ExitCode,
+    ReleaseSigner,
     add_signing_options,
     exit_code_for,
     read_password,
@@ -54,7 +55,6 @@ from cofferd.binary_split import archive, stream
 from cofferd.binary_split.archive import ArchiveInfo
 from cofferd.resources.upstream import ApiClient
 from cofferd.rpc.dispatch.errors import to_rpc_error
-from cofferd.tools.release_signer import ReleaseSigner
 from cofferd.trust.release import ArchiveRelease, key_commitment
 
 

@@ -2,12 +2,12 @@
 
 ``coffer`` (the client package, standard library only) finds it through the
 ``coffer.release_signers`` entry point, as it finds commands, and never
-imports python-tuf itself. :func:`release_signer` loads the key (a file or
-a systemd credential) before anything is uploaded; :meth:`ReleaseSigner.check`
-asks cofferd for the verified metadata and checks that the owner delegated
-this key the path, also before; :meth:`ReleaseSigner.publish` signs the
-target cofferd answered and publishes it (:mod:`cofferd.trust.publish`).
-The key stays in this process.
+imports python-tuf itself (the interface: :class:`coffer.cli.ReleaseSigner`).
+:func:`release_signer` loads the key (a file or a systemd credential) before
+anything is uploaded; ``check_resource`` / ``check_archive`` ask cofferd for
+the verified metadata and check that the owner delegated this key the path,
+also before; ``publish`` signs the target cofferd answered and publishes it
+(:mod:`cofferd.trust.publish`). The key stays in this process.
 
 Errors are :class:`coffer.cli.CommandError` with the CLI's exit codes.
 """
@@ -26,7 +26,7 @@ from cofferd.trust.owner import PUBLISHERS_ROLE, default_expiry
 from cofferd.trust.publish import NotDelegated, PublishError, RaceLost, RoleUntrusted
 from cofferd.trust.release import archive_path, resource_path
 
-__all__ = ["ReleaseSigner", "command_error", "release_signer"]
+__all__ = ["TufReleaseSigner", "command_error", "release_signer"]
 
 
 def command_error(exc: PublishError) -> CommandError:
@@ -40,7 +40,7 @@ def command_error(exc: PublishError) -> CommandError:
     return CommandError(str(exc), ExitCode.BAD_REQUEST)
 
 
-class ReleaseSigner:
+class TufReleaseSigner:
     """A publisher's key, loaded, and what to do with it."""
 
     def __init__(self, key_path: str | os.PathLike[str], expires_days: int | None = None) -> None:
@@ -73,6 +73,6 @@ class ReleaseSigner:
             raise command_error(exc) from exc
 
 
-def release_signer(key_path: str, expires_days: int | None = None) -> ReleaseSigner:
+def release_signer(key_path: str, expires_days: int | None = None) -> TufReleaseSigner:
     """The ``coffer.release_signers`` entry point: a signer for ``key_path``."""
-    return ReleaseSigner(key_path, expires_days)
+    return TufReleaseSigner(key_path, expires_days)
