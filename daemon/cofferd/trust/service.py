@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 from tuf.api.exceptions import UnsignedMetadataError
@@ -171,7 +171,7 @@ class Trust:
                 return updater.get_targetinfo(path)
             except Exception as exc:
                 self._updater = None
-                raise translate(exc) from exc
+                _reraise(exc)
 
     def _fresh(self) -> Updater:
         """The updater of a refresh at most ``trust_refresh_interval`` old. Under the lock."""
@@ -203,6 +203,8 @@ class Trust:
                 "detail": printable(str(error), 300),
             }
             log.warning("trust metadata refresh failed: %s", error)
+            if error is exc:
+                raise
             raise error from exc
         self._last = {"at": self._wall(), "ok": True, "rule": None, "detail": None}
         self._updater, self._refreshed_at = updater, now
@@ -265,7 +267,7 @@ class Trust:
                     self._updater = None
                 except Exception as exc:
                     self._updater = None
-                    raise translate(exc) from exc
+                    _reraise(exc)
             return {
                 "targets": targets_path.read_text("utf-8"),
                 "role": text,
@@ -301,6 +303,13 @@ class Trust:
         if type(version) is not int:
             version = None
         return {"role": role, "version": version}
+
+
+def _reraise(exc: Exception) -> NoReturn:
+    error = translate(exc)
+    if error is exc:
+        raise exc
+    raise error from exc
 
 
 def _parse(target: TargetFile) -> ResourceRelease | ArchiveRelease:
