@@ -7,6 +7,13 @@ load's throughput is compared with. It starts its own reference upstream.
 Loads and pulls run through the load owner (``cofferd.field.loads.Loads``:
 decide, read the managed cache, deliver into a sink), online.
 
+The same resource is also published signed (docs/trust.md: its segment
+manifest committed, its release signed into the ``publishers`` role) and
+loaded by a device with ``trust = "required"``, cold and warm, beside the
+unsigned loads of the same round (issue 20: a signed warm load costs
+<= 5% more than an unsigned one; a signed cold load keeps its ratio to the
+ceiling).
+
 Targets (issue 3): warm load >= 0.8x raw decrypt, peak RSS <= 150 MiB;
 (issue 18) ``load_cold_vs_ceiling`` >= 0.8 and ``pull_vs_ceiling`` >= 0.9
 (``pull``: fetch into the cache, every byte authenticated, no plaintext out),
@@ -50,14 +57,17 @@ from cofferd.field.records import RecordStore
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import Index
 from cofferd.resources.managed import ManagedCache
+from cofferd.resources.segments import SignedSegments, fetch_manifest
 from cofferd.resources.service import upload
 from cofferd.resources.sinks import StreamSink
 from cofferd.resources.upstream import ApiClient
+from cofferd.trust.service import Trust
 
 # The test suite's upstream fixture, reused. Imported after cofferd: tests/
 # holds a folder named cofferd that would otherwise shadow the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 upstream_fixture = importlib.import_module("fixtures.upstream")
+tuf_fixtures = importlib.import_module("fixtures.trust")
 Upstream = upstream_fixture.Upstream
 
 MiB = 1 << 20
@@ -87,6 +97,33 @@ def measure(label: str, size: int, work: Callable[[], object]) -> tuple[float, f
     return rate, rss
 
 
+class Cdn:
+    """The cache's source, as cofferd's app wires it: big parts and their manifests."""
+
+    def __init__(self, client: ApiClient) -> None:
+        self._client = client
+
+    def iter_big(self, url: str, size: int, offset: int = 0) -> Iterator[bytes]:
+        return self._client.iter_big(url, size, offset)
+
+    def manifest(self, folder: str, name: str, signed: SignedSegments) -> bytes:
+        return fetch_manifest(self._client, folder, name, signed)
+
+
+def signed_device(server: Any, base: Path, index: Index, client: ApiClient) -> Trust:
+    """A device's trust with the upstream's root 1 pinned, as ``trust.init`` writes it."""
+    trust = Trust(
+        mode="required",
+        refresh_interval=60,
+        state_dir=base / "state",
+        upstream_url=server.url,
+        index=index,
+        client=lambda: client,
+    )
+    trust.init(server.trust.root.decode(), replace=False)
+    return trust
+
+
 def make_plaintext(path: Path, size: int) -> None:
     block = os.urandom(8 * MiB)
     with path.open("wb") as f:
@@ -105,10 +142,32 @@ def main(argv: list[str] | None = None) -> int:
     size = args.size_mib * MiB
     base = Path(tempfile.mkdtemp(prefix="coffer-bench-resources-"))
     try:
-        with Upstream.with_new_users(base / "upstream") as server:
+        server = Upstream.with_new_users(base / "upstream")
+        server.trust = install_trust(server.data_dir)
+        with server:
             return run(server, base, size)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def install_trust(data_dir: Path) -> Any:
+    """The upstream's TUF repository made ready, as the test fixture does: its TrustSetup."""
+    args = upstream_fixture.database_args(data_dir, None)
+    done = upstream_fixture.run_command("trust", "online-key", "--json", *args)
+    if done.returncode != 0:
+        raise SystemExit(f"trust online-key failed: {done.stderr.strip()}")
+    shown = json.loads(done.stdout)
+    online = tuf_fixtures.online_key(shown["keyid"], shown["key"])
+    keys = tuf_fixtures.session_keys()
+    root = tuf_fixtures.sign(tuf_fixtures.root_metadata(online), keys.root1)
+    targets = tuf_fixtures.sign(tuf_fixtures.targets_metadata(), keys.targets)
+    for role, data in (("root", root), ("targets", targets)):
+        path = data_dir.parent / f"{role}.json"
+        path.write_bytes(data)
+        done = upstream_fixture.run_command("trust", role, str(path), *args)
+        if done.returncode != 0:
+            raise SystemExit(f"trust {role} failed: {done.stderr.strip()}")
+    return upstream_fixture.TrustSetup(keys, root, online)
 
 
 def run(server: Any, base: Path, size: int) -> int:
@@ -116,9 +175,17 @@ def run(server: Any, base: Path, size: int) -> int:
     make_plaintext(plain, size)
     client = ApiClient(server.url, timeout=60)
     client.login(server.publisher.email, server.publisher.password)
-    cache = ManagedCache(BigPartCache(base / "cache"), Index(base / "index.sqlite3"), client)
+    cache = ManagedCache(BigPartCache(base / "cache"), Index(base / "index.sqlite3"), Cdn(client))
     field = Field(lambda: client, RecordStore(None, None), TrustedClock(None))
-    loads = Loads(field, cache)
+    off = Trust(
+        mode="off",
+        refresh_interval=60,
+        state_dir=base / "state-off",
+        upstream_url=server.url,
+        index=cache.index,
+        client=lambda: client,
+    )
+    loads = Loads(field, cache, off)
     print(f"resource of {size // MiB} MiB, upstream at {server.url}", flush=True)
 
     def do_upload() -> None:
@@ -157,6 +224,19 @@ def run(server: Any, base: Path, size: int) -> int:
 
     info = client.get_resource("bench", "model.bin")
     blob = server.data_dir / "blobs" / info.big_url.split("?")[0].rsplit("/", 1)[1]
+    # Published again as the next version, with its manifest, signed (the
+    # publisher's side); every load below reads that version.
+    server.publish(
+        "bench",
+        "model.bin",
+        blob.read_bytes(),
+        small=info.small,
+        key=info.key,
+        plaintext_size=info.plaintext_size,
+        sign=True,
+    )
+    info = client.get_resource("bench", "model.bin")
+    blob = server.data_dir / "blobs" / info.big_url.split("?")[0].rsplit("/", 1)[1]
     ad = resource_associated_data("bench", "model.bin")
 
     def raw_decrypt() -> None:
@@ -166,6 +246,18 @@ def run(server: Any, base: Path, size: int) -> int:
     def do_load() -> None:
         with open(os.devnull, "wb", buffering=0) as out:
             loads.load("bench", "model.bin", StreamSink(out))
+
+    # The same version, signed by the publisher: a device that requires
+    # signatures loads exactly the bytes the unsigned loads do.
+    signed_loads = Loads(field, cache, signed_device(server, base, cache.index, client))
+
+    def signed_load() -> None:
+        with open(os.devnull, "wb", buffering=0) as out:
+            signed_loads.load("bench", "model.bin", StreamSink(out))
+
+    def signed_cold_load() -> None:
+        empty_cache()
+        signed_load()
 
     # What a cold load cannot go faster than: fetching the big part, and
     # writing it into the cache dir, each measured on its own.
@@ -195,13 +287,16 @@ def run(server: Any, base: Path, size: int) -> int:
     # The machine is shared and noisy: the phases take turns, each figure is
     # the best of ROUNDS, and peak RSS the worst.
     best: dict[str, tuple[float, float]] = {}
-    cold_vs_ceiling = pull_vs_ceiling = 0.0
+    cold_vs_ceiling = pull_vs_ceiling = signed_cold_vs_ceiling = 0.0
+    signed_warm_cost = float("inf")
     phases = [
         ("raw streaming decrypt", raw_decrypt),
         ("CDN download only", cdn_download),
         ("cache store only (disk)", cache_store),
         ("load, cold (CDN)", cold_load),
         ("load, warm (cache)", do_load),
+        ("load, warm, signed", signed_load),
+        ("load, cold, signed", signed_cold_load),
         ("pull (CDN into the cache)", do_pull),
     ]
     for _ in range(ROUNDS):
@@ -214,6 +309,13 @@ def run(server: Any, base: Path, size: int) -> int:
         # The ceiling of this round: the lower of fetching alone and storing alone.
         ceiling = min(this_round["CDN download only"], this_round["cache store only (disk)"])
         cold_vs_ceiling = max(cold_vs_ceiling, this_round["load, cold (CDN)"] / ceiling)
+        signed_cold_vs_ceiling = max(
+            signed_cold_vs_ceiling, this_round["load, cold, signed"] / ceiling
+        )
+        # Same round, same bytes: what verification adds to a warm load.
+        signed_warm_cost = min(
+            signed_warm_cost, this_round["load, warm (cache)"] / this_round["load, warm, signed"]
+        )
         pull_vs_ceiling = max(pull_vs_ceiling, this_round["pull (CDN into the cache)"] / ceiling)
         print(
             f"round: ceiling {ceiling:.0f} MiB/s; cold load"
@@ -227,11 +329,20 @@ def run(server: Any, base: Path, size: int) -> int:
     cold_rate, cold_rss = best["load, cold (CDN)"]
     warm_rate, warm_rss = best["load, warm (cache)"]
     pull_rate, pull_rss = best["pull (CDN into the cache)"]
-    peak = max(upload_rss, decrypt_rss, cold_rss, warm_rss, pull_rss)
+    signed_warm_rate, signed_warm_rss = best["load, warm, signed"]
+    signed_cold_rate, signed_cold_rss = best["load, cold, signed"]
+    peak = max(
+        upload_rss, decrypt_rss, cold_rss, warm_rss, pull_rss, signed_warm_rss, signed_cold_rss
+    )
     result = {
         "size_mib": size // MiB,
         "load_warm_mib_s": round(warm_rate, 1),
         "load_cold_mib_s": round(cold_rate, 1),
+        # Signed (trust required) beside unsigned, same bytes, same rounds.
+        "load_warm_signed_mib_s": round(signed_warm_rate, 1),
+        "load_cold_signed_mib_s": round(signed_cold_rate, 1),
+        "load_warm_signed_time_vs_unsigned": round(signed_warm_cost, 3),
+        "load_cold_signed_vs_ceiling": round(signed_cold_vs_ceiling, 3),
         "upload_mib_s": round(upload_rate, 1),
         "encrypt_mib_s": round(encrypt_rate, 1),
         "upstream_put_mib_s": round(put_rate, 1),
@@ -255,11 +366,14 @@ def run(server: Any, base: Path, size: int) -> int:
             "decrypt": round(decrypt_rss, 1),
             "load_cold": round(cold_rss, 1),
             "load_warm": round(warm_rss, 1),
+            "load_warm_signed": round(signed_warm_rss, 1),
+            "load_cold_signed": round(signed_cold_rss, 1),
             "pull": round(pull_rss, 1),
         },
         "targets_met": {
             "load_warm_vs_decrypt>=0.8": warm_rate / decrypt_rate >= 0.8,
             "load_cold_vs_ceiling>=0.8": cold_vs_ceiling >= 0.8,
+            "load_warm_signed_time_vs_unsigned<=1.05": signed_warm_cost <= 1.05,
             "pull_vs_ceiling>=0.9": pull_vs_ceiling >= 0.9,
             "upload_vs_ceiling>=0.8": upload_rate / upload_ceiling >= 0.8,
             "peak_rss_mib<=150": peak <= 150,

@@ -8,15 +8,19 @@ password is printed once (the upstream keeps only its hash). Then cofferd on
 the upstream's lease key pinned, and ``.run/credentials/`` as its
 ``$CREDENTIALS_DIRECTORY`` holding a generated device key and identity (and a
 ``coffer-login`` file if one is put there), as systemd would give them.
-Prints the ``coffer`` commands to try. Ctrl-C (SIGINT) or SIGTERM stops both,
-cofferd first, and exits 0; if either dies on its own, the other is stopped and
-the exit status is 1.
+Signed releases as in the field (docs/trust.md), set up on the first run: a
+root key and a publisher key in ``.run/keys/``, root and targets made with
+them (``.run/trust/``) and installed in the upstream, the root pinned in
+cofferd, which requires trust. Prints the ``coffer`` commands to try.
+Ctrl-C (SIGINT) or SIGTERM stops both, cofferd first, and exits 0; if either
+dies on its own, the other is stopped and the exit status is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import secrets
 import signal
@@ -29,6 +33,7 @@ from typing import NoReturn
 
 from coffer.client import Client, CofferRPCError
 from cofferd.field.identity import IDENTITY_CREDENTIAL, DeviceIdentity
+from cofferd.trust import keys, owner
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
@@ -217,6 +222,61 @@ def lease_key(run_dir: Path) -> str:
     return out.stdout.decode().strip()
 
 
+def upstream_admin(run_dir: Path, *args: str) -> str:
+    """``coffer-upstream ARGS --data-dir .run/upstream``: its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "coffer_upstream", *args, "--data-dir", str(run_dir / "upstream")],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        env=child_env(run_dir, {}),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RunError(f"coffer-upstream {' '.join(args[:2])} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def ensure_trust(run_dir: Path) -> Path:
+    """The fleet's root (made and installed upstream on the first run); its path.
+
+    As the owner and a publisher would (docs/operations.md): one root key (the
+    owner's, here beside the rest: a demo), one publisher key, the upstream's
+    online key for snapshot and timestamp.
+    """
+    trust_dir, key_dir = run_dir / "trust", run_dir / "keys"
+    root = trust_dir / "1.root.json"
+    if root.exists():
+        return root
+    for d in (trust_dir, key_dir):
+        d.mkdir(mode=0o700, exist_ok=True)
+    for name in ("root", "publisher"):
+        if not (key_dir / f"{name}.key").exists():
+            keys.generate(key_dir / name)
+    online = json.loads(upstream_admin(run_dir, "trust", "online-key", "--json"))["key"]
+    (key_dir / "online.pub").write_text(json.dumps(online))
+    root_bytes, targets_bytes = owner.new_repository(
+        [keys.load_signer(key_dir / "root.key")],
+        1,
+        keys.load_public(key_dir / "online.pub"),
+        [keys.load_public(key_dir / "publisher.pub")],
+    )
+    pending = trust_dir / "1.root.json.pending"
+    pending.write_bytes(root_bytes)
+    (trust_dir / "1.targets.json").write_bytes(targets_bytes)
+    upstream_admin(run_dir, "trust", "root", str(pending))
+    upstream_admin(run_dir, "trust", "targets", str(trust_dir / "1.targets.json"))
+    pending.rename(root)  # last: its presence says the setup is done
+    return root
+
+
+def pin_root(sock: Path, root: Path) -> None:
+    """``coffer trust init`` once: the root cofferd verifies every release against."""
+    with Client(sock, timeout=30) as client:
+        if client.trust_status().get("root") is None:
+            client.trust_init(root.read_text())
+
+
 def start_cofferd(run_dir: Path, upstream_url: str, running: list[Child]) -> Path:
     sock = run_dir / "cofferd.sock"
     config = run_dir / "cofferd.toml"
@@ -245,6 +305,7 @@ def start_cofferd(run_dir: Path, upstream_url: str, running: list[Child]) -> Pat
             "COFFER_ARCHIVE_PATH": str(run_dir / "state" / "images.coffer"),
             "COFFER_LEASE_PUBLIC_KEYS": lease_key(run_dir),
             "CREDENTIALS_DIRECTORY": str(run_dir / "credentials"),
+            "COFFER_TRUST": "required",
         },
     )
     command = [sys.executable, "-m", "cofferd", "--socket", str(sock)]
@@ -287,7 +348,7 @@ def banner(
         f"  export COFFER_SOCKET={sock}",
         f"  {cmd} health",
         f"  {cmd} login --email {email}",
-        f"  {cmd} upload {readme}",
+        f"  {cmd} upload {readme} --sign-key {shown(run_dir / 'keys' / 'publisher.key')}",
         f"  {cmd} load README.md -o {shown(run_dir / 'README.copy.md')}",
         f"  {cmd} status",
         "",
@@ -314,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         email, password, created = ensure_publisher(run_dir, run_dir / "upstream")
         url = start_upstream(run_dir, children)
+        root = ensure_trust(run_dir)
         sock = start_cofferd(run_dir, url, children)
+        pin_root(sock, root)
         print(banner(url, sock, email, password, created, run_dir), flush=True)
         watch(children)
     except Stop:

@@ -6,6 +6,7 @@ import pytest
 
 pytest_plugins = [
     "fixtures.postgres",  # a real PostgreSQL server in a temp dir
+    "fixtures.trust",  # TUF keys and metadata made with python-tuf
     "fixtures.upstream",  # the reference upstream on loopback
     "fixtures.nginx",  # nginx as a reverse proxy in front of upstream replicas
     "fixtures.s3",  # a real S3 server (Ceph radosgw), once per session

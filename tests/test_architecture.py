@@ -144,8 +144,21 @@ COFFERD_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("binary_split", ("cofferd.binary_split",)),
+    # The signed release and the owner's and publisher's tools: python-tuf
+    # only; resources/ computes a release as it uploads. (The device's side of
+    # trust/ sits above resources/, below.)
+    (
+        "releases and signing",
+        (
+            "cofferd.trust.release",
+            "cofferd.trust.keys",
+            "cofferd.trust.owner",
+            "cofferd.trust.publish",
+        ),
+    ),
     ("observe", ("cofferd.observe",)),
     ("resources", ("cofferd.resources",)),
+    ("trust", ("cofferd.trust",)),
     ("unlock and field", ("cofferd.unlock", "cofferd.docker_engine", "cofferd.field")),
     ("rpc", ("cofferd.rpc",)),
     ("process", ("cofferd.app", "cofferd.main", "cofferd.__main__", "cofferd.tools")),

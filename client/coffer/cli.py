@@ -14,10 +14,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO, cast
 
 from coffer import __version__, cli_cache, cli_exec, cli_field, cli_rpc
 from coffer.atomic import atomic_file
@@ -43,6 +43,7 @@ class ExitCode(enum.IntEnum):
     UPSTREAM = 8
     SHUTTING_DOWN = 9
     OFFLINE_REFUSED = 10
+    UNTRUSTED = 11
     INTERRUPTED = 130
 
 
@@ -61,6 +62,7 @@ exit codes:
   8  upstream unavailable, or it served corrupt or tampered data
   9  the daemon is shutting down
   10 offline use refused: upstream unreachable and no valid lease, clock or cache for it
+  11 untrusted: not what a publisher signed, or no root of trust pinned (422)
   1  also: cofferd's state dir cannot be written (507; status says so)
   130 interrupted (Ctrl-C)
 
@@ -81,6 +83,7 @@ EXIT_CODES: dict[ErrorCode, ExitCode] = {
     ErrorCode.NOT_FOUND: ExitCode.NOT_FOUND,
     ErrorCode.CONFLICT: ExitCode.CONFLICT,
     ErrorCode.OFFLINE_REFUSED: ExitCode.OFFLINE_REFUSED,
+    ErrorCode.UNTRUSTED: ExitCode.UNTRUSTED,
     ErrorCode.TOO_LARGE: ExitCode.BAD_REQUEST,
     ErrorCode.BUSY: ExitCode.DAEMON_UNAVAILABLE,
     ErrorCode.UPSTREAM_BAD_DATA: ExitCode.UPSTREAM,
@@ -97,6 +100,9 @@ Handler = Callable[[argparse.Namespace], int]
 #: the subparsers action and adds its parser (setting ``handler``). cofferd's
 #: distribution registers ``archive`` here; without it the command is absent.
 PLUGIN_GROUP = "coffer.commands"
+#: The entry point that signs a release for ``upload --sign-key`` (cofferd's:
+#: ``cofferd.tools.release_signer``); this package never imports TUF itself.
+SIGNER_GROUP = "coffer.release_signers"
 #: Global options that take a value, to find the command in argv without parsing it.
 _OPTIONS_WITH_VALUE = frozenset({"--socket", "--timeout"})
 
@@ -176,10 +182,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="file to write (replaced only on success), or - for standard output",
     )
 
-    p = command("upload", cmd_upload, "encrypt and publish a file")
+    p = command("upload", cmd_upload, "encrypt and publish a file, and sign its release")
     p.add_argument("file", metavar="FILE", help="the file, or - for standard input")
     p.add_argument("--name", help="resource name (default: FILE's base name)")
     p.add_argument("--folder", default=DEFAULT_FOLDER, help="default: %(default)s")
+    add_signing_options(p)
 
     p = command("unlock", cmd_unlock, "decrypt the device's Docker images into the engine")
     _add_credentials(p)
@@ -420,21 +427,127 @@ def _load_to_file(
         return c.load(args.name, args.folder, out, progress)
 
 
+def add_signing_options(p: argparse.ArgumentParser) -> None:
+    """``--sign-key``, ``--unsigned`` and ``--expires``: for ``upload`` and ``archive seal``."""
+    p.add_argument(
+        "--sign-key",
+        metavar="PATH",
+        help="the publisher's private key (a file, or $CREDENTIALS_DIRECTORY/NAME); "
+        "default: $COFFER_SIGN_KEY. It never leaves this process",
+    )
+    p.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="store it without signing: devices that check releases will not deliver it",
+    )
+    p.add_argument(
+        "--expires",
+        type=_days,
+        metavar="DAYS",
+        help="days until the signed publishers metadata expires (default 365)",
+    )
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 36500:
+        raise argparse.ArgumentTypeError(f"not a number of days from 1 to 36500: {text!r}")
+    return days
+
+
+class ReleaseSigner(Protocol):
+    """What the ``coffer.release_signers`` entry point gives: a publisher's key, loaded.
+
+    Its errors are :class:`CommandError` (or :class:`CofferRPCError` from the client).
+    """
+
+    def check_resource(self, client: Client, folder: str, name: str) -> None:
+        """Refuse now what publishing ``resources/<folder>/<name>`` would refuse."""
+
+    def check_archive(self, client: Client, archive_id: str) -> None:
+        """Refuse now what publishing ``archives/<archive_id>`` would refuse."""
+
+    def publish(self, client: Client, target: Mapping[str, Any]) -> dict[str, Any]:
+        """Sign ``target`` into the publishers role and publish it: ``{"role", "version"}``."""
+        ...
+
+
+def release_signer(args: argparse.Namespace) -> ReleaseSigner | None:
+    """The signer ``--sign-key`` names (loaded now, before any upload), or None if ``--unsigned``.
+
+    It comes from the ``coffer.release_signers`` entry point (cofferd's
+    ``cofferd.tools.release_signer``), so this package never imports TUF.
+    """
+    if args.unsigned:
+        if args.sign_key:
+            raise CommandError("give --sign-key or --unsigned, not both", ExitCode.USAGE)
+        return None
+    key = args.sign_key or os.environ.get("COFFER_SIGN_KEY")
+    if not key:
+        raise CommandError(
+            "devices deliver only signed releases: pass --sign-key, "
+            "or --unsigned to store it unsigned",
+            ExitCode.USAGE,
+        )
+    for found in entry_points(group=SIGNER_GROUP):
+        return cast(ReleaseSigner, found.load()(key, args.expires))
+    raise CommandError(
+        "signing a release needs cofferd's tools installed (the cofferd package), "
+        "or pass --unsigned",
+        ExitCode.USAGE,
+    )
+
+
 def cmd_upload(args: argparse.Namespace) -> int:
+    if args.file == "-" and not args.name:
+        raise CommandError("--name is needed when reading standard input", ExitCode.USAGE)
+    signer = release_signer(args)
     if args.file == "-":
-        if not args.name:
-            raise CommandError("--name is needed when reading standard input", ExitCode.USAGE)
-        r = _upload(args, args.name, sys.stdin.buffer)
+        r = _upload(args, args.name, sys.stdin.buffer, signer)
     else:
         with open(args.file, "rb") as src:
-            r = _upload(args, args.name or os.path.basename(args.file), src)
-    _emit(args, r, f"uploaded {r.get('size')} bytes ({_what(r)})", sys.stdout)
+            r = _upload(args, args.name or os.path.basename(args.file), src, signer)
+    text = f"uploaded {r.get('size')} bytes ({_what(r)})"
+    if signer is None:
+        text += ", unsigned: devices that check releases will not deliver it"
+    else:
+        text += f", signed into publishers version {r['signed'].get('version')}"
+    _emit(args, r, text, sys.stdout)
     return 0
 
 
-def _upload(args: argparse.Namespace, name: str, src: BinaryIO) -> dict[str, Any]:
-    with _client(args) as c, progress_on_terminal(f"{args.folder}/{name}") as progress:
-        return c.upload(name, args.folder, src, progress=progress)
+def _upload(
+    args: argparse.Namespace, name: str, src: BinaryIO, signer: ReleaseSigner | None
+) -> dict[str, Any]:
+    with _client(args) as c:
+        if signer is not None:
+            # Before a byte goes up: a key the owner did not delegate to, or no
+            # pinned root, would leave a version nobody can sign.
+            signer.check_resource(c, args.folder, name)
+        with progress_on_terminal(f"{args.folder}/{name}") as progress:
+            r = c.upload(name, args.folder, src, progress=progress)
+        if signer is None:
+            return r
+        target = r.get("target")
+        if not isinstance(target, dict):
+            raise CommandError(_unsigned(r, "this cofferd answers no release to sign (update it)"))
+        try:
+            signed = signer.publish(c, target)
+        except CommandError as exc:
+            raise CommandError(_unsigned(r, exc.detail), exc.exit_code) from exc
+        except CofferRPCError as exc:
+            raise CommandError(_unsigned(r, exc.detail), exit_code_for(exc)) from exc
+        return {**r, "signed": signed}
+
+
+def _unsigned(r: dict[str, Any], why: str) -> str:
+    return (
+        f"{_what(r)} is stored but NOT signed, so devices will not deliver it: {why}; "
+        "upload it again to sign a new version"
+    )
 
 
 def _what(r: dict[str, Any]) -> str:
@@ -444,14 +557,18 @@ def _what(r: dict[str, Any]) -> str:
 # What plugins (cofferd.tools.archive_cli) use; ProgressLine lives in coffer.progress.
 __all__ = [
     "PLUGIN_GROUP",
+    "SIGNER_GROUP",
     "CommandError",
     "ExitCode",
     "Handler",
     "ProgressLine",
+    "ReleaseSigner",
+    "add_signing_options",
     "build_parser",
     "exit_code_for",
     "main",
     "read_password",
+    "release_signer",
 ]
 
 

@@ -47,6 +47,7 @@ from coffer.errors import (
     StateUnwritable,
     TooLarge,
     Unauthorized,
+    Untrusted,
     UpstreamBadData,
     UpstreamError,
     UpstreamUnavailable,
@@ -385,6 +386,22 @@ class Client:
         """Make the daemon drop its login, token and offline records and leases."""
         return _object(self.call("logout", {}))
 
+    def trust_init(self, root: str, *, replace: bool = False) -> dict[str, Any]:
+        """Pin ``root`` (root.json's text) as the root of trust; another only with ``replace``."""
+        return _object(self.call("trust.init", {"root": root, "replace": replace}))
+
+    def trust_status(self) -> dict[str, Any]:
+        """The trust mode, the pinned root, the last refresh and each top-level role."""
+        return _object(self.call("trust.status", {}))
+
+    def trust_metadata(self, role: str = "publishers") -> dict[str, Any]:
+        """``{"targets", "role"}``: the verified targets.json, ``role``'s current text or None."""
+        return _object(self.call("trust.metadata", {"role": role}))
+
+    def trust_publish(self, role: str, metadata: str) -> dict[str, Any]:
+        """Publish ``role``'s signed metadata (JSON text) via cofferd: ``{"role", "version"}``."""
+        return _object(self.call("trust.publish", {"role": role, "metadata": metadata}))
+
     def unlock(self, email: str, password: str) -> dict[str, Any]:
         """Start unlocking the device's Docker image archive; poll :meth:`unlock_status`."""
         return _object(self.call("unlock", {"email": email, "password": password}))
@@ -551,6 +568,7 @@ __all__ = [
     "StateUnwritable",
     "TooLarge",
     "Unauthorized",
+    "Untrusted",
     "UpstreamBadData",
     "UpstreamError",
     "UpstreamUnavailable",

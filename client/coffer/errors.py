@@ -10,6 +10,7 @@ Errors the daemon reports, and failures to reach it, raise one of::
     ├── Forbidden                  403 this caller may not do that (e.g. login)
     ├── NotFound                   404 no such resource, key or archive
     ├── Conflict                   409 clashes with work under way
+    ├── Untrusted                  422 not what a publisher signed: .rule names the rule
     ├── UpstreamError
     │   ├── UpstreamBadData        502 the upstream served corrupt or tampered data
     │   └── UpstreamUnavailable    503 the upstream cannot be reached
@@ -104,6 +105,23 @@ class OfflineRefused(CofferRPCError):
     default_message = "Offline use refused"
 
 
+class Untrusted(CofferRPCError):
+    """The release is not what a publisher signed, or no root of trust is pinned.
+
+    ``rule`` is the rule that refused it (docs/trust.md): ``not-pinned``,
+    ``unsigned``, ``rollback``, ``frozen``, ``mix-and-match``,
+    ``endless-data``, ``signature``, ``digest``, ``key-commitment``, ``segment``.
+    """
+
+    code = ErrorCode.UNTRUSTED
+    default_message = "Untrusted"
+
+    @property
+    def rule(self) -> str | None:
+        rule = self.data.get("rule")
+        return rule if isinstance(rule, str) else None
+
+
 class UpstreamError(CofferRPCError):
     default_message = "Upstream error"
 
@@ -170,6 +188,7 @@ _ERRORS: dict[int, type[CofferRPCError]] = {
     ErrorCode.CONFLICT: Conflict,
     ErrorCode.OFFLINE_REFUSED: OfflineRefused,
     ErrorCode.TOO_LARGE: TooLarge,
+    ErrorCode.UNTRUSTED: Untrusted,
     ErrorCode.BUSY: DaemonBusy,
     ErrorCode.UPSTREAM_BAD_DATA: UpstreamBadData,
     ErrorCode.UPSTREAM_UNAVAILABLE: UpstreamUnavailable,
@@ -228,6 +247,7 @@ __all__ = [
     "StateUnwritable",
     "TooLarge",
     "Unauthorized",
+    "Untrusted",
     "UpstreamBadData",
     "UpstreamError",
     "UpstreamUnavailable",

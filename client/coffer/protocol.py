@@ -51,6 +51,7 @@ class ErrorCode(enum.IntEnum):
     CONFLICT = 409  # e.g. an unlock already runs
     OFFLINE_REFUSED = 412  # upstream unreachable and offline use not allowed (the rule is said)
     TOO_LARGE = 413  # over the inline cap or the line limit
+    UNTRUSTED = 422  # the release is not what a publisher signed (data.rule names the rule)
     BUSY = 429  # cofferd serves too many connections: sent on accepting, then closed
     UPSTREAM_BAD_DATA = 502  # the upstream answered nonsense or served corrupt data
     UPSTREAM_UNAVAILABLE = 503  # unreachable, timed out, 5xx after retries

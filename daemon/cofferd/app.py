@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 
 import requests
 
+from cofferd.errors import StateUnwritable
 from cofferd.field.clock import TrustedClock
 from cofferd.field.credentials import CredentialError, read_device_key
 from cofferd.field.enrollment import Enrollment
@@ -34,11 +35,13 @@ from cofferd.observe.metrics import Registry, coffer_registry
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.index import INDEX_NAME, Index
 from cofferd.resources.managed import ManagedCache
+from cofferd.resources.segments import SignedSegments, fetch_manifest
 from cofferd.resources.upstream import ApiClient
 from cofferd.rpc.dispatch.dispatcher import Dispatcher
 from cofferd.rpc.dispatch.observer import CallObserver
 from cofferd.rpc.table import TABLE
 from cofferd.settings import Settings
+from cofferd.trust.service import Trust
 from cofferd.unlock import UnlockWorkflow
 
 log = logging.getLogger(__name__)
@@ -68,7 +71,18 @@ class App:
         # The unlock logs in with the credentials it was given on a session of
         # its own, dropped when its worker ends: the daemon's login is changed
         # only by `login` (and the boot credential).
-        self.unlock = UnlockWorkflow.from_settings(settings, self.new_api_client, notifier)
+        #: Which releases a publisher signed (docs/trust.md).
+        self.trust = Trust(
+            mode=settings.trust,
+            refresh_interval=settings.trust_refresh_interval,
+            state_dir=settings.state_dir,
+            upstream_url=settings.upstream_url,
+            index=self.index,
+            client=self.api_client,
+        )
+        self.unlock = UnlockWorkflow.from_settings(
+            settings, self.new_api_client, notifier, trust=self.trust
+        )
         #: The device's own key pair (cofferd.field.identity), read once at start.
         self.identity: IdentityState = load_identity(settings.credentials_dir)
         #: Whether that key is enrolled with the upstream, as which device.
@@ -79,7 +93,8 @@ class App:
             settings.credentials_dir, settings.login_credential, self.enrollment.credential
         )
         self.field = _build_field(settings, self.index, self.api_client)
-        self.loads = Loads(self.field, self.managed)
+        _cache_under_trust(settings, self.index, self.managed)
+        self.loads = Loads(self.field, self.managed, self.trust)
         self.boot_login.start(self.api_client)
         self.enrollment.start(self.api_client, self.enrolled)
 
@@ -145,6 +160,9 @@ class _Cdn:
     def iter_big(self, url: str, size: int, offset: int = 0) -> Iterator[bytes]:
         return self._client().iter_big(url, size, offset)
 
+    def manifest(self, folder: str, name: str, signed: SignedSegments) -> bytes:
+        return fetch_manifest(self._client(), folder, name, signed)
+
 
 class _Contact:
     """The API client's observer: the field hears every exchange, the metrics its outcome."""
@@ -160,6 +178,39 @@ class _Contact:
     def failed(self, exc: BaseException) -> None:
         self._field.failed(exc)
         self._reachable(False)
+
+
+#: The index's note of whether every cached big part was checked against a signed manifest.
+_CACHE_TRUST = "cache_trust"
+
+
+def _cache_under_trust(settings: Settings, index: Index, managed: ManagedCache) -> None:
+    """Warn when trust is off; drop what landed unchecked when it is required again.
+
+    A warm load trusts a cached entry because it was checked chunk by chunk
+    when it landed; an entry that landed while trust was off was not, so it
+    goes (one download each) the first time cofferd starts with trust required.
+    """
+    try:
+        if settings.trust == "off":
+            log.warning(
+                "trust is off: cofferd delivers whatever the upstream serves, signed or not"
+            )
+            if index.get_meta(_CACHE_TRUST) != "unchecked":
+                index.set_meta(_CACHE_TRUST, "unchecked")
+            return
+        if index.get_meta(_CACHE_TRUST) != "checked":
+            entries = index.entries()
+            for entry in entries:
+                managed.drop_entry(entry)
+            if entries:
+                log.warning(
+                    "trust is required: %d cached big part(s) that landed unchecked removed",
+                    len(entries),
+                )
+            index.set_meta(_CACHE_TRUST, "checked")
+    except StateUnwritable as exc:
+        log.error("cannot note the cache's trust state: %s", exc)  # noqa: TRY400
 
 
 def _build_field(settings: Settings, index: Index, client: Callable[[], ApiClient]) -> Field:

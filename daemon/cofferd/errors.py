@@ -26,6 +26,7 @@ socket cofferd cannot serve on, a caller who is no longer there to answer.
     ├── NotFound                 no such resource, key or archive
     ├── Conflict                 the operation clashes with one under way or with stored state
     ├── OfflineRefused           the upstream is unreachable and no offline use is allowed (412)
+    ├── Untrusted                not what a publisher signed; ``rule`` names the rule (422)
     ├── UpstreamError            the upstream failed us
     │   ├── UpstreamUnavailable  unreachable, timed out, or 5xx after bounded retries
     │   ├── UpstreamProtocolError  it answered something the protocol does not allow
@@ -107,6 +108,39 @@ class OfflineRefused(CofferError):
     trusted time, offline longer than the lease allows, not cached, or a record
     or lease that does not verify.
     """
+
+
+class Untrusted(CofferError):
+    """The release is not what a publisher signed (docs/trust.md), or nothing is pinned.
+
+    ``rule`` names the rule that refused it; it goes to the caller as
+    ``data.rule`` beside the detail (:attr:`wire_data`).
+    """
+
+    RULES = frozenset(
+        {
+            "not-pinned",
+            "unsigned",
+            "rollback",
+            "frozen",
+            "mix-and-match",
+            "endless-data",
+            "signature",
+            "digest",
+            "key-commitment",
+            "segment",
+        }
+    )
+
+    def __init__(self, message: str, *, rule: str = "unsigned") -> None:
+        if rule not in self.RULES:
+            raise ValueError(f"no trust rule {rule!r}")
+        super().__init__(message)
+        self.rule = rule
+
+    @property
+    def wire_data(self) -> dict[str, str]:
+        return {"rule": self.rule}
 
 
 class UpstreamError(CofferError):
@@ -214,6 +248,7 @@ WIRE: dict[type[CofferError], tuple[ErrorCode, str]] = {
     ShuttingDown: (ErrorCode.SHUTTING_DOWN, "Shutting down"),
     Busy: (ErrorCode.BUSY, "Busy"),
     OfflineRefused: (ErrorCode.OFFLINE_REFUSED, "Offline use refused"),
+    Untrusted: (ErrorCode.UNTRUSTED, "Untrusted"),
     StateUnwritable: (ErrorCode.STATE_UNWRITABLE, "State not writable"),
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 
 class UnlockState(enum.Enum):
@@ -64,9 +65,14 @@ class LoadResult:
 
 @dataclass(frozen=True)
 class UploadResult:
-    """What ``upload`` published."""
+    """What ``upload`` published, and the release a publisher signs for it.
+
+    ``target``: ``{"path": "resources/<folder>/<name>", **ResourceRelease.to_target()}``
+    (docs/trust.md), computed from the bytes sent as they were encrypted.
+    """
 
     folder: str
     name: str
     version: int
     size: int
+    target: dict[str, Any]

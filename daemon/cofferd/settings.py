@@ -84,6 +84,13 @@ class Settings:
     #: Seconds between two writes of the metrics textfile.
     metrics_interval: float = 15.0
 
+    # -- trust: publisher-signed releases (docs/trust.md) -------------------------
+    #: ``required``: deliver only releases a publisher signed, under the root
+    #: pinned in ``<state_dir>/trust/``; ``off``: deliver what the upstream serves.
+    trust: str = "required"
+    #: Seconds between two refreshes of the trust metadata (0: at every load).
+    trust_refresh_interval: float = 60.0
+
     # -- caller isolation (docs/reliability.md) ---------------------------------
     #: Seconds a connection may stay open without sending a complete request.
     idle_timeout: float = 60.0
@@ -163,6 +170,10 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative")
+        if self.trust not in ("required", "off"):
+            raise SettingsError('trust must be "required" or "off"')
+        if self.trust_refresh_interval < 0:
+            raise SettingsError("trust_refresh_interval must not be negative")
         if self.max_clock_skew < 0:
             raise SettingsError("max_clock_skew must not be negative")
         for key in self.lease_public_keys:

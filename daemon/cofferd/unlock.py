@@ -27,6 +27,9 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
+import io
 import json
 import logging
 import os
@@ -35,11 +38,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from coffer.atomic import atomic_file
 from cofferd.binary_split import archive
 from cofferd.binary_split.archive import ArchiveHeader, ManifestImage, ManifestReader
+from cofferd.binary_split.stream import archive_associated_data
 from cofferd.docker_engine import DockerEngine
 from cofferd.errors import (
     Conflict,
@@ -48,10 +52,12 @@ from cofferd.errors import (
     DockerUnavailable,
     NotFound,
     ShuttingDown,
+    Untrusted,
     wire_code,
 )
 from cofferd.models import UNLOCK_RUNNING, UnlockState, check_transition
 from cofferd.settings import Settings
+from cofferd.trust.release import ArchiveRelease, key_commitment
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,14 @@ class StatusSink(Protocol):
     def set_status(self, part: str, text: str | None) -> None: ...
 
 
+class ArchiveTrust(Protocol):
+    """The trust decision the workflow asks first (:class:`cofferd.trust.service.Trust`)."""
+
+    def archive_release(self, archive_id: str) -> ArchiveRelease | None: ...
+
+    def verified(self, release: ArchiveRelease) -> None: ...
+
+
 @dataclass(frozen=True)
 class _Progress:
     state: UnlockState = UnlockState.IDLE
@@ -98,8 +112,10 @@ class UnlockWorkflow:
         notifier: StatusSink,
         clock: Callable[[], float] = time.monotonic,
         check_engine: Callable[[], DockerEngine] | None = None,
+        trust: ArchiveTrust | None = None,
     ) -> None:
         self._settings = settings
+        self._trust = trust
         self._api_client = api_client
         self._docker_engine = docker_engine
         self._check_engine = check_engine or docker_engine
@@ -118,7 +134,11 @@ class UnlockWorkflow:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, api_client: Callable[[], KeySource], notifier: StatusSink
+        cls,
+        settings: Settings,
+        api_client: Callable[[], KeySource],
+        notifier: StatusSink,
+        trust: ArchiveTrust | None = None,
     ) -> UnlockWorkflow:
         """The workflow with the real engine of ``settings.docker_host``."""
         return cls(
@@ -129,6 +149,7 @@ class UnlockWorkflow:
             check_engine=lambda: DockerEngine.connect(
                 settings.docker_host, min(settings.docker_timeout, ENGINE_CHECK_TIMEOUT)
             ),
+            trust=trust,
         )
 
     # -- the two methods -----------------------------------------------------
@@ -245,6 +266,12 @@ class UnlockWorkflow:
         with src:
             header = archive.read_header(src)
             total = os.fstat(src.fileno()).st_size
+            # Decide first: the archive a publisher signed, before any key is asked for.
+            release = (
+                None if self._trust is None else self._trust.archive_release(header.archive_id)
+            )
+            if release is not None:
+                _check_file(src, release, total)
             client = self._api_client()
             try:
                 client.login(email, password)
@@ -255,6 +282,10 @@ class UnlockWorkflow:
                 if close is not None:
                     close()  # forgets the credentials and the token
                 del client
+            if release is not None:
+                _check_key(key, release)
+                assert self._trust is not None
+                self._trust.verified(release)
             self._check_cancel()
             self._update(state=UnlockState.DECRYPTING, bytes_done=header.size, bytes_total=total)
             try:
@@ -365,6 +396,31 @@ class UnlockWorkflow:
             # Only when the engine was asked: with no record there is nothing to check.
             with self._lock:
                 self._engine_checked_at = time.time()
+
+
+def _check_file(src: BinaryIO, release: ArchiveRelease, size: int) -> None:
+    """The archive file is the one signed: its length and SHA-256, one pass (rule digest)."""
+    if size != release.length:
+        raise Untrusted(
+            f"archive {release.archive_id}: its length differs from the signed", rule="digest"
+        )
+    position = src.tell()
+    src.seek(0)
+    digest = hashlib.file_digest(cast(io.BufferedReader, src), "sha256").hexdigest()
+    src.seek(position)
+    if not hmac.compare_digest(digest, release.sha256):
+        raise Untrusted(
+            f"archive {release.archive_id}: it differs from the signed file", rule="digest"
+        )
+
+
+def _check_key(key: bytes, release: ArchiveRelease) -> None:
+    commitment = key_commitment(key, archive_associated_data(release.archive_id))
+    if not hmac.compare_digest(commitment, release.key_commitment):
+        raise Untrusted(
+            f"archive {release.archive_id}: the key does not match the signed commitment",
+            rule="key-commitment",
+        )
 
 
 def _check_present(engine: DockerEngine, images: list[ManifestImage]) -> tuple[str, ...]:

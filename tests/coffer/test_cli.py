@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pty
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from coffer import cli
 from coffer.cli import ExitCode
 from fixtures.daemon import CofferdProcess
 from fixtures.upstream import Upstream
@@ -127,7 +129,7 @@ def test_login_reads_the_password_from_stdin(sock: Path, upstream: Upstream) -> 
 def test_upload_file_then_load_to_file(logged_in: Path, tmp_path: Path) -> None:
     data = os.urandom(1024 * 1024 + 3)
     (tmp_path / "weights.bin").write_bytes(data)
-    done = coffer("upload", str(tmp_path / "weights.bin"), sock=logged_in)
+    done = coffer("upload", "--unsigned", str(tmp_path / "weights.bin"), sock=logged_in)
     assert done.returncode == 0, done.stderr
     assert b"models/weights.bin" in done.stdout
     out = tmp_path / "out" / "w.bin"
@@ -142,20 +144,22 @@ def test_upload_file_then_load_to_file(logged_in: Path, tmp_path: Path) -> None:
 
 def test_upload_from_stdin_then_load_to_stdout(logged_in: Path) -> None:
     data = os.urandom(200_000)
-    done = coffer("upload", "-", "--name", "s.bin", "--folder", "f", sock=logged_in, input=data)
+    done = coffer(
+        "upload", "--unsigned", "-", "--name", "s.bin", "--folder", "f", sock=logged_in, input=data
+    )
     assert done.returncode == 0, done.stderr
     done = coffer("--json", "load", "s.bin", "--folder", "f", "-o", "-", sock=logged_in)
     assert done.returncode == 0, done.stderr
     assert done.stdout == data
     assert json.loads(done.stderr)["size"] == len(data)  # the result goes beside the data
-    done = coffer("upload", "-", sock=logged_in, input=data)
+    done = coffer("upload", "--unsigned", "-", sock=logged_in, input=data)
     assert done.returncode == ExitCode.USAGE
     assert "--name" in one_line_error(done)
 
 
 def test_load_follows_a_symlink_and_writes_into_a_fifo(logged_in: Path, tmp_path: Path) -> None:
     data = os.urandom(300_000)
-    done = coffer("upload", "-", "--name", "d.bin", sock=logged_in, input=data)
+    done = coffer("upload", "--unsigned", "-", "--name", "d.bin", sock=logged_in, input=data)
     assert done.returncode == 0, done.stderr
     (tmp_path / "real.bin").write_bytes(b"old")
     (tmp_path / "link.bin").symlink_to("real.bin")
@@ -196,7 +200,7 @@ def test_failed_load_midway_leaves_no_file(
 ) -> None:
     # A tampered last segment: earlier plaintext reaches the pipe, then the load fails.
     data = os.urandom(3 * 1024 * 1024)
-    done = coffer("upload", "-", "--name", "t.bin", sock=logged_in, input=data)
+    done = coffer("upload", "--unsigned", "-", "--name", "t.bin", sock=logged_in, input=data)
     assert done.returncode == 0, done.stderr
     (blob,) = upstream.blob_paths()
     raw = bytearray(blob.read_bytes())
@@ -227,7 +231,7 @@ def test_upstream_down_and_local_file_errors(cofferd: Daemon, tmp_path: Path) ->
     done = coffer("login", "--email", "a@example.com", sock=sock, input=b"pw\n")
     assert done.returncode == ExitCode.UPSTREAM
     one_line_error(done)
-    done = coffer("upload", str(tmp_path / "absent.bin"), sock=sock)
+    done = coffer("upload", "--unsigned", str(tmp_path / "absent.bin"), sock=sock)
     assert done.returncode == ExitCode.OTHER
     assert "absent.bin" in one_line_error(done)
     done = coffer("load", "x", "-o", str(tmp_path / "no" / "dir"), sock=sock)
@@ -239,7 +243,7 @@ def test_progress_shows_on_a_terminal(logged_in: Path, tmp_path: Path) -> None:
     (tmp_path / "p.bin").write_bytes(os.urandom(2 * 1024 * 1024))
     master, slave = pty.openpty()
     try:
-        done = coffer("upload", str(tmp_path / "p.bin"), sock=logged_in, stderr=slave)
+        done = coffer("upload", "--unsigned", str(tmp_path / "p.bin"), sock=logged_in, stderr=slave)
         os.close(slave)
         shown = b""
         try:
@@ -333,7 +337,7 @@ def test_login_prompts_without_echo_on_a_terminal(sock: Path, upstream: Upstream
 
 def test_ctrl_c_during_an_upload_publishes_nothing(logged_in: Path) -> None:
     with subprocess.Popen(
-        [COFFER, "--socket", str(logged_in), "upload", "-", "--name", "cut.bin"],
+        [COFFER, "--socket", str(logged_in), "upload", "--unsigned", "-", "--name", "cut.bin"],
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
     ) as proc:
@@ -361,3 +365,29 @@ def test_every_wire_code_has_an_exit_code() -> None:
     assert exit_code_for(ce.CofferRPCError("odd", code=499)) == ExitCode.OTHER
     for code in ErrorCode:
         assert exit_code_for(ce.error_from_wire({"code": int(code)})) == EXIT_CODES[code]
+
+
+def test_signing_needs_cofferds_signer_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client package alone (no cofferd installed) has no signer: a clear refusal."""
+    monkeypatch.setattr(cli, "entry_points", lambda group: [])
+    monkeypatch.delenv("COFFER_SIGN_KEY", raising=False)
+    args = argparse.Namespace(unsigned=False, sign_key="publisher.key", expires=None)
+    with pytest.raises(cli.CommandError, match="needs cofferd's tools") as info:
+        cli.release_signer(args)
+    assert info.value.exit_code == ExitCode.USAGE
+    assert (
+        cli.release_signer(argparse.Namespace(unsigned=True, sign_key=None, expires=None)) is None
+    )
+    monkeypatch.setenv("COFFER_SIGN_KEY", "from-env.key")
+    seen = []
+
+    class Found:
+        def load(self) -> Callable[..., object]:
+            return lambda key, days: seen.append((key, days)) or "signer"
+
+    monkeypatch.setattr(
+        cli, "entry_points", lambda group: [Found()] if group == cli.SIGNER_GROUP else []
+    )
+    args = argparse.Namespace(unsigned=False, sign_key=None, expires=30)
+    assert cli.release_signer(args) == "signer"
+    assert seen == [("from-env.key", 30)]

@@ -46,6 +46,7 @@ _CODES = [
     (ErrorCode.UNAUTHORIZED, cc.Unauthorized),
     (ErrorCode.NOT_FOUND, cc.NotFound),
     (ErrorCode.CONFLICT, cc.Conflict),
+    (ErrorCode.UNTRUSTED, cc.Untrusted),
     (ErrorCode.UPSTREAM_BAD_DATA, cc.UpstreamBadData),
     (ErrorCode.UPSTREAM_UNAVAILABLE, cc.UpstreamUnavailable),
     (ErrorCode.SHUTTING_DOWN, cc.ShuttingDown),

@@ -112,10 +112,14 @@ def test_bad_json_is_400(upstream_module: Upstream, commit_url: str, raw: bytes)
 
 def test_a_json_body_over_the_cap_is_413(upstream_module: Upstream, commit_url: str) -> None:
     headers = upstream_module.auth(upstream_module.publisher)
-    big = json.dumps(commit_with(small=base64.b64encode(bytes(2 * 1024 * 1024)).decode()))
+    # A commit's cap is 4 MiB (it may carry a segment manifest), others' 1 MiB.
+    big = json.dumps(commit_with(small=base64.b64encode(bytes(3 * 1024 * 1024)).decode()))
     assert_clear_4xx(requests.post(commit_url, data=big, headers=headers, timeout=30), 413)
     chunked = iter([big[:1000].encode(), big[1000:].encode()])
     assert_clear_4xx(requests.post(commit_url, data=chunked, headers=headers, timeout=30), 413)
+    login = json.dumps({"email": "a@example.com", "password": "x" * (1024 * 1024)})
+    answer = requests.post(f"{upstream_module.url}/v1/login", data=login, timeout=30)
+    assert_clear_4xx(answer, 413)
 
 
 def test_unknown_paths_are_404_and_wrong_methods_405(upstream_module: Upstream) -> None:

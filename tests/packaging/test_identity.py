@@ -189,7 +189,7 @@ def test_device_1s_offline_records_open_nothing_on_device_2(
     one.run(
         "sh",
         "-c",
-        "head -c 200000 /dev/urandom > /root/field.bin && coffer upload /root/field.bin"
+        "head -c 200000 /dev/urandom > /root/field.bin && coffer upload --unsigned /root/field.bin"
         " && coffer load field.bin -o /root/online.bin && cmp /root/field.bin /root/online.bin",
     )
     # Device 1 serves it offline from its record: the record is good.
@@ -361,7 +361,8 @@ def fleet(
         host.run(
             "sh",
             "-c",
-            f"head -c 300000 /dev/urandom > /root/{RESOURCE} && coffer upload /root/{RESOURCE}",
+            f"head -c 300000 /dev/urandom > /root/{RESOURCE}"
+            f" && coffer upload --unsigned /root/{RESOURCE}",
         )
         made = host.run(
             *upstream,

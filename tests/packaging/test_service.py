@@ -214,7 +214,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         device.run(
             "sh",
             "-c",
-            "head -c 3000000 /dev/urandom > ~/model.bin && coffer upload ~/model.bin",
+            "head -c 3000000 /dev/urandom > ~/model.bin && coffer upload --unsigned ~/model.bin",
             user=MEMBER,
         )
         device.run("sh", "-c", "coffer load model.bin -o ~/copy.bin", user=MEMBER)
@@ -233,6 +233,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
             *("coffer", "archive", "seal", "/tmp/images.tar", "/tmp/images.coffer"),
             *("--id=device-1", "--upstream=http://127.0.0.1:8099", f"--email={EMAIL}"),
             "--password-stdin",
+            "--unsigned",
             input=PASSWORD + "\n",
         )
         device.run(
@@ -333,7 +334,7 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
         device.run(
             "sh",
             "-c",
-            "head -c 1000000 /dev/urandom > ~/field.bin && coffer upload ~/field.bin"
+            "head -c 1000000 /dev/urandom > ~/field.bin && coffer upload --unsigned ~/field.bin"
             " && coffer load field.bin -o ~/field.out && cmp ~/field.bin ~/field.out",
             user=MEMBER,
         )
@@ -394,7 +395,7 @@ def test_a_load_leaves_an_audit_record_in_the_journal(
         device.run(
             "sh",
             "-c",
-            "head -c 100000 /dev/urandom > ~/audited.bin && coffer upload ~/audited.bin",
+            "head -c 100000 /dev/urandom > ~/audited.bin && coffer upload --unsigned ~/audited.bin",
             user=MEMBER,
         )
         device.run("sh", "-c", "coffer load audited.bin -o ~/audited.copy", user=MEMBER)

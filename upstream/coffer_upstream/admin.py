@@ -1,4 +1,5 @@
-"""The admin commands: users, resources, the schema and the lease key, on the shared database.
+"""The admin commands: users, resources, the schema, the lease key and the TUF
+repository (``trust``), on the shared database.
 
 Each works on the same database and store as the running replicas; a change
 (a disabled user, a new password) holds for every replica at the next request.
@@ -25,9 +26,15 @@ from coffer_upstream.leases import LeaseKey
 from coffer_upstream.passwords import hash_password
 from coffer_upstream.signing import Signer
 from coffer_upstream.store import Store
+from coffer_upstream.trust import TrustError
+from coffer_upstream.trust.files import Files
+from coffer_upstream.trust.onlinekey import OnlineKey
+from coffer_upstream.trust.repository import Lifetimes, Repository
 from coffer_upstream.uploads import Publisher
 
 _MAX_EMAIL = 254
+#: The largest metadata file ``trust root`` and ``trust targets`` read.
+MAX_METADATA_FILE = 4 * 1024 * 1024
 #: The most devices one enrollment token may enroll.
 MAX_USES = 1_000_000
 
@@ -66,6 +73,16 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(key.public_key)
         return 0
+    if args.command == "trust" and args.trust_command == "online-key":
+        args.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        online = OnlineKey.load_or_create(args.data_dir)
+        public = online.public.to_dict()  # {"keytype", "scheme", "keyval"}: as root names it
+        if args.json:
+            print(json.dumps({"keyid": online.keyid, "key": public}))
+        else:
+            print(online.keyid)
+            print(json.dumps(public))
+        return 0
     if args.command == "db":
         engine = engine_for(args)
         try:
@@ -84,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
             return _enroll_token(args, Devices(transactions))
         if args.command == "device":
             return _device(args, Devices(transactions))
+        if args.command == "trust":
+            return _trust(args, transactions)
         return _resource(args, Store(transactions))
     finally:
         engine.dispose()
@@ -216,6 +235,32 @@ def _device(args: argparse.Namespace, devices: Devices) -> int:
     except NoSuchDevice as exc:
         raise Refused(f"no device {args.id}") from exc
     print(f"revoked device {args.id}" if done else f"{args.id} was already revoked")
+    return 0
+
+
+def _trust(args: argparse.Namespace, transactions: Transactions) -> int:
+    lifetimes = Lifetimes(
+        getattr(args, "snapshot_expiry", None) or Lifetimes.snapshot,
+        getattr(args, "timestamp_expiry", None) or Lifetimes.timestamp,
+    )
+    clock = lambda: int(time.time())  # noqa: E731
+    repository = Repository(
+        Files(transactions), OnlineKey.load_or_create(args.data_dir), lifetimes, clock
+    )
+    if args.trust_command == "status":
+        for file in repository.status():
+            print(f"{file.role}\t{file.version}\texpires {_iso(file.expires)}")
+        return 0
+    with open(args.file, "rb") as f:
+        data = f.read(MAX_METADATA_FILE + 1)
+    if len(data) > MAX_METADATA_FILE:
+        raise Refused(f"{args.file} is over {MAX_METADATA_FILE} bytes", 2)
+    install = {"root": repository.install_root, "targets": repository.install_targets}
+    try:
+        version = install[args.trust_command](data)
+    except TrustError as exc:
+        raise Refused(f"refused {args.file}: {exc}", 2) from exc
+    print(f"installed {args.trust_command} version {version}; signed a new snapshot and timestamp")
     return 0
 
 

@@ -29,6 +29,9 @@ from coffer_upstream.uploads import Publisher
 from coffer_upstream.web import answer, read_json
 
 KEY_BYTES = 32
+#: One raw SHA-256 per chunk of the big part, in a segment manifest.
+SEGMENT_DIGEST_BYTES = 32
+MAX_VERSION = 2**63 - 1
 #: Items of a folder listing when the query names no ``limit``, and the most it may name.
 LIST_DEFAULT = 100
 LIST_MAX = 1000
@@ -85,9 +88,14 @@ class Api:
     def _get_resource(self, request: Request) -> Response:
         caller = self._auth.caller(request, READERS)
         folder, name = _names(request, "folder", "name")
-        version = self._store.current_version(folder, name)
+        asked = request.query_params.get("version")
+        if asked is None:
+            version = self._store.current_version(folder, name)
+        else:
+            version = self._store.version(folder, name, _version_number(asked))
         if version is None:
-            raise not_found(f"no resource {folder}/{name}")
+            which = "" if asked is None else f" version {asked}"
+            raise not_found(f"no resource {folder}/{name}{which}")
         lease = self._leases.issue(version, caller.subject, self._now(), caller.device_id)
         body = {
             "folder": version.folder,
@@ -101,7 +109,22 @@ class Api:
             "plaintext_size": version.plaintext_size,
             "lease": lease,
         }
+        if version.segment_size is not None:
+            # The manifest itself is at .../versions/{N}/segments: it can be megabytes.
+            body["segment_size"] = version.segment_size
         return answer(200, body, {"Cache-Control": "no-store"})
+
+    async def get_segments(self, request: Request) -> Response:
+        return await run_in_threadpool(self._get_segments, request)
+
+    def _get_segments(self, request: Request) -> Response:
+        self._auth.authorize(request, READERS)
+        folder, name = _names(request, "folder", "name")
+        number = _version_number(request.path_params["version"])
+        manifest = self._store.segments(folder, name, number)
+        if manifest is None:
+            raise not_found(f"no segment manifest for {folder}/{name} version {number}")
+        return Response(manifest, 200, media_type="application/octet-stream")
 
     async def delete_resource(self, request: Request) -> Response:
         return await run_in_threadpool(self._delete_resource, request)
@@ -139,11 +162,14 @@ class Api:
     async def commit_upload(self, request: Request) -> Response:
         user = await run_in_threadpool(self._auth.authorize, request, PUBLISHERS)
         _names(request, "folder", "name")
-        body = await read_json(request, self._config.max_json_bytes, self._config.idle_timeout)
+        # Larger than other bodies: it may carry a segment manifest.
+        body = await read_json(request, self._config.max_commit_bytes, self._config.idle_timeout)
         return await run_in_threadpool(self._commit_upload, request, user, body)
 
     def _commit_upload(self, request: Request, user: str, body: dict[str, Any]) -> Response:
         folder, name = _names(request, "folder", "name")
+        big_size = field_int(body, "big_size")
+        segment_size, segments = _segments(body, big_size)
         fields = Version(
             folder=folder,
             name=name,
@@ -151,9 +177,11 @@ class Api:
             small=field_base64(body, "small"),
             key=field_base64(body, "key", KEY_BYTES),
             blob_id="",
-            big_size=field_int(body, "big_size"),
+            big_size=big_size,
             big_sha256=field_sha256(body, "big_sha256"),
             plaintext_size=field_int(body, "plaintext_size"),
+            segment_size=segment_size,
+            segments=segments,
         )
         upload_id = request.path_params["upload_id"]
         number = self._publisher.commit(upload_id, folder, name, fields, user)
@@ -197,6 +225,35 @@ def _names(request: Request, *params: str) -> tuple[str, ...]:
             raise bad_request(str(exc)) from exc
         values.append(value)
     return tuple(values)
+
+
+def _version_number(text: str) -> int:
+    """A version in a query or a path: ASCII digits, from 1 to 2^63-1; else 400."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not (
+        1 <= int(text) <= MAX_VERSION
+    ):
+        raise bad_request("version must be an integer from 1 to 2^63-1")
+    return int(text)
+
+
+def _segments(body: dict[str, Any], big_size: int) -> tuple[int | None, bytes | None]:
+    """The optional ``segment_size`` and ``segments`` of a commit: both or neither,
+    the manifest one SHA-256 (32 bytes) per chunk of the big part."""
+    if "segment_size" not in body and "segments" not in body:
+        return None, None
+    if "segment_size" not in body or "segments" not in body:
+        raise bad_request("segment_size and segments come together")
+    segment_size = field_int(body, "segment_size")
+    if segment_size < 1:
+        raise bad_request("field 'segment_size' must be at least 1")
+    manifest = field_base64(body, "segments")
+    expected = SEGMENT_DIGEST_BYTES * -(-big_size // segment_size)
+    if len(manifest) != expected:
+        raise bad_request(
+            f"segments has {len(manifest)} bytes; {big_size} bytes in chunks of "
+            f"{segment_size} need {expected} (32 per chunk)"
+        )
+    return segment_size, manifest
 
 
 def _limit(text: str | None) -> int:

@@ -38,6 +38,10 @@ from coffer_upstream.parts import Parts
 from coffer_upstream.ratelimit import LoginLimiter
 from coffer_upstream.signing import Signer
 from coffer_upstream.store import Store
+from coffer_upstream.trust.files import Files
+from coffer_upstream.trust.onlinekey import OnlineKey
+from coffer_upstream.trust.repository import Lifetimes, Repository
+from coffer_upstream.trust.web import TrustApi
 from coffer_upstream.uploads import Publisher
 from coffer_upstream.web import EncodedSlashes, by_method, exception_handlers
 
@@ -81,10 +85,19 @@ def create_app(config: ServerConfig) -> Starlette:
     )
     api = Api(config, auth, store, publisher, leases, now)
     parts = Parts(config, auth, store, publisher, now)
-    # Often enough that an upload is gone soon after it expires.
-    interval = min(60.0, max(0.2, config.upload_ttl / 4))
+    repository = Repository(
+        Files(transactions),
+        OnlineKey.load_or_create(config.data_dir),
+        Lifetimes(config.snapshot_expiry, config.timestamp_expiry),
+        now,
+    )
+    trust = TrustApi(config, auth, repository)
+    # Often enough that an upload is gone soon after it expires, and that a
+    # timestamp is renewed well before it does.
+    shortest = min(config.upload_ttl, config.timestamp_expiry, config.snapshot_expiry)
+    interval = min(60.0, max(0.2, shortest / 4))
     janitor = Janitor(
-        transactions, publisher, accounts, devices, interval, config.login_window, now
+        transactions, publisher, accounts, devices, repository, interval, config.login_window, now
     )
 
     routes = [
@@ -100,6 +113,11 @@ def create_app(config: ServerConfig) -> Starlette:
         ),
         Route("/v1/resources/{folder}/{name}/uploads", api.begin_upload, methods=["POST"]),
         Route(
+            "/v1/resources/{folder}/{name}/versions/{version}/segments",
+            api.get_segments,
+            methods=["GET"],
+        ),
+        Route(
             "/v1/resources/{folder}/{name}/uploads/{upload_id}/commit",
             api.commit_upload,
             methods=["POST"],
@@ -114,6 +132,8 @@ def create_app(config: ServerConfig) -> Starlette:
             by_method(GET=api.get_archive_key, PUT=api.put_archive_key),
             methods=["GET", "PUT"],
         ),
+        Route("/v1/tuf/roles/{role}", trust.put_role, methods=["PUT"]),
+        Route("/v1/tuf/{file}", trust.get_file, methods=["GET"]),
     ]
     if isinstance(blobs, LocalStore):
         cdn = Cdn(blobs, signer, store, publisher, config.idle_timeout)

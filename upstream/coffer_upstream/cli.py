@@ -5,7 +5,7 @@
     coffer-upstream serve --host H --port P --data-dir DIR [--database-url URL]
         [--store local] [--workers N] [--forwarded-allow-ips IPS]
         [--public-url URL] [--token-ttl S] [--upload-ttl S] [--url-ttl S]
-        [--idle-timeout S] [--lease-seconds S]
+        [--idle-timeout S] [--lease-seconds S] [--snapshot-expiry S] [--timestamp-expiry S]
     coffer-upstream user add EMAIL --role reader|publisher  < password
     coffer-upstream user ls [--json] | disable EMAIL | enable EMAIL | passwd EMAIL (stdin)
                     | role EMAIL ROLE
@@ -15,6 +15,7 @@
     coffer-upstream device ls [--json] | revoke ID
     coffer-upstream db upgrade
     coffer-upstream lease-key [--json]
+    coffer-upstream trust online-key [--json] | root FILE | targets FILE | status
 
 Every command takes ``--data-dir DIR`` and ``--database-url URL`` (default
 SQLite in the data dir; env ``COFFER_UPSTREAM_DATABASE_URL``). ``serve`` and
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
         help="another aud a device's login assertion may name (repeatable; "
         "PUBLIC_URL/v1/token always counts)",
     )
+    _expiry_options(serve_)
     serve_.add_argument("--log-level", default="INFO")
 
     user = commands.add_parser("user", help="manage users")
@@ -174,7 +176,34 @@ def _parser() -> argparse.ArgumentParser:
         "lease-key", parents=[common], help="print the public key that signs leases"
     )
     lease_key.add_argument("--json", action="store_true", help="print key_id and public_key")
+
+    trust = commands.add_parser("trust", help="the TUF repository devices verify releases with")
+    trusts = trust.add_subparsers(dest="trust_command", required=True)
+    online = trusts.add_parser(
+        "online-key",
+        parents=[common],
+        help="print the online key (signs snapshot and timestamp), making it if missing",
+    )
+    online.add_argument("--json", action="store_true", help="print keyid and key")
+    for what, text in (
+        ("root", "install a root (the first, or the next: version current+1)"),
+        ("targets", "install the top-level targets (signed by root's targets keys)"),
+    ):
+        install = trusts.add_parser(what, parents=[common], help=text)
+        install.add_argument("file", type=Path, metavar="FILE")
+        _expiry_options(install)
+    trusts.add_parser("status", parents=[common], help="each role's version and expiry")
     return parser
+
+
+def _expiry_options(parser: argparse.ArgumentParser) -> None:
+    """The lifetimes of what the online key signs (and re-signs), in seconds."""
+    parser.add_argument(
+        "--snapshot-expiry", type=int, default=7 * 86400, metavar="S", help="default 7 days"
+    )
+    parser.add_argument(
+        "--timestamp-expiry", type=int, default=86400, metavar="S", help="default 1 day"
+    )
 
 
 def port_number(text: str) -> int:
@@ -224,6 +253,8 @@ def _serve(args: argparse.Namespace) -> int:
         url_ttl=args.url_ttl,
         idle_timeout=args.idle_timeout,
         lease_seconds=args.lease_seconds,
+        snapshot_expiry=args.snapshot_expiry,
+        timestamp_expiry=args.timestamp_expiry,
         audiences=tuple(args.audience),
     )
     try:

@@ -34,6 +34,14 @@ class ServerConfig:
     url_ttl: int = 3600
     #: Largest JSON request body, in bytes; larger ones get 413.
     max_json_bytes: int = 1024 * 1024
+    #: Largest commit body: it may carry a segment manifest (32 bytes per MiB
+    #: of big part, in base64), so 4 MiB covers some 90 GiB in 1 MiB segments.
+    max_commit_bytes: int = 4 * 1024 * 1024
+    #: Largest body of a delegated role's metadata (``PUT /v1/tuf/roles/{role}``).
+    max_metadata_bytes: int = 4 * 1024 * 1024
+    #: Lifetimes of the snapshot and timestamp the online key signs, in seconds.
+    snapshot_expiry: int = 7 * 86400
+    timestamp_expiry: int = 86400
     #: Password checks at once (scrypt, some 40 ms and 16 MiB each), and how many may wait.
     password_workers: int = 2
     password_queue: int = 64
@@ -62,6 +70,10 @@ class ServerConfig:
             "password_workers",
             "url_ttl",
             "max_json_bytes",
+            "max_commit_bytes",
+            "max_metadata_bytes",
+            "snapshot_expiry",
+            "timestamp_expiry",
             "login_max_failures",
             "lease_seconds",
         ):

@@ -1,5 +1,6 @@
 """The janitor: sweeps expired uploads, old failed logins, refresh tokens and
-the ``jti`` of login assertions that can no longer pass.
+the ``jti`` of login assertions that can no longer pass, and renews the
+snapshot and timestamp of the TUF repository before they expire.
 
 Every replica (every worker) runs one, but a sweep takes the ``janitor`` lock
 first: a row in ``locks`` with an expiry, so two never sweep at once, and a
@@ -23,6 +24,8 @@ from coffer_upstream.db import DatabaseError
 from coffer_upstream.db.models import Lock
 from coffer_upstream.db.session import Transactions
 from coffer_upstream.devices import Devices
+from coffer_upstream.trust import TrustError
+from coffer_upstream.trust.repository import Repository
 from coffer_upstream.uploads import Publisher
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class Janitor:
         publisher: Publisher,
         accounts: Accounts,
         devices: Devices,
+        repository: Repository,
         interval: float,
         login_window: float,
         clock: Callable[[], int],
@@ -90,6 +94,7 @@ class Janitor:
         self._publisher = publisher
         self._accounts = accounts
         self._devices = devices
+        self._repository = repository
         self._interval = interval
         self._login_window = login_window
         self._clock = clock
@@ -112,6 +117,11 @@ class Janitor:
             self._accounts.forget_login_failures(int(now - self._login_window))
             self._accounts.forget_expired_refresh_tokens(now)
             self._devices.forget_expired_jtis(now)
+            try:
+                if renewed := self._repository.renew():
+                    log.info("renewed the TUF %s", renewed)
+            except TrustError as exc:
+                log.warning("could not renew the TUF snapshot and timestamp: %s", exc)
         finally:
             self.lock.release()
         return True

@@ -16,15 +16,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import secrets
-import stat
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from coffer_upstream.keys import load_or_create_ed25519
 from coffer_upstream.store import Version
 
 #: The ``v`` of the payloads this server writes.
@@ -54,45 +52,7 @@ class LeaseKey:
     @classmethod
     def load_or_create(cls, path: Path) -> LeaseKey:
         """The key in ``path``, generated there first if there is none."""
-        if not path.exists():
-            _create(path)
-        st = path.stat()
-        if st.st_mode & 0o077:
-            mode = stat.S_IMODE(st.st_mode)
-            raise ValueError(f"{path} may be read by others (mode {mode:04o}): chmod 600 it")
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(private, Ed25519PrivateKey):
-            # A file that parses but is not ours is bad input, like one that does not parse.
-            raise ValueError(f"{path} does not hold an Ed25519 private key")  # noqa: TRY004
-        return cls(private)
-
-
-def _create(path: Path) -> None:
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        # link() fails if the name exists: of two processes creating at once
-        # one key wins whole, and both then read that one.
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            return
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        temp.unlink(missing_ok=True)
+        return cls(load_or_create_ed25519(path))
 
 
 class LeaseIssuer:

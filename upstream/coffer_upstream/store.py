@@ -28,6 +28,7 @@ _VERSION_COLUMNS = (
     VersionRow.big_size,
     VersionRow.big_sha256,
     VersionRow.plaintext_size,
+    VersionRow.segment_size,
 )
 _UPLOAD_COLUMNS = (
     UploadRow.upload_id,
@@ -53,6 +54,11 @@ class Version:
     big_size: int
     big_sha256: str
     plaintext_size: int
+    #: The chunk size of the segment manifest, None if the publisher gave none.
+    segment_size: int | None = None
+    #: The manifest itself: only in a commit's fields (it may be megabytes, so
+    #: reads leave it out: :meth:`Store.segments`).
+    segments: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,15 @@ class Store:
             row = db.execute(query).first()
         return None if row is None else Version(*row)
 
+    def segments(self, folder: str, name: str, version: int) -> bytes | None:
+        """The segment manifest of a version; None if it has none (or no such version)."""
+        query = select(VersionRow.segments).where(
+            VersionRow.folder == folder, VersionRow.name == name, VersionRow.version == version
+        )
+        with self._tx.read() as db:
+            manifest = db.execute(query).scalar()
+        return None if manifest is None else bytes(manifest)
+
     def add_version(self, upload: Upload, fields: Version, created_by: str, now: int) -> int:
         """Insert the next version of the upload's resource; return its number.
 
@@ -145,6 +160,8 @@ class Store:
                             big_size=fields.big_size,
                             big_sha256=fields.big_sha256,
                             plaintext_size=fields.plaintext_size,
+                            segment_size=fields.segment_size,
+                            segments=fields.segments,
                             created_by=created_by,
                             created_at=now,
                         )

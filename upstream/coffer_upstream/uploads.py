@@ -91,7 +91,9 @@ class Publisher:
             if upload.committed_version is not None:
                 # A retried commit (its answer was lost) gets the same answer.
                 done = self._store.version(folder, name, upload.committed_version)
-                if done is not None and _same_content(done, fields):
+                if done is not None and _same_content(
+                    done, self._store.segments(folder, name, done.version), fields
+                ):
                     return done.version
                 raise conflict("upload already committed with other content")
             if upload.multipart_id is not None:
@@ -130,11 +132,22 @@ class Publisher:
         return count
 
 
-def _same_content(a: Version, b: Version) -> bool:
-    return (a.small, a.key, a.big_size, a.big_sha256, a.plaintext_size) == (
+def _same_content(a: Version, a_segments: bytes | None, b: Version) -> bool:
+    """Whether a retried commit (``b``) says what committed version ``a`` holds."""
+    return (
+        a.small,
+        a.key,
+        a.big_size,
+        a.big_sha256,
+        a.plaintext_size,
+        a.segment_size,
+        a_segments,
+    ) == (
         b.small,
         b.key,
         b.big_size,
         b.big_sha256,
         b.plaintext_size,
+        b.segment_size,
+        b.segments,
     )

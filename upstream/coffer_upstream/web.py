@@ -47,6 +47,11 @@ async def read_json(
     request: Request, limit: int, idle: float, empty_is_object: bool = False
 ) -> dict[str, Any]:
     """The body as a JSON object of at most ``limit`` bytes (else 413), read as it comes."""
+    return parse_json_object(await read_body(request, limit, idle), empty_is_object)
+
+
+async def read_body(request: Request, limit: int, idle: float) -> bytes:
+    """The body, at most ``limit`` bytes (else 413), read as it comes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise HttpError(413, f"request body over {limit} bytes", {"Connection": "close"})
@@ -58,7 +63,7 @@ async def read_json(
                 raise HttpError(413, f"request body over {limit} bytes", {"Connection": "close"})
     except ClientDisconnect as exc:
         raise HttpError(400, "the request body ended early") from exc
-    return parse_json_object(bytes(raw), empty_is_object)
+    return bytes(raw)
 
 
 def bearer(request: Request) -> str | None:

@@ -2,11 +2,15 @@
 
 Every load runs the same three steps, in layer order:
 
-1. decide (:meth:`cofferd.field.offline.Field.resolve`): which version, and
-   whether online or from an offline record;
+1. decide: the release a publisher signed (:meth:`cofferd.trust.service.Trust.resource_release`:
+   online, after a refresh of the trust metadata; unreachable, the last one
+   this device verified; ``trust = "off"``: none), then
+   :meth:`cofferd.field.offline.Field.resolve`: the upstream's answer for
+   that version, or an offline record, checked field by field against the
+   release before anything is read;
 2. read (:func:`cofferd.resources.service.deliver` over the managed cache:
-   the cached file, the one download under way, or the CDN; offline, the
-   cache only);
+   the cached file, the one download under way, or the CDN, checked chunk by
+   chunk against the signed manifest; offline, the cache only);
 3. deliver into the caller's :class:`~cofferd.resources.sinks.Sink`, which
    chooses its own route (an fd, the inline buffer, a memfd, nowhere).
 
@@ -20,34 +24,59 @@ from cofferd.models import LoadResult
 from cofferd.resources.managed import ManagedCache
 from cofferd.resources.service import deliver
 from cofferd.resources.sinks import Nowhere, Sink
+from cofferd.resources.wire import ResourceInfo
+from cofferd.trust.checks import segments_of
+from cofferd.trust.release import ResourceRelease
+from cofferd.trust.service import Trust
 
 
 class Loads:
-    """Loads and pulls over one field service and one managed cache."""
+    """Loads and pulls over the trust decision, one field service and one managed cache."""
 
-    def __init__(self, field: Field, cache: ManagedCache) -> None:
+    def __init__(self, field: Field, cache: ManagedCache, trust: Trust) -> None:
         self._field = field
         self._cache = cache
+        self._trust = trust
 
     def load(self, folder: str, name: str, sink: Sink) -> LoadResult:
-        """The plaintext of ``folder/name``'s current version into ``sink``."""
-        info, offline = self._field.resolve(folder, name)
-        return deliver(self._cache, info, sink, cached_only=offline)
+        """The plaintext of ``folder/name``'s signed (current) version into ``sink``."""
+        release, info, offline = self._decide(folder, name)
+        return deliver(
+            self._cache,
+            info,
+            sink,
+            cached_only=offline,
+            segments=None if release is None else segments_of(release),
+        )
 
     def stat(self, folder: str, name: str) -> tuple[int, int]:
         """The version and plaintext size a load of ``folder/name`` would deliver now.
 
         The decision alone: what a caller sizes its memfd by (``load_memfd``).
         """
-        info, _ = self._field.resolve(folder, name)
+        _, info, _ = self._decide(folder, name)
         return info.version, info.plaintext_size
 
     def pull(self, folder: str, name: str) -> LoadResult:
-        """``folder/name``'s current version into the cache, every byte authenticated.
+        """``folder/name``'s signed version into the cache, every byte checked.
 
         Through the decision a pull also keeps the resource's offline record,
         so a device can be readied before its uplink goes; offline, it checks
         the cached copy again. No room in the cache is TooLarge.
         """
-        info, offline = self._field.resolve(folder, name)
-        return deliver(self._cache, info, Nowhere(), cached_only=offline, keep=True)
+        release, info, offline = self._decide(folder, name)
+        return deliver(
+            self._cache,
+            info,
+            Nowhere(),
+            cached_only=offline,
+            keep=True,
+            segments=None if release is None else segments_of(release),
+        )
+
+    def _decide(self, folder: str, name: str) -> tuple[ResourceRelease | None, ResourceInfo, bool]:
+        release = self._trust.resource_release(folder, name)
+        info, offline = self._field.resolve(folder, name, release)
+        if release is not None:
+            self._trust.verified(release)
+        return release, info, offline

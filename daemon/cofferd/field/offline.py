@@ -53,6 +53,8 @@ from cofferd.field.sealing import RecordUnreadable
 from cofferd.resources.translate import describe
 from cofferd.resources.upstream import ApiClient
 from cofferd.resources.wire import ResourceInfo
+from cofferd.trust.checks import check_answer
+from cofferd.trust.release import ResourceRelease
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +121,23 @@ class Field:
 
     # -- the decision -----------------------------------------------------------
 
-    def resolve(self, folder: str, name: str) -> tuple[ResourceInfo, bool]:
-        """``(info, offline)`` for a load of ``folder/name``."""
+    def resolve(
+        self, folder: str, name: str, release: ResourceRelease | None = None
+    ) -> tuple[ResourceInfo, bool]:
+        """``(info, offline)`` for a load of ``folder/name``.
+
+        With ``release`` (the one a publisher signed, decided first) the
+        upstream is asked for that version, and the answer, or the offline
+        record, must match it field by field (:func:`check_answer`) before it
+        is kept or used: nothing unsigned reaches a record or a read.
+        """
         if not self.enabled:
-            return self._client().get_resource(folder, name), False
+            return self._checked(
+                self._client().get_resource(folder, name, _version(release)), release
+            ), False
         if not self.store.exists(folder, name):
             try:
-                return self._online(folder, name), False
+                return self._online(folder, name, release), False
             except UpstreamUnavailable as exc:
                 raise OfflineRefused(
                     f"{exc}; offline use of {folder}/{name} refused: no record of it"
@@ -133,7 +145,7 @@ class Field:
                 ) from exc
         with self._cond:
             start = self._failures
-        future = self._pool.submit(self._online, folder, name)
+        future = self._pool.submit(self._online, folder, name, release)
         future.add_done_callback(lambda _: self._wake())
         with self._cond:
             self._cond.wait_for(
@@ -143,26 +155,33 @@ class Field:
             try:
                 return future.result(), False
             except UpstreamUnavailable as exc:
-                return self._offline(folder, name, str(exc)), True
+                return self._checked(self._offline(folder, name, str(exc)), release), True
         with self._cond:
             why = (
                 f"no answer within {self._decide_within:g} s"
                 if self._failures == start
                 else self._last_failure
             )
-        return self._offline(folder, name, f"the upstream is unreachable ({why})"), True
+        info = self._offline(folder, name, f"the upstream is unreachable ({why})")
+        return self._checked(info, release), True
+
+    @staticmethod
+    def _checked(info: ResourceInfo, release: ResourceRelease | None) -> ResourceInfo:
+        if release is not None:
+            check_answer(info, release)
+        return info
 
     def _wake(self) -> None:
         with self._cond:
             self._cond.notify_all()
 
-    def _online(self, folder: str, name: str) -> ResourceInfo:
+    def _online(self, folder: str, name: str, release: ResourceRelease | None) -> ResourceInfo:
         client = self._client()
         with self._records_lock:
             generation = self._generation
         subject = client.subject
         try:
-            info = client.get_resource(folder, name)
+            info = self._checked(client.get_resource(folder, name, _version(release)), release)
         except (Unauthorized, NotFound) as exc:
             # Without credentials the "no" is ours, not the upstream's; a
             # device's key is always there, so a "no" to it is the upstream's
@@ -293,6 +312,10 @@ class Field:
             n = self.store.clear()
         log.info("erased %d offline record(s)", n)
         return n
+
+
+def _version(release: ResourceRelease | None) -> int | None:
+    return None if release is None else release.version
 
 
 def same_subject(lease_sub: str, subject: str) -> bool:

@@ -11,6 +11,13 @@ the cache, and reads that file as it grows (:class:`Follower`). So:
   holds what the slowest one has yet to read);
 - download, disk write and decryption overlap, on different threads.
 
+Under a signed release (docs/trust.md) the flight first fetches the segment
+manifest, then writes the CDN's bytes one verified chunk at a time
+(:func:`cofferd.resources.segments.verified`): followers only ever see bytes
+of whole chunks whose digest the publisher signed, and a chunk that differs
+ends the download (the temporary file removed, nothing cached, followers
+told: rule ``segment``). The cost is one SHA-256 pass over the big part.
+
 Nothing enters the cache unauthenticated, and nothing is hashed twice: the
 file is renamed into place once the announced number of bytes arrived and a
 follower decrypted all of it with authentication (every AES-GCM tag
@@ -38,6 +45,7 @@ from coffer.streams import write_all_fd
 from cofferd.binary_split.pipeline import Reader, chunk_reader
 from cofferd.binary_split.stream import decrypt_file, resource_associated_data
 from cofferd.errors import CofferError, CorruptData, DecryptionError, UpstreamUnavailable
+from cofferd.resources.segments import SignedSegments, check_manifest, verified
 from cofferd.resources.wire import ResourceInfo
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,10 @@ class BigSource(Protocol):
     """What a flight needs of the upstream client: the CDN download."""
 
     def iter_big(self, url: str, size: int, offset: int = 0) -> Iterator[bytes]: ...
+
+    def manifest(self, folder: str, name: str, signed: SignedSegments) -> bytes:
+        """The segment manifest of a signed version (fetched on cold loads only)."""
+        ...
 
 
 class State(enum.Enum):
@@ -81,8 +93,12 @@ class Flight:
         finished: Callable[[Flight], None],
         *,
         verify_wait: float = VERIFY_WAIT,
+        segments: SignedSegments | None = None,
     ) -> None:
         self.info = info
+        #: The signed chunk digests every byte is checked against (None: trust off).
+        self.segments = segments
+        self.manifest = b""
         self._client = client
         self._fd, self._tmp = tmp
         self._read_fd = os.open(self._tmp, os.O_RDONLY | os.O_CLOEXEC)
@@ -107,8 +123,13 @@ class Flight:
 
     def _run(self) -> None:
         info = self.info
-        chunks = self._client.iter_big(info.big_url, info.big_size)
+        raw = chunks = self._client.iter_big(info.big_url, info.big_size)
         try:
+            if self.segments is not None:
+                self.manifest = check_manifest(
+                    self._client.manifest(info.folder, info.name, self.segments), self.segments
+                )
+                chunks = verified(chunks, self.manifest, self.segments)
             if self._download(chunks):
                 self._wait_for_verification()
                 with self._cond:  # not after a follower found the bytes bad
@@ -122,9 +143,10 @@ class Flight:
             log.exception("download of %s/%s failed", info.folder, info.name)
             self._fail(UpstreamUnavailable(f"the download failed: {type(exc).__name__}"))
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+            for stream in (chunks, raw):
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             if self.state is not State.DONE:
@@ -266,7 +288,10 @@ class Follower:
         if avail <= 0:  # uncacheable, and every byte on disk read: the rest from the CDN
             self.streamed = True
             info = flight.info
-            self._direct = iter(flight._client.iter_big(info.big_url, size, self.pos))
+            direct = flight._client.iter_big(info.big_url, size, self.pos)
+            if flight.segments is not None:  # from a chunk boundary: what the flight wrote
+                direct = verified(direct, flight.manifest, flight.segments, self.pos)
+            self._direct = iter(direct)
             self._read_rest = chunk_reader(self._direct)
             return self._read_direct(buffer)
         n = os.preadv(self._fd, [buffer[: min(len(buffer), avail)]], self.pos)

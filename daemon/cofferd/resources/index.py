@@ -16,6 +16,11 @@ Tables:
   caller (the key, small part and lease, encrypted with the device key: this
   module never sees them in the clear) and the lease's expiry in clear, so
   listings need no device key.
+- ``releases``: per target path (``resources/<folder>/<name>``,
+  ``archives/<id>``), the highest version this device has verified and the
+  last verified release (its signed target, JSON: digests, no secret), for
+  rollback refusals and offline use; kept across restarts, eviction and
+  logout, erased only when another root of trust is pinned.
 - ``meta``: small named facts (the trusted clock's high-water mark).
 
 Crash safety is SQLite's (WAL, one transaction per change). The cache dir
@@ -68,6 +73,12 @@ CREATE TABLE IF NOT EXISTS records (
     sealed BLOB NOT NULL,
     updated REAL NOT NULL,
     PRIMARY KEY (folder, name)
+);
+CREATE TABLE IF NOT EXISTS releases (
+    path TEXT PRIMARY KEY,
+    highest INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -350,7 +361,42 @@ class Index:
             cur = db.execute("DELETE FROM records")
         return cur.rowcount
 
+    # -- verified releases (trust) --------------------------------------------
+
+    def release(self, path: str) -> tuple[int, str] | None:
+        """``(highest version verified, last verified target JSON)`` of ``path``, or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT highest, target FROM releases WHERE path = ?", (path,)
+            ).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def remember_release(self, path: str, version: int, target: str) -> int:
+        """Keep ``target`` as ``path``'s last verified release, never lowering the highest.
+
+        Returns the highest version now; an older ``version`` changes nothing.
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT highest FROM releases WHERE path = ?", (path,)).fetchone()
+            if row is not None and int(row[0]) > version:
+                return int(row[0])
+            db.execute(
+                "INSERT OR REPLACE INTO releases VALUES (?, ?, ?, ?)",
+                (path, version, target, self._clock()),
+            )
+        return version
+
+    def clear_releases(self) -> int:
+        """Forget every verified release (another root of trust); how many there were."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM releases")
+        return cur.rowcount
+
     # -- meta ----------------------------------------------------------------
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
     def get_meta(self, key: str) -> str | None:
         with self._lock:

@@ -36,6 +36,7 @@ from cofferd.errors import Conflict, NotFound, OfflineRefused, StateUnwritable, 
 from cofferd.resources.cache import BigPartCache
 from cofferd.resources.flight import BigSource, Flight, Follower, State
 from cofferd.resources.index import Entry, Index
+from cofferd.resources.segments import SignedSegments, check_manifest, verified
 from cofferd.resources.sources import CachedSource, Source, StreamSource
 from cofferd.resources.wire import ResourceInfo
 
@@ -112,6 +113,7 @@ class ManagedCache:
         *,
         need_cache: bool = False,
         cached_only: bool = False,
+        segments: SignedSegments | None = None,
     ) -> Iterator[Source]:
         """A source of ``info``'s big part: the cached file, a download to follow, or the CDN.
 
@@ -120,6 +122,9 @@ class ManagedCache:
         With ``need_cache``, no room is :class:`TooLarge` instead of a stream.
         With ``cached_only`` (offline use), an entry not in the cache is
         :class:`OfflineRefused`: nothing is fetched.
+        With ``segments`` (a signed release) whatever is fetched is checked chunk
+        by chunk before any reader sees it; a cached entry was so checked when
+        it landed (its name carries the big part's signed SHA-256).
         FileNotFoundError: the entry went between lookup and open; try again.
         """
         key = _key(info)
@@ -134,7 +139,7 @@ class ManagedCache:
                     raise OfflineRefused(
                         f"offline use of {info.folder}/{info.name} refused: it is not cached"
                     )
-                follower = self._flight_for(info, need_cache)
+                follower = self._flight_for(info, need_cache, segments)
                 if follower is not _LANDED:
                     break
             if path is not None:
@@ -143,13 +148,19 @@ class ManagedCache:
                     yield CachedSource(file)
                 return
             if follower is None:
-                chunks = self._source.iter_big(info.big_url, info.big_size)
+                chunks = raw = self._source.iter_big(info.big_url, info.big_size)
                 try:
+                    if segments is not None:
+                        manifest = check_manifest(
+                            self._source.manifest(info.folder, info.name, segments), segments
+                        )
+                        chunks = verified(raw, manifest, segments)
                     yield StreamSource(iter(chunks))
                 finally:
-                    close = getattr(chunks, "close", None)
-                    if close is not None:
-                        close()
+                    for stream in (chunks, raw):
+                        close = getattr(stream, "close", None)
+                        if close is not None:
+                            close()
                 return
             assert isinstance(follower, Follower)
             try:
@@ -166,7 +177,9 @@ class ManagedCache:
                 if not self._users[key]:
                     del self._users[key]
 
-    def _flight_for(self, info: ResourceInfo, need_cache: bool) -> Follower | object | None:
+    def _flight_for(
+        self, info: ResourceInfo, need_cache: bool, segments: SignedSegments | None = None
+    ) -> Follower | object | None:
         """Follow the download of ``info``, started if need be; None (stream) if no room.
 
         :data:`_LANDED` if a download landed since the caller looked: look again.
@@ -193,7 +206,14 @@ class ManagedCache:
                     if need_cache:
                         raise TooLarge(f"cannot cache {info.folder}/{info.name}") from exc
                     return None
-                flight = Flight(info, self._source, tmp, self._installer(info), self._landed)
+                flight = Flight(
+                    info,
+                    self._source,
+                    tmp,
+                    self._installer(info),
+                    self._landed,
+                    segments=segments,
+                )
                 self._flights[key] = flight
                 flight.start()
             return flight.follow()
@@ -317,6 +337,11 @@ class ManagedCache:
         self.big.evict(self.big.path_for(info))
         with contextlib.suppress(StateUnwritable):  # the reconcile at start drops it then
             self.index.remove_entry(info.folder, info.name, info.version)
+
+    def drop_entry(self, entry: Entry) -> None:
+        """Remove ``entry`` (its file and row) whatever it is; at start, before any load."""
+        with self._lock:
+            self._remove(entry, "unchecked by trust")
 
     def in_use(self, entry: Entry) -> bool:
         with self._lock:

@@ -9,7 +9,10 @@ sink; memory stays at a few segments whatever the size.
 
 ``upload`` reads plaintext until EOF, encrypts and splits it while reading,
 streams the big part to the CDN and commits; until the commit nothing is
-visible upstream, so any failure before it leaves nothing behind.
+visible upstream, so any failure before it leaves nothing behind. As the
+big part goes by it computes the release a publisher signs (docs/trust.md):
+the big part's digest and segment manifest, the small part's digest and the
+key's commitment, all from the bytes actually sent.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from cofferd.binary_split.stream import (
 from cofferd.errors import BadRequest, CorruptData, DecryptionError, OfflineRefused
 from cofferd.models import LoadResult, UploadResult
 from cofferd.resources.managed import ManagedCache
+from cofferd.resources.segments import SignedSegments
 from cofferd.resources.sinks import Sink
 from cofferd.resources.sources import Source, SourceError
 from cofferd.resources.upstream import MAX_PART_SIZE, ApiClient
 from cofferd.resources.wire import ResourceInfo
+from cofferd.trust.release import ResourceRelease, SegmentDigests, key_commitment
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ def deliver(
     *,
     cached_only: bool = False,
     keep: bool = False,
+    segments: SignedSegments | None = None,
 ) -> LoadResult:
     """Read ``info``'s big part and deliver the verified plaintext into ``sink``.
 
@@ -56,6 +62,8 @@ def deliver(
     ``cached_only`` (an offline decision): served from the cache, never the
     CDN. ``keep`` (``pull``): the big part must end in the cache
     (:class:`~cofferd.errors.TooLarge` if there is no room for it).
+    ``segments`` (a signed release, checked against ``info`` by the caller):
+    a download is checked chunk by chunk before any byte of a chunk is read.
 
     A cached big part that fails authentication is evicted; if the sink can
     start over it is fetched once more, otherwise the load fails with
@@ -69,7 +77,9 @@ def deliver(
     refetched = False
     while True:
         try:
-            with cache.reading(info, need_cache=keep, cached_only=cached_only) as source:
+            with cache.reading(
+                info, need_cache=keep, cached_only=cached_only, segments=segments
+            ) as source:
                 try:
                     _decrypt(info, source, sink)
                 except DecryptionError as exc:
@@ -128,12 +138,14 @@ def upload(
     ciphertext = encrypt_chunks(source.chunks(), key, resource_associated_data(folder, name))
     small, big = split(ciphertext, small_size)
     digest = hashlib.sha256()
+    segments = SegmentDigests()
     big_size = 0
 
     def big_body() -> Iterator[bytes]:
         nonlocal big_size
         for chunk in big:
             digest.update(chunk)
+            segments.update(chunk)
             big_size += len(chunk)
             yield chunk
 
@@ -148,6 +160,7 @@ def upload(
         stored = client.put_big(ticket.big_url, big_body())
         if stored is not None and (stored.size != big_size or stored.sha256 != digest.hexdigest()):
             raise CorruptData("the CDN stored something other than the big part sent")
+    manifest, manifest_sha256 = segments.finish()
     committed = client.commit_upload(
         folder,
         name,
@@ -157,9 +170,30 @@ def upload(
         big_size=big_size,
         big_sha256=digest.hexdigest(),
         plaintext_size=source.size,
+        segment_size=segments.segment_size,
+        segments=manifest,
     )
     log.info("uploaded %s/%s version %d (%d bytes)", folder, name, committed.version, source.size)
-    return UploadResult(folder=folder, name=name, version=committed.version, size=source.size)
+    release = ResourceRelease(
+        folder=folder,
+        name=name,
+        version=committed.version,
+        small_size=len(small),
+        small_sha256=hashlib.sha256(small).hexdigest(),
+        key_commitment=key_commitment(key, resource_associated_data(folder, name)),
+        big_size=big_size,
+        big_sha256=digest.hexdigest(),
+        plaintext_size=source.size,
+        segment_size=segments.segment_size,
+        segments_sha256=manifest_sha256,
+    )
+    return UploadResult(
+        folder=folder,
+        name=name,
+        version=committed.version,
+        size=source.size,
+        target={"path": release.path, **release.to_target()},
+    )
 
 
 def _decrypt(info: ResourceInfo, big: Source, sink: Sink) -> None:

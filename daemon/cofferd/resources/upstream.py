@@ -45,6 +45,7 @@ Contracts:
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.cookiejar
 import logging
 import re
@@ -432,10 +433,14 @@ class ApiClient:
 
     # -- the resource API ---------------------------------------------------
 
-    def get_resource(self, folder: str, name: str) -> ResourceInfo:
+    def get_resource(self, folder: str, name: str, version: int | None = None) -> ResourceInfo:
+        """``folder/name``'s current version, or ``version`` (the one a publisher signed)."""
         check_name(folder, "folder")
         check_name(name, "name")
-        body = self._api("GET", f"/v1/resources/{folder}/{name}", f"resource {folder}/{name}")
+        query = "" if version is None else f"?version={int(version)}"
+        body = self._api(
+            "GET", f"/v1/resources/{folder}/{name}{query}", f"resource {folder}/{name}"
+        )
         return wire.parse_resource(body, folder, name)
 
     def begin_upload(self, folder: str, name: str) -> UploadTicket:
@@ -455,16 +460,22 @@ class ApiClient:
         big_size: int,
         big_sha256: str,
         plaintext_size: int,
+        segment_size: int | None = None,
+        segments: bytes | None = None,
     ) -> Committed:
+        """Make the upload the next version; ``segments``: the big part's manifest (trust.md)."""
         check_name(folder, "folder")
         check_name(name, "name")
-        body = {
+        body: dict[str, Any] = {
             "small": wire.b64encode(small),
             "key": wire.b64encode(key),
             "big_size": big_size,
             "big_sha256": big_sha256,
             "plaintext_size": plaintext_size,
         }
+        if segments is not None:
+            body["segment_size"] = segment_size
+            body["segments"] = wire.b64encode(segments)
         path = f"/v1/resources/{folder}/{name}/uploads/{upload_id}/commit"
         answer = self._api("POST", path, f"commit of {folder}/{name}", json=body)
         return wire.parse_committed(answer, folder, name)
@@ -515,6 +526,50 @@ class ApiClient:
             raise_for_status(resp, what)
             return resp.status_code, json_body(resp, what)
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def exchange(
+        self, method: str, path: str, *, auth: bool, **kwargs: Any
+    ) -> Iterator[requests.Response]:
+        """One exchange outside the resource API's answers (trust metadata, manifests).
+
+        The response comes streamed, status unchecked; its body is read inside
+        the block, which one deadline (``timeout``) covers whole. A transport
+        failure is :class:`UpstreamUnavailable`, so the offline path applies.
+        """
+        deadline = self._deadline()
+        extra = dict(kwargs.pop("headers", None) or {})
+        for attempt in (1, 2):
+            headers = dict(extra)
+            token = self._current_token(deadline) if auth else None
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
+            left = self._left(deadline, f"{method} {path.split('?')[0]}")
+            whole = Guard(left)
+            try:
+                with watched(whole):
+                    with attached(whole):
+                        resp = self._session.request(
+                            method,
+                            self._base + path,
+                            headers=headers,
+                            timeout=(left, left),
+                            allow_redirects=False,
+                            stream=True,
+                            **kwargs,
+                        )
+                    if self._observer is not None:
+                        self._observer.answered(resp)
+                    with resp:
+                        if resp.status_code == 401 and token is not None and attempt == 1:
+                            self._drop_token(token)
+                            continue
+                        yield resp
+                        return
+            except requests.RequestException as exc:
+                if self._observer is not None:
+                    self._observer.failed(exc)
+                raise UpstreamUnavailable(f"upstream unreachable: {describe(exc)}") from None
 
     # -- the CDN ----------------------------------------------------------
 

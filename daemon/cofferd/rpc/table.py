@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from cofferd.rpc.dispatch.discover import with_discover
 from cofferd.rpc.dispatch.spec import MethodSpec
-from cofferd.rpc.methods import cache, metrics, resources, session, system, unlock
+from cofferd.rpc.methods import cache, metrics, resources, session, system, trust, unlock
 
 TABLE: tuple[MethodSpec, ...] = with_discover(
-    system.SPECS + session.SPECS + resources.SPECS + cache.SPECS + unlock.SPECS + metrics.SPECS
+    system.SPECS
+    + session.SPECS
+    + resources.SPECS
+    + cache.SPECS
+    + unlock.SPECS
+    + metrics.SPECS
+    + trust.SPECS
 )

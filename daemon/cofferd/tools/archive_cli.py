@@ -16,7 +16,12 @@ exists without its key and no key is left registered for nothing:
    checking on the way that the tar is a ``docker save`` archive; fsync;
 3. register the key (``PUT /v1/archives/{id}/key``); a conflict means the id
    already has another key: refused, the temp file removed, OUT untouched;
-4. rename the temp file to OUT and fsync the directory.
+4. rename the temp file to OUT and fsync the directory;
+5. with ``--sign-key``: sign the archive's release (its file's length and
+   sha256, its key's commitment: docs/trust.md) into the publishers role and
+   publish it through cofferd (``--socket``), as ``coffer upload`` does. The
+   key is loaded, and its delegation checked through cofferd, before step 1.
+   Without a key the seal is refused unless ``--unsigned`` is given.
 
 The key is printed nowhere. ``coffer archive inspect FILE`` shows the id, the
 format version and the sizes.
@@ -25,14 +30,24 @@ format version and the sizes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from coffer.atomic import atomic_file
-from coffer.cli import CommandError, ExitCode, exit_code_for, read_password
-from coffer.errors import error_from_wire
+from coffer.cli import (
+    CommandError,
+    ExitCode,
+    ReleaseSigner,
+    add_signing_options,
+    exit_code_for,
+    read_password,
+    release_signer,
+)
+from coffer.client import Client
+from coffer.errors import CofferRPCError, error_from_wire
 from coffer.names import BadName, check_name
 from coffer.progress import progress_on_terminal
 from cofferd import errors
@@ -40,6 +55,7 @@ from cofferd.binary_split import archive, stream
 from cofferd.binary_split.archive import ArchiveInfo
 from cofferd.resources.upstream import ApiClient
 from cofferd.rpc.dispatch.errors import to_rpc_error
+from cofferd.trust.release import ArchiveRelease, key_commitment
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -64,6 +80,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="read the password as one line of standard input "
         "(else $COFFER_PASSWORD, else a prompt)",
     )
+    add_signing_options(p)
     p.set_defaults(handler=cmd_seal)
 
     p = sub.add_parser("inspect", help="show an archive's id, format version and sizes")
@@ -94,6 +111,17 @@ def cmd_seal(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise CommandError(f"{out} is a directory", ExitCode.USAGE)
+    signer: ReleaseSigner | None = release_signer(args)
+    if signer is not None:
+        with Client(args.socket, timeout=args.timeout) as c:
+            signer.check_archive(c, archive_id)
+            # cofferd publishes the signed release as its logged-in account.
+            if not c.status().get("authenticated"):
+                raise CommandError(
+                    "cofferd is not logged in: `coffer login` as a publisher first, "
+                    "so it can publish the signed release",
+                    ExitCode.UNAUTHORIZED,
+                )
     password = _password(args)
     try:
         result = _seal(Path(args.image_tar), out, archive_id, url, args.email, password)
@@ -111,8 +139,49 @@ def cmd_seal(args: argparse.Namespace) -> int:
         f"sealed {args.image_tar} into {out}: archive id {archive_id}, "
         f"{result['size']} bytes; images: {', '.join(result['images']) or '(untagged)'}"
     )
+    target = result.pop("target")
+    if signer is None:
+        text += "; unsigned: devices that check releases will not unlock it"
+    else:
+        result["signed"] = _sign(args, signer, target, out)
+        text += f"; signed into publishers version {result['signed'].get('version')}"
     print(json.dumps(result, sort_keys=True) if args.json else text)
     return 0
+
+
+def _sign(
+    args: argparse.Namespace, signer: ReleaseSigner, target: dict[str, Any], out: Path
+) -> dict[str, Any]:
+    try:
+        with Client(args.socket, timeout=args.timeout) as c:
+            return signer.publish(c, target)
+    except CommandError as exc:
+        raise CommandError(_unsigned(out, exc.detail), exc.exit_code) from exc
+    except CofferRPCError as exc:
+        raise CommandError(_unsigned(out, exc.detail), exit_code_for(exc)) from exc
+
+
+def _unsigned(out: Path, why: str) -> str:
+    return (
+        f"{out} is sealed and its key registered, but its release is NOT signed, so "
+        f"devices will not unlock it: {why}; seal it again under a new --id to sign it"
+    )
+
+
+class _Digest:
+    """The archive file as it is written: its length and SHA-256 (the signed target's)."""
+
+    def __init__(self, dst: BinaryIO) -> None:
+        self._dst = dst
+        self.sha256 = hashlib.sha256()
+        self.length = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        written = self._dst.write(data)
+        if written:  # (None: a full non-blocking file took nothing)
+            self.sha256.update(memoryview(data)[:written])
+            self.length += written
+        return written
 
 
 def _seal(
@@ -126,9 +195,10 @@ def _seal(
             total = os.fstat(src.fileno()).st_size
             reader = archive.ManifestReader()
             with atomic_file(out) as dst, progress_on_terminal(f"sealing {tar.name}") as show:
+                digest = _Digest(dst)
                 archive.seal(
                     src,
-                    dst,
+                    digest,  # type: ignore[arg-type]
                     archive_id,
                     key,
                     on_progress=lambda done: show(done, total) if show else None,
@@ -142,11 +212,18 @@ def _seal(
                 client.put_archive_key(archive_id, key)
     finally:
         client.close()
+    release = ArchiveRelease(
+        archive_id=archive_id,
+        length=digest.length,
+        sha256=digest.sha256.hexdigest(),
+        key_commitment=key_commitment(key, stream.archive_associated_data(archive_id)),
+    )
     return {
         "archive_id": archive_id,
         "file": str(out),
         "size": out.stat().st_size,
         "images": [tag for image in images for tag in image.tags or (image.id,)],
+        "target": {"path": release.path, **release.to_target()},
     }
 
 

@@ -82,7 +82,7 @@ class FakeClient:
         #: The identity in use: the leases' ``sub``.
         self.subject: str | None = "r@x"
 
-    def get_resource(self, folder: str, name: str) -> ResourceInfo:
+    def get_resource(self, folder: str, name: str, version: int | None = None) -> ResourceInfo:
         b = self.behaviour
         if isinstance(b, BaseException):
             raise b

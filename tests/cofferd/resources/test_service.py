@@ -13,10 +13,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from online import load, managed_cache
 from scripted_http import ScriptedServer
+from tuf.api.metadata import TargetFile
 
-from cofferd.binary_split.stream import SEGMENT_SIZE
+from cofferd.binary_split.stream import SEGMENT_SIZE, resource_associated_data
 from cofferd.errors import (
     BadName,
     BadRequest,
@@ -30,6 +32,7 @@ from cofferd.resources.cache import BigPartCache
 from cofferd.resources.managed import ManagedCache
 from cofferd.resources.service import upload
 from cofferd.resources.upstream import ApiClient, RetryPolicy
+from cofferd.trust.release import ResourceRelease, SegmentDigests, key_commitment, parse_target
 from fixtures.upstream import Upstream
 
 MiB = 1 << 20
@@ -104,6 +107,45 @@ def flip_byte(path: Path, offset: int) -> None:
         byte = f.read(1)
         f.seek(offset)
         f.write(bytes([byte[0] ^ 0x40]))
+
+
+@pytest.mark.parametrize("size", [0, 1, MiB - 1, MiB, 2 * MiB + 5])
+def test_upload_answers_the_release_of_the_bytes_actually_published(
+    publisher, reader, upstream, size
+):
+    """The target to sign, recomputed from what the upstream stored (small part, key, big part)."""
+    upload(publisher, "models", "m.bin", io.BytesIO(data(size, seed=2)))
+    result = upload(publisher, "models", "m.bin", io.BytesIO(data(size)))
+    stored = reader.get_resource("models", "m.bin")
+    big = b"".join(reader.iter_big(stored.big_url, stored.big_size))
+    digests = SegmentDigests(SEGMENT_SIZE)
+    digests.update(big)
+    manifest, segments_sha256 = digests.finish()
+    # The upstream stored the manifest the commit carried: the same bytes.
+    stored_manifest = requests.get(
+        f"{upstream.url}/v1/resources/models/m.bin/versions/2/segments",
+        headers=upstream.auth(upstream.reader),
+        timeout=30,
+    )
+    assert stored_manifest.status_code == 200
+    assert stored_manifest.content == manifest
+    assert len(manifest) == 32 * -(-len(big) // SEGMENT_SIZE)
+    expected = ResourceRelease(
+        folder="models",
+        name="m.bin",
+        version=2,
+        small_size=len(stored.small),
+        small_sha256=hashlib.sha256(stored.small).hexdigest(),
+        key_commitment=key_commitment(stored.key, resource_associated_data("models", "m.bin")),
+        big_size=len(big),
+        big_sha256=hashlib.sha256(big).hexdigest(),
+        plaintext_size=size,
+        segment_size=MiB,
+        segments_sha256=segments_sha256,
+    )
+    assert result.version == stored.version == 2
+    assert result.target == {"path": "resources/models/m.bin", **expected.to_target()}
+    assert parse_target(TargetFile.from_dict(dict(expected.to_target()), expected.path)) == expected
 
 
 @pytest.mark.parametrize("size", [0, 1, MiB - 1, MiB, MiB + 1])

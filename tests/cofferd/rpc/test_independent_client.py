@@ -109,7 +109,14 @@ def test_the_documented_example_session(
             "filename": "model.bin",
             "version": up["version"],
             "size": 5,
+            "target": up["target"],
         }
+        # The release to sign (docs/trust.md): the small part's size and digest at
+        # the top, the rest under custom.coffer.
+        assert up["target"]["path"] == "resources/models/model.bin"
+        assert up["target"]["length"] == 61  # all of it: 40-byte header, 5 bytes, 16-byte tag
+        assert up["target"]["custom"]["coffer"]["version"] == up["version"]
+        assert up["target"]["custom"]["coffer"]["plaintext_size"] == 5
 
         data, loaded = client.load({"filename": "model.bin"})
         assert data == b"hello"

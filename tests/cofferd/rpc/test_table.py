@@ -38,7 +38,7 @@ def test_method_names_and_audit_ids_are_unique() -> None:
 
 def test_what_changes_state_for_every_caller_is_an_operators() -> None:
     operators = {s.name for s in TABLE if s.access == "operator"}
-    assert operators == {"login", "logout", "enroll", "evict", "prune", "pin"}
+    assert operators == {"login", "logout", "enroll", "evict", "prune", "pin", "trust.init"}
     assert BY_NAME["pull"].operator_params == ("pin",)
     # ... and is audited, with who did it.
     assert all(BY_NAME[name].audit for name in operators)

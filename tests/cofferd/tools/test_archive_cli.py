@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -9,13 +10,21 @@ import pty
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tuf.ngclient import Updater
 
+from coffer.cli import ExitCode
+from coffer.client import Client
 from cofferd.binary_split import archive
+from cofferd.binary_split.stream import archive_associated_data
+from cofferd.errors import NotFound
 from cofferd.resources.upstream import ApiClient
+from cofferd.trust.release import ArchiveRelease, key_commitment, parse_target
+from fixtures.daemon import CofferdProcess
 from fixtures.upstream import Upstream
 
 #: The installed entry point, as a user runs it.
@@ -66,6 +75,7 @@ def seal(upstream: Upstream, tar: Path, out: Path, archive_id: str, password: st
         "--email",
         upstream.publisher.email,
         "--password-stdin",
+        "--unsigned",
         stdin=(password or upstream.publisher.password) + "\n",
     )
 
@@ -112,7 +122,9 @@ def test_seal_takes_its_settings_from_the_environment(upstream: Upstream, tmp_pa
         "COFFER_EMAIL": upstream.publisher.email,
         "COFFER_PASSWORD": upstream.publisher.password,
     }
-    done = coffer("--json", "archive", "seal", str(tar), str(out), "--id", "env-1", env=env)
+    done = coffer(
+        "--json", "archive", "seal", str(tar), str(out), "--id", "env-1", "--unsigned", env=env
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
         "archive_id": "env-1",
@@ -179,7 +191,7 @@ def test_bad_invocations_fail_with_a_clear_line(
 ) -> None:
     tar = image_tar(tmp_path / "images.tar", size=10)
     out = tmp_path / "x.coffer"
-    done = coffer("archive", "seal", str(tar), str(out), *args, stdin="pw\n")
+    done = coffer("archive", "seal", str(tar), str(out), "--unsigned", *args, stdin="pw\n")
     assert done.returncode == code, done.stderr
     assert done.stderr.startswith("coffer: ")
     assert message in done.stderr
@@ -212,6 +224,7 @@ def test_progress_shows_on_a_terminal(upstream: Upstream, tmp_path: Path) -> Non
                 "--email",
                 upstream.publisher.email,
                 "--password-stdin",
+                "--unsigned",
             ],
             input=(upstream.publisher.password + "\n").encode(),
             stdout=subprocess.PIPE,
@@ -309,3 +322,66 @@ def test_the_plugin_is_imported_only_when_no_built_in_command_is_chosen(
         check=True,
     )
     assert done.stdout.split("\n")[-2] == loaded
+
+
+def test_seal_with_a_key_signs_the_archive_release(
+    trusted_upstream: Upstream, cofferd: Callable[..., CofferdProcess], tmp_path: Path
+) -> None:
+    """The signed target is the file as written and its key's commitment; a TUF client finds it."""
+    upstream = trusted_upstream
+    assert upstream.trust is not None
+    key_file = tmp_path / "publisher.key"
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, upstream.trust.keys.publisher1.private_bytes)
+    os.close(fd)
+    sock = cofferd(upstream_url=upstream.url, trust="required", trust_root=upstream.trust.root)
+    tar = image_tar(tmp_path / "images.tar", size=1 << 20)
+    out = tmp_path / "images.coffer"
+    base = [
+        *("--socket", str(sock.socket_path), "--json", "archive", "seal", str(tar), str(out)),
+        *("--id", "signed-1", "--upstream", upstream.url, "--email", upstream.publisher.email),
+        "--password-stdin",
+    ]
+    password = upstream.publisher.password + "\n"
+    done = coffer(*base, stdin=password)
+    assert done.returncode == ExitCode.USAGE
+    assert "devices deliver only signed releases" in done.stderr
+    assert not out.exists()
+
+    done = coffer(*base, "--sign-key", str(key_file), stdin=password)
+    assert done.returncode == ExitCode.UNAUTHORIZED
+    assert "cofferd is not logged in" in done.stderr
+    assert not out.exists()
+    with Client(sock.socket_path) as c:
+        c.login(upstream.publisher.email, upstream.publisher.password)
+    done = coffer(*base, "--sign-key", str(key_file), stdin=password)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["signed"] == {"role": "publishers", "version": 1}
+    updater = Updater(str(tmp_path / "tuf"), upstream.tuf_url, bootstrap=upstream.trust.root)
+    updater.refresh()
+    info = updater.get_targetinfo("archives/signed-1")
+    assert info is not None
+    data = out.read_bytes()
+    key = registered_key(upstream, "signed-1")
+    assert parse_target(info) == ArchiveRelease(
+        archive_id="signed-1",
+        length=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        key_commitment=key_commitment(key, archive_associated_data("signed-1")),
+    )
+
+    # A key the owner did not delegate to: refused before anything is sealed.
+    other = tmp_path / "other"
+    assert coffer("keys", "generate", str(other)).returncode == 0
+    out2 = tmp_path / "images2.coffer"
+    done = coffer(
+        *("--socket", str(sock.socket_path), "archive", "seal", str(tar), str(out2)),
+        *("--id", "signed-2", "--upstream", upstream.url, "--email", upstream.publisher.email),
+        *("--password-stdin", "--sign-key", f"{other}.key"),
+        stdin=password,
+    )
+    assert done.returncode == ExitCode.UNAUTHORIZED, done.stderr
+    assert "not one the fleet's owner delegated" in done.stderr
+    assert not out2.exists()
+    with pytest.raises(NotFound):
+        registered_key(upstream, "signed-2")

@@ -47,6 +47,10 @@ class Version(Base):
     plaintext_size: Mapped[int] = mapped_column(BigInteger)
     created_by: Mapped[str] = mapped_column(Text)
     created_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: The segment manifest (docs/trust.md): the raw SHA-256 of each chunk of
+    #: ``segment_size`` bytes of the big part, concatenated; NULL if not given.
+    segment_size: Mapped[int | None] = mapped_column(BigInteger)
+    segments: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class Retired(Base):
@@ -148,3 +152,14 @@ class AssertionJti(Base):
     device_id: Mapped[str] = mapped_column(Text, primary_key=True)
     jti: Mapped[str] = mapped_column(Text, primary_key=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class TufMetadata(Base):
+    """A TUF metadata file as served, byte for byte: one row per (role, version)
+    (issue 20). ``expires`` is its ``signed.expires`` in Unix seconds."""
+
+    __tablename__ = "tuf_metadata"
+    role: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    expires: Mapped[int] = mapped_column(BigInteger)

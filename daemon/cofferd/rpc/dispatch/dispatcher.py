@@ -158,7 +158,7 @@ def _wrap(spec: MethodSpec, operators: Set[int]) -> Callable[..., Any]:
                 log.exception("%s failed unexpectedly (%s)", name, call.peer)
             err = to_rpc_error(exc)
             call.error_code = err.code
-            return Error(err.code, err.message, {"detail": err.detail})
+            return Error(err.code, err.message, err.data)
         if call.audit_fields is not None:
             fields.from_result(call.audit_fields, result)
         return Success(result)

@@ -11,7 +11,8 @@ is answered like a bug.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from cofferd import errors
 
@@ -25,6 +26,12 @@ class RpcError:
     code: int
     message: str
     detail: str
+    #: Members of ``data`` beside the detail (an :class:`~cofferd.errors.Untrusted`'s rule).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"detail": self.detail, **self.extra}
 
     def __str__(self) -> str:
         return f"{self.message}: {self.detail}"
@@ -37,7 +44,8 @@ def to_rpc_error(exc: BaseException) -> RpcError:
         code, message = errors.WIRE[errors.InternalError]
         return RpcError(int(code), message, INTERNAL_DETAIL)
     code, message = row
-    return RpcError(int(code), message, str(exc) or message)
+    extra = getattr(exc, "wire_data", None)
+    return RpcError(int(code), message, str(exc) or message, dict(extra or {}))
 
 
 def is_expected(exc: BaseException) -> bool:

@@ -21,6 +21,7 @@ from cofferd.resources.index import Index
 from cofferd.resources.managed import ManagedCache
 from cofferd.resources.upstream import ApiClient
 from cofferd.settings import Settings
+from cofferd.trust.service import Trust
 
 
 class UnlockService(Protocol):
@@ -71,6 +72,11 @@ class Services(Protocol):
     @property
     def loads(self) -> Loads:
         """The one owner of load, load_memfd and pull (``cofferd.field.loads``)."""
+        ...
+
+    @property
+    def trust(self) -> Trust:
+        """Which releases a publisher signed (``cofferd.trust``)."""
         ...
 
     @property

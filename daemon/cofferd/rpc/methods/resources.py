@@ -195,6 +195,7 @@ def _uploaded(result: UploadResult) -> dict[str, Any]:
         "filename": result.name,
         "version": result.version,
         "size": result.size,
+        "target": result.target,
     }
 
 
@@ -206,6 +207,47 @@ _VERSIONED = {
     "size": {"type": "integer", "minimum": 0},
 }
 _COUNT = {"type": "integer", "minimum": 0}
+_HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+#: The release a publisher signs for an upload: a TUF target with its path
+#: (docs/trust.md, "A release: the signed target").
+TARGET = {
+    **obj(
+        {
+            "path": {"type": "string", "description": "resources/<folder>/<filename>"},
+            "length": {**_COUNT, "description": "the small part's size"},
+            "hashes": obj({"sha256": {**_HEX64, "description": "of the small part"}}, ("sha256",)),
+            "custom": obj(
+                {
+                    "coffer": obj(
+                        {
+                            "kind": {"const": "resource"},
+                            "version": {"type": "integer", "minimum": 1},
+                            "key_commitment": _HEX64,
+                            "big_size": _COUNT,
+                            "big_sha256": _HEX64,
+                            "plaintext_size": _COUNT,
+                            "segment_size": {"type": "integer", "minimum": 1},
+                            "segments_sha256": _HEX64,
+                        },
+                        (
+                            "kind",
+                            "version",
+                            "key_commitment",
+                            "big_size",
+                            "big_sha256",
+                            "plaintext_size",
+                            "segment_size",
+                            "segments_sha256",
+                        ),
+                    )
+                },
+                ("coffer",),
+            ),
+        },
+        ("path", "length", "hashes", "custom"),
+    ),
+    "description": "the release to sign into the publishers role (docs/trust.md)",
+}
 #: The schema of :func:`loaded`'s members.
 LOADED = {**_VERSIONED, "from_cache": {"type": "boolean"}}
 #: What a load takes, and may answer beside the common errors (``load``, ``load_memfd``).
@@ -220,6 +262,7 @@ LOAD_ERRORS = (
     ErrorCode.UPSTREAM_BAD_DATA,
     ErrorCode.UPSTREAM_UNAVAILABLE,
     ErrorCode.OFFLINE_REFUSED,
+    ErrorCode.UNTRUSTED,
 )
 #: The audit record of a call on one resource: which one, from the params,
 #: then which version and how many bytes, from the result.
@@ -337,6 +380,7 @@ SPECS: tuple[MethodSpec, ...] = (
             ErrorCode.TOO_LARGE,
             *_UPSTREAM_ERRORS,
             ErrorCode.OFFLINE_REFUSED,
+            ErrorCode.UNTRUSTED,
             ErrorCode.STATE_UNWRITABLE,
         ),
         # Pinning keeps a resource for every caller: an operator's decision.
@@ -358,8 +402,8 @@ SPECS: tuple[MethodSpec, ...] = (
             ("filename",),
         ),
         result=obj(
-            {"status": {"const": "ok"}, **_VERSIONED},
-            ("status", "folder", "filename", "version", "size"),
+            {"status": {"const": "ok"}, **_VERSIONED, "target": TARGET},
+            ("status", "folder", "filename", "version", "size", "target"),
         ),
         errors=(
             ErrorCode.BAD_REQUEST,

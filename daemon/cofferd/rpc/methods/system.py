@@ -38,6 +38,8 @@ def status(call: Call, /) -> dict[str, Any]:
         "field": _field(app),
         "cache": app.managed.status(),
         "identity": app.enrollment.status(),
+        # "off": whatever the upstream serves is delivered, signed or not.
+        "trust": app.settings.trust,
     }
 
 
@@ -194,6 +196,10 @@ SPECS: tuple[MethodSpec, ...] = (
                 "field": FIELD_STATUS,
                 "cache": CACHE_STATUS,
                 "identity": IDENTITY_STATUS,
+                "trust": {
+                    "enum": ["required", "off"],
+                    "description": "off: releases are delivered unsigned (docs/trust.md)",
+                },
             },
             ("authenticated", "model_cache_dir", "upstream_url", "version", "unlock", "field"),
         ),

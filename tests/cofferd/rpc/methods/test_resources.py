@@ -22,9 +22,17 @@ from cofferd.errors import BadName, BadRequest, InvalidParams, TooLarge
 from cofferd.models import UploadResult
 from cofferd.resources.listing import Listed
 from cofferd.rpc.methods import resources
+from cofferd.trust.release import ResourceRelease
 
 #: What the fake load owner delivers (``FakeLoads.plaintext`` in conftest.py).
 DATA = b"plaintext of a model"
+#: The release the fake upload answers with (its shape: docs/trust.md).
+TARGET = {
+    "path": "resources/models/m.bin",
+    **ResourceRelease(
+        "models", "m.bin", 5, 40, "a" * 64, "b" * 64, 0, "c" * 64, 0, 1 << 20, "d" * 64
+    ).to_target(),
+}
 
 
 @pytest.fixture
@@ -34,7 +42,7 @@ def service(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
     def upload(client: Any, folder: str, name: str, src: Any) -> UploadResult:
         data = src.read()
         seen["upload"].append((folder, name, data))
-        return UploadResult(folder, name, 5, len(data))
+        return UploadResult(folder, name, 5, len(data), TARGET)
 
     monkeypatch.setattr(resources.service, "upload", upload)
     return seen
@@ -151,7 +159,14 @@ def test_pull_pins_when_asked_and_says_so(app, invoke) -> None:
 def test_upload_inline_and_through_an_fd(invoke, service) -> None:
     data = base64.b64encode(b"abc").decode()
     got = invoke("upload", filename="u.bin", data=data, size=3)
-    assert got == {"status": "ok", "folder": "models", "filename": "u.bin", "version": 5, "size": 3}
+    assert got == {
+        "status": "ok",
+        "folder": "models",
+        "filename": "u.bin",
+        "version": 5,
+        "size": 3,
+        "target": TARGET,
+    }
     r, w = os.pipe()
     os.write(w, b"through a pipe")
     os.close(w)
