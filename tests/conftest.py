@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 pytest_plugins = [
+    # Before the fixtures that start servers: forks them from a warm interpreter.
+    "fixtures.zygote",
     "fixtures.postgres",  # a real PostgreSQL server in a temp dir
     "fixtures.trust",  # TUF keys and metadata made with python-tuf
     "fixtures.upstream",  # the reference upstream on loopback

@@ -45,6 +45,7 @@ class WireServer:
         self._sock.bind(str(path))
         self._sock.listen(16)
         self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -56,7 +57,9 @@ class WireServer:
                 return
             self.connections += 1
             self._conns.append(conn)
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+            thread = threading.Thread(target=self._connection, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
 
     def _connection(self, conn: socket.socket) -> None:
         buf = b""
@@ -89,10 +92,18 @@ class WireServer:
                     conn.sendall(answer)
 
     def close(self) -> None:
+        # shutdown() wakes the accept and the reads under way (close() alone
+        # does not): no thread of this server outlives it, holding an fd
+        # number that a later test's socket may get.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
         self._sock.close()
         for conn in self._conns:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(10)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from fixtures import zygote
 from fixtures.postgres import Postgres
 from fixtures.upstream import COMMAND, Upstream, database_args
 
@@ -18,7 +19,7 @@ from fixtures.upstream import COMMAND, Upstream, database_args
 def user_add(
     data_dir: Path, *args: str, stdin: str = "pw\n", database_url: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return zygote.run(
         [*COMMAND, "user", "add", *args, *database_args(data_dir, database_url)],
         input=stdin,
         capture_output=True,
@@ -92,7 +93,7 @@ def test_serve_on_a_busy_port_fails_cleanly(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = subprocess.run(
+        done = zygote.run(
             [*COMMAND, "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")],
             capture_output=True,
             text=True,
@@ -190,17 +191,17 @@ def test_postgresql_needs_db_upgrade_first(postgres: Postgres, tmp_path: Path) -
     url = postgres.create_database()
     args = ["--data-dir", str(tmp_path / "d"), "--database-url", url]
     for command in (["serve", "--port", "0"], ["user", "ls"]):
-        done = subprocess.run(
+        done = zygote.run(
             [*COMMAND, *command, *args], capture_output=True, text=True, timeout=60, check=False
         )
         assert done.returncode == 1, done
         assert "db upgrade" in done.stderr
         assert "Traceback" not in done.stderr
-    upgraded = subprocess.run(
+    upgraded = zygote.run(
         [*COMMAND, "db", "upgrade", *args], capture_output=True, text=True, timeout=60, check=False
     )
     assert upgraded.returncode == 0, upgraded.stderr
-    listed = subprocess.run(
+    listed = zygote.run(
         [*COMMAND, "user", "ls", "--json", *args],
         capture_output=True,
         text=True,

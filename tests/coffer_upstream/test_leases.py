@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from fixtures import zygote
 from fixtures.upstream import COMMAND, Upstream, add_user
 
 # What this module tests does not depend on the database: once, on SQLite
@@ -37,7 +38,7 @@ WEEK = 7 * 24 * 3600
 
 
 def lease_key(data_dir: Path) -> dict[str, str]:
-    done = subprocess.run(
+    done = zygote.run(
         [*COMMAND, "lease-key", "--data-dir", str(data_dir), "--json"],
         capture_output=True,
         text=True,
@@ -153,7 +154,7 @@ def test_lease_seconds_is_a_server_setting(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("seconds", ["0", "-5"])
 def test_a_lease_of_no_time_is_refused_at_start(tmp_path: Path, seconds: str) -> None:
-    done = subprocess.run(
+    done = zygote.run(
         [*COMMAND, "serve", "--port", "0", "--data-dir", str(tmp_path), "--lease-seconds", seconds],
         capture_output=True,
         text=True,
@@ -188,7 +189,7 @@ def test_lease_key_cli_makes_one_key_even_when_run_at_once(tmp_path: Path) -> No
     assert keys[0]["key_id"] == hashlib.sha256(raw).hexdigest()[:16]
     assert stat.S_IMODE((data_dir / "lease-key.pem").stat().st_mode) == 0o600
     assert not [p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")]
-    plain = subprocess.run(
+    plain = zygote.run(
         [*COMMAND, "lease-key", "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
@@ -201,7 +202,7 @@ def test_lease_key_cli_makes_one_key_even_when_run_at_once(tmp_path: Path) -> No
 def test_a_key_file_others_may_read_is_refused(tmp_path: Path) -> None:
     lease_key(tmp_path)
     (tmp_path / "lease-key.pem").chmod(0o644)
-    done = subprocess.run(
+    done = zygote.run(
         [*COMMAND, "lease-key", "--data-dir", str(tmp_path)],
         capture_output=True,
         text=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import requests
@@ -13,6 +12,7 @@ from coffer_upstream.db import make_engine, migrate
 from coffer_upstream.db.session import Transactions
 from coffer_upstream.passwords import hash_password
 from coffer_upstream.store import Listed, Store
+from fixtures import zygote
 from fixtures.upstream import COMMAND, Account, Upstream
 
 #: What store.py made before migrations (with versions.created_at, added to it later).
@@ -124,7 +124,7 @@ def test_a_data_dir_of_the_first_schema_is_served_after_an_upgrade(tmp_path: Pat
             timeout=30,
         )
         assert listing.json()["items"][0]["name"] == "m"
-    done = subprocess.run(
+    done = zygote.run(
         [*COMMAND, "db", "upgrade", "--data-dir", str(data_dir)],
         capture_output=True,
         text=True,
