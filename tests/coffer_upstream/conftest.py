@@ -26,3 +26,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def upstream_database(request: pytest.FixtureRequest) -> str:
     param: str = request.param
     return param
+
+
+@pytest.fixture(scope="session")
+def upstream_trust() -> bool:
+    # The upstream's own tests set up its TUF repository where they test it
+    # (tests/coffer_upstream/trust, upstream_factory(trust=True)); elsewhere its
+    # publish() stays the plain two-phase publish it tests.
+    return False

@@ -135,8 +135,12 @@ class Trust:
             target = self._lookup(path)
         except UpstreamUnavailable as exc:
             return self._last_verified(path, exc)
+        except Untrusted as exc:
+            if exc.rule != "unsigned":  # a role no publisher signed yet: no target
+                raise
+            target = None
         if target is None:
-            raise Untrusted(f"no publisher signed a release of {path}", rule="unsigned")
+            self._unsigned(path)
         release = _parse(target)
         memory = self._index.release(path)
         if (
@@ -150,6 +154,25 @@ class Trust:
                 rule="rollback",
             )
         return release
+
+    def _unsigned(self, path: str) -> NoReturn:
+        """No publisher signed ``path``: first what the upstream would say without trust.
+
+        A resource or archive the upstream does not have (404), or a call it
+        refuses (401, 403), is that error, as on a device with trust off; only
+        one the upstream has and no publisher signed is ``unsigned``. What the
+        upstream answers is not used, not kept.
+        """
+        kind, _, rest = path.partition("/")
+        try:
+            if kind == "resources":
+                folder, _, name = rest.partition("/")
+                self._client().get_resource(folder, name)
+            else:
+                self._client().get_archive_key(rest)
+        except UpstreamUnavailable:
+            pass  # the metadata came, the answer did not: the rule is still the answer
+        raise Untrusted(f"no publisher signed a release of {path}", rule="unsigned")
 
     def _last_verified(
         self, path: str, exc: UpstreamUnavailable
