@@ -51,9 +51,7 @@ def test_login_refused_is_unauthorized(daemon: CofferdProcess, upstream: Upstrea
     assert "wrong password" not in info.value.detail
 
 
-def test_upload_then_load_round_trip(
-    c: cc.Client, daemon: CofferdProcess, tmp_path: Path
-) -> None:
+def test_upload_then_load_round_trip(c: cc.Client, daemon: CofferdProcess, tmp_path: Path) -> None:
     data = os.urandom(2 * SEGMENT + 17)  # crosses segment boundaries
     src = tmp_path / "model.bin"
     src.write_bytes(data)
