@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,15 +162,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     with Client(args.socket, timeout=args.timeout) as c:
         r = c.trust_status()
     root = r.get("root")
+    keys = len(root.get("key_ids") or []) if isinstance(root, dict) else 0
     lines = [
         f"trust:        {r.get('mode')}",
-        "root:         "
-        + (f"version {root.get('version')}" if isinstance(root, dict) else "none pinned"),
+        "trusted root: "
+        + (
+            f"version {root.get('version')} ({keys} root key{'s' if keys != 1 else ''})"
+            if isinstance(root, dict)
+            else "none pinned"
+        ),
     ]
     last = r.get("last_refresh")
     if isinstance(last, dict):
         state = "ok" if last.get("ok") else f"failed ({last.get('rule')}): {last.get('detail')}"
-        lines.append(f"last refresh: {state}")
+        at = last.get("at")
+        when = (
+            time.strftime(" at %Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+            if isinstance(at, int | float)
+            else ""
+        )
+        lines.append(f"last refresh: {state}{when}")
     roles = r.get("roles")
     if isinstance(roles, dict):
         for name, info in roles.items():
