@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 from urllib.parse import quote
 
 from tuf.api.exceptions import UnsignedMetadataError
-from tuf.api.metadata import Metadata, TargetFile, Targets
+from tuf.api.metadata import DelegatedRole, Metadata, Snapshot, TargetFile, Targets
 from tuf.ngclient import Updater, UpdaterConfig
 
 from cofferd.errors import (
@@ -269,9 +269,13 @@ class Trust:
             targets_path = self.anchor.dir / "targets.json"
             targets = Metadata[Targets].from_bytes(targets_path.read_bytes())
             delegations = targets.signed.delegations
-            # The role's version as the (verified) snapshot names it; None: never
-            # published, the first publisher signs version 1.
-            listed = updater._trusted_set.snapshot.meta.get(f"{role}.json")
+            # The role's version as the snapshot this refresh verified (and
+            # python-tuf persisted) names it; None: never published, the first
+            # publisher signs version 1.
+            snapshot = Metadata[Snapshot].from_bytes(
+                (self.anchor.dir / "snapshot.json").read_bytes()
+            )
+            listed = snapshot.signed.meta.get(f"{role}.json")
             text = None
             if (
                 delegations is not None
@@ -280,8 +284,9 @@ class Trust:
                 and listed is not None
             ):
                 try:
-                    # python-tuf checks it against snapshot and the delegation's keys.
-                    updater._load_targets(role, "targets")
+                    # A lookup of a path the role covers makes python-tuf fetch the
+                    # role and check it against snapshot and the delegation's keys.
+                    updater.get_targetinfo(_covered_path(delegations.roles[role]))
                     text = (self.anchor.dir / f"{quote(role, '')}.json").read_text("utf-8")
                 except UnsignedMetadataError:
                     # Signed by a key the delegation no longer names (revoked): none
@@ -340,6 +345,15 @@ def _parse(target: TargetFile) -> ResourceRelease | ArchiveRelease:
         return parse_target(target)
     except ReleaseFormatError as exc:
         raise Untrusted(f"{target.path}: {exc}", rule="digest") from None
+
+
+def _covered_path(delegated: DelegatedRole) -> str:
+    """A target path ``delegated`` covers (its first pattern, wildcards filled)."""
+    for pattern in delegated.paths or ():
+        path = pattern.replace("*", "x").replace("?", "x")
+        if delegated.is_delegated_path(path):
+            return path
+    raise BadRequest(f"role {delegated.name} covers no path by pattern")
 
 
 def _check_role(role: str) -> None:
