@@ -442,20 +442,21 @@ def add_signing_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--expires",
-        type=_days,
+        type=days,
         metavar="DAYS",
         help="days until the signed publishers metadata expires (default 365)",
     )
 
 
-def _days(text: str) -> int:
+def days(text: str) -> int:
+    """An argparse type: a number of days from 1 to 36500 (``--expires``)."""
     try:
-        days = int(text)
+        value = int(text)
     except ValueError:
-        days = 0
-    if not 1 <= days <= 36500:
+        value = 0
+    if not 1 <= value <= 36500:
         raise argparse.ArgumentTypeError(f"not a number of days from 1 to 36500: {text!r}")
-    return days
+    return value
 
 
 class ReleaseSigner(Protocol):
@@ -565,6 +566,7 @@ __all__ = [
     "ReleaseSigner",
     "add_signing_options",
     "build_parser",
+    "days",
     "exit_code_for",
     "main",
     "read_password",

@@ -24,7 +24,7 @@ from typing import Any
 from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata
 
-from coffer.cli import CommandError, ExitCode
+from coffer.cli import CommandError, ExitCode, days
 from coffer.client import Client
 from cofferd.trust import keys, owner
 from cofferd.trust.keys import KeyFileError
@@ -32,16 +32,6 @@ from cofferd.trust.owner import MetadataError
 
 #: Longest metadata file a command reads.
 MAX_METADATA_FILE = 16 << 20
-
-
-def _days(text: str) -> int:
-    try:
-        days = int(text)
-    except ValueError:
-        days = 0
-    if not 1 <= days <= 36500:
-        raise argparse.ArgumentTypeError(f"not a number of days from 1 to 36500: {text!r}")
-    return days
 
 
 def _count(text: str) -> int:
@@ -95,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--targets-key", action="append", default=[], metavar="K.key")
     p.add_argument("--online-key", required=True, metavar="ONLINE.pub")
     p.add_argument("--publisher-key", action="append", required=True, metavar="P.pub")
-    p.add_argument("--expires", type=_days, metavar="DAYS", help=expires)
+    p.add_argument("--expires", type=days, metavar="DAYS", help=expires)
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=cmd_new)
 
@@ -111,7 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--new-key", action="append", required=True, metavar="K.key")
     p.add_argument("--threshold", type=_count, help="new root keys needed (default: a majority)")
     p.add_argument("--online-key", metavar="ONLINE.pub", help="also a new online key")
-    p.add_argument("--expires", type=_days, metavar="DAYS", help=expires)
+    p.add_argument("--expires", type=days, metavar="DAYS", help=expires)
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=cmd_rotate)
 
@@ -125,7 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--targets-key", action="append", required=True, metavar="K.key")
     p.add_argument("--publisher-key", action="append", required=True, metavar="P.pub")
     p.add_argument("--root", metavar="ROOT.json", help="check the result against this root")
-    p.add_argument("--expires", type=_days, metavar="DAYS", help=expires)
+    p.add_argument("--expires", type=days, metavar="DAYS", help=expires)
     p.add_argument("--out", required=True, metavar="DIR")
     p.set_defaults(handler=cmd_publishers)
 
