@@ -67,7 +67,6 @@ from cofferd.trust.service import Trust
 # holds a folder named cofferd that would otherwise shadow the package.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 upstream_fixture = importlib.import_module("fixtures.upstream")
-tuf_fixtures = importlib.import_module("fixtures.trust")
 Upstream = upstream_fixture.Upstream
 
 MiB = 1 << 20
@@ -152,22 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def install_trust(data_dir: Path) -> Any:
     """The upstream's TUF repository made ready, as the test fixture does: its TrustSetup."""
-    args = upstream_fixture.database_args(data_dir, None)
-    done = upstream_fixture.run_command("trust", "online-key", "--json", *args)
-    if done.returncode != 0:
-        raise SystemExit(f"trust online-key failed: {done.stderr.strip()}")
-    shown = json.loads(done.stdout)
-    online = tuf_fixtures.online_key(shown["keyid"], shown["key"])
-    keys = tuf_fixtures.session_keys()
-    root = tuf_fixtures.sign(tuf_fixtures.root_metadata(online), keys.root1)
-    targets = tuf_fixtures.sign(tuf_fixtures.targets_metadata(), keys.targets)
-    for role, data in (("root", root), ("targets", targets)):
-        path = data_dir.parent / f"{role}.json"
-        path.write_bytes(data)
-        done = upstream_fixture.run_command("trust", role, str(path), *args)
-        if done.returncode != 0:
-            raise SystemExit(f"trust {role} failed: {done.stderr.strip()}")
-    return upstream_fixture.TrustSetup(keys, root, online)
+    return upstream_fixture.install_trust(data_dir, None, data_dir.parent)
 
 
 def run(server: Any, base: Path, size: int) -> int:
