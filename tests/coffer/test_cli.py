@@ -126,10 +126,14 @@ def test_login_reads_the_password_from_stdin(sock: Path, upstream: Upstream) -> 
     assert "no password" in one_line_error(done)
 
 
-def test_upload_file_then_load_to_file(logged_in: Path, tmp_path: Path) -> None:
+def test_upload_file_then_load_to_file(
+    logged_in: Path, publisher_key: Path, tmp_path: Path
+) -> None:
     data = os.urandom(1024 * 1024 + 3)
     (tmp_path / "weights.bin").write_bytes(data)
-    done = coffer("upload", "--unsigned", str(tmp_path / "weights.bin"), sock=logged_in)
+    done = coffer(
+        "upload", "--sign-key", str(publisher_key), str(tmp_path / "weights.bin"), sock=logged_in
+    )
     assert done.returncode == 0, done.stderr
     assert b"models/weights.bin" in done.stdout
     out = tmp_path / "out" / "w.bin"
@@ -142,10 +146,19 @@ def test_upload_file_then_load_to_file(logged_in: Path, tmp_path: Path) -> None:
     assert os.listdir(out.parent) == ["w.bin"]
 
 
-def test_upload_from_stdin_then_load_to_stdout(logged_in: Path) -> None:
+def test_upload_from_stdin_then_load_to_stdout(logged_in: Path, publisher_key: Path) -> None:
     data = os.urandom(200_000)
     done = coffer(
-        "upload", "--unsigned", "-", "--name", "s.bin", "--folder", "f", sock=logged_in, input=data
+        "upload",
+        "--sign-key",
+        str(publisher_key),
+        "-",
+        "--name",
+        "s.bin",
+        "--folder",
+        "f",
+        sock=logged_in,
+        input=data,
     )
     assert done.returncode == 0, done.stderr
     done = coffer("--json", "load", "s.bin", "--folder", "f", "-o", "-", sock=logged_in)
@@ -157,9 +170,12 @@ def test_upload_from_stdin_then_load_to_stdout(logged_in: Path) -> None:
     assert "--name" in one_line_error(done)
 
 
-def test_load_follows_a_symlink_and_writes_into_a_fifo(logged_in: Path, tmp_path: Path) -> None:
+def test_load_follows_a_symlink_and_writes_into_a_fifo(
+    logged_in: Path, publisher_key: Path, tmp_path: Path
+) -> None:
     data = os.urandom(300_000)
-    done = coffer("upload", "--unsigned", "-", "--name", "d.bin", sock=logged_in, input=data)
+    key = str(publisher_key)
+    done = coffer("upload", "--sign-key", key, "-", "--name", "d.bin", sock=logged_in, input=data)
     assert done.returncode == 0, done.stderr
     (tmp_path / "real.bin").write_bytes(b"old")
     (tmp_path / "link.bin").symlink_to("real.bin")
@@ -196,11 +212,12 @@ def test_failed_load_leaves_no_file(logged_in: Path, tmp_path: Path) -> None:
 
 
 def test_failed_load_midway_leaves_no_file(
-    logged_in: Path, upstream: Upstream, tmp_path: Path
+    logged_in: Path, upstream: Upstream, publisher_key: Path, tmp_path: Path
 ) -> None:
     # A tampered last segment: earlier plaintext reaches the pipe, then the load fails.
     data = os.urandom(3 * 1024 * 1024)
-    done = coffer("upload", "--unsigned", "-", "--name", "t.bin", sock=logged_in, input=data)
+    key = str(publisher_key)
+    done = coffer("upload", "--sign-key", key, "-", "--name", "t.bin", sock=logged_in, input=data)
     assert done.returncode == 0, done.stderr
     (blob,) = upstream.blob_paths()
     raw = bytearray(blob.read_bytes())
@@ -208,7 +225,7 @@ def test_failed_load_midway_leaves_no_file(
     blob.write_bytes(raw)
     out = tmp_path / "t.bin"
     done = coffer("load", "t.bin", "-o", str(out), sock=logged_in)
-    assert done.returncode == ExitCode.UPSTREAM
+    assert done.returncode == ExitCode.UNTRUSTED  # its chunk differs from its signed digest
     one_line_error(done)
     assert os.listdir(tmp_path) == []
 

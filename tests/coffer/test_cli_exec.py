@@ -46,8 +46,10 @@ def publish(daemon: CofferdProcess, name: str, data: bytes) -> None:
     writer.stdin.write(data)
     writer.stdin.close()
     with cc.Client(daemon.socket_path, timeout=60) as c, open(r, "rb") as src:
-        assert c.upload(name, "models", src)["size"] == len(data)
+        up = c.upload(name, "models", src)
+    assert up["size"] == len(data)
     assert writer.wait(TIMEOUT) == 0
+    daemon.sign(up)
 
 
 def exec_argv(daemon: CofferdProcess, *args: str) -> list[str]:

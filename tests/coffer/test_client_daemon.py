@@ -68,7 +68,7 @@ def test_upload_then_load_round_trip(c: cc.Client, daemon: CofferdProcess, tmp_p
     assert seen[-1] == len(data)
 
 
-def test_upload_from_a_pipe_without_size(c: cc.Client) -> None:
+def test_upload_from_a_pipe_without_size(c: cc.Client, daemon: CofferdProcess) -> None:
     r, w = os.pipe()
     data = os.urandom(300_000)
 
@@ -78,23 +78,31 @@ def test_upload_from_a_pipe_without_size(c: cc.Client) -> None:
 
     threading.Thread(target=feed, daemon=True).start()
     with open(r, "rb") as src:
-        assert c.upload("piped", "other", src)["size"] == len(data)
+        up = c.upload("piped", "other", src)
+    assert up["size"] == len(data)
+    daemon.sign(up)
     assert c.load_bytes("piped", "other") == data
 
 
-def test_inline_bytes_round_trip_and_empty_file(c: cc.Client) -> None:
-    assert c.upload_bytes("small", "models", b"hello")["size"] == 5
+def test_inline_bytes_round_trip_and_empty_file(c: cc.Client, daemon: CofferdProcess) -> None:
+    up = c.upload_bytes("small", "models", b"hello")
+    assert up["size"] == 5
+    daemon.sign(up)
     assert c.load_bytes("small") == b"hello"
-    assert c.upload_bytes("empty", "models", b"")["size"] == 0
+    up = c.upload_bytes("empty", "models", b"")
+    assert up["size"] == 0
+    daemon.sign(up)
     out = io.BytesIO()
     assert c.load("empty", "models", out)["size"] == 0
     assert out.getvalue() == b""
 
 
-def test_a_new_version_replaces_the_old(c: cc.Client) -> None:
-    first = c.upload_bytes("v", "models", b"one")["version"]
-    second = c.upload_bytes("v", "models", b"two")["version"]
-    assert second > first
+def test_a_new_version_replaces_the_old(c: cc.Client, daemon: CofferdProcess) -> None:
+    first = c.upload_bytes("v", "models", b"one")
+    daemon.sign(first)
+    second = c.upload_bytes("v", "models", b"two")
+    daemon.sign(second)
+    assert second["version"] > first["version"]
     assert c.load_bytes("v") == b"two"
 
 
@@ -131,21 +139,24 @@ def test_inline_cap_is_too_large(cofferd: Daemon, upstream: Upstream) -> None:
         with pytest.raises(cc.TooLarge):
             c.upload_bytes("big", "models", b"x" * 2000)
         with io.BytesIO(b"x" * 2000) as src:
-            c.upload("big", "models", src)
+            d.sign(c.upload("big", "models", src))
         with pytest.raises(cc.TooLarge):
             c.load_bytes("big")
         assert c.health()["status"] == "ok"
 
 
-def test_tampered_big_part_is_upstream_bad_data(c: cc.Client, upstream: Upstream) -> None:
-    c.upload_bytes("t", "models", os.urandom(100_000))
+def test_tampered_big_part_is_untrusted(
+    c: cc.Client, daemon: CofferdProcess, upstream: Upstream
+) -> None:
+    daemon.sign(c.upload_bytes("t", "models", os.urandom(100_000)))
     (blob,) = upstream.blob_paths()
     raw = bytearray(blob.read_bytes())
     raw[len(raw) // 2] ^= 1
     blob.write_bytes(raw)
-    with pytest.raises(cc.UpstreamBadData) as info:
+    # The signed segment digests catch it before decryption would (docs/trust.md).
+    with pytest.raises(cc.Untrusted) as info:
         c.load("t", "models", io.BytesIO())
-    assert info.value.code == 502
+    assert (info.value.code, info.value.rule) == (422, "segment")
 
 
 def test_upstream_down_is_upstream_unavailable(cofferd: Daemon) -> None:
@@ -167,12 +178,14 @@ def test_daemon_gone_is_daemon_unavailable(daemon: CofferdProcess) -> None:
     c.close()
 
 
-def test_the_documented_example_program_works(c: cc.Client, tmp_path: Path) -> None:
+def test_the_documented_example_program_works(
+    c: cc.Client, daemon: CofferdProcess, tmp_path: Path
+) -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "client.md").read_text()
     program = tmp_path / "fetch_model.py"
     program.write_text(doc.split("```python\n", 1)[1].split("```", 1)[0])
     data = os.urandom(100_000)
-    c.upload_bytes("m.bin", "models", data)
+    daemon.sign(c.upload_bytes("m.bin", "models", data))
     assert c.socket_path
     env = {**os.environ, "COFFER_SOCKET": c.socket_path}
     target = tmp_path / "m.bin"

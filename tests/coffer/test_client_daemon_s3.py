@@ -22,8 +22,12 @@ Daemon = Callable[..., CofferdProcess]
 
 
 @pytest.fixture
-def c(cofferd: Daemon, s3_upstream: Upstream) -> Iterator[cc.Client]:
-    daemon = cofferd(upstream_url=s3_upstream.url)
+def daemon(cofferd: Daemon, s3_upstream: Upstream) -> CofferdProcess:
+    return cofferd(upstream_url=s3_upstream.url)
+
+
+@pytest.fixture
+def c(daemon: CofferdProcess, s3_upstream: Upstream) -> Iterator[cc.Client]:
     with cc.Client(daemon.socket_path, timeout=120) as client:
         client.login(s3_upstream.publisher.email, s3_upstream.publisher.password)
         yield client
@@ -35,11 +39,12 @@ def _parts_asked(upstream: Upstream) -> int:
 
 @pytest.mark.parametrize("size", [0, 1000, 2 * S3_UPSTREAM_PART_SIZE + 4321])
 def test_publish_in_parts_and_load_back_straight_from_the_store(
-    c: cc.Client, s3_upstream: Upstream, s3_server: S3Server, size: int
+    c: cc.Client, daemon: CofferdProcess, s3_upstream: Upstream, s3_server: S3Server, size: int
 ) -> None:
     data = os.urandom(size)
     up = c.upload("model.bin", "models", io.BytesIO(data))
     assert up["size"] == size
+    daemon.sign(up)
     # The ciphertext is a little longer than the plaintext: 3 parts for the largest.
     assert _parts_asked(s3_upstream) == (3 if size > S3_UPSTREAM_PART_SIZE else 1)
 
@@ -55,14 +60,15 @@ def test_publish_in_parts_and_load_back_straight_from_the_store(
 
 
 def test_a_big_part_edited_in_the_bucket_is_refused_on_load(
-    c: cc.Client, s3_upstream: Upstream, s3_server: S3Server, s3_bucket: str
+    c: cc.Client, daemon: CofferdProcess, s3_server: S3Server, s3_bucket: str
 ) -> None:
-    c.upload_bytes("t", "models", os.urandom(300_000))
+    daemon.sign(c.upload_bytes("t", "models", os.urandom(300_000)))
     store = s3_server.client()
     (key,) = [o["Key"] for o in store.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     raw = bytearray(store.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
     raw[len(raw) // 2] ^= 1
     store.put_object(Bucket=s3_bucket, Key=key, Body=bytes(raw))
-    with pytest.raises(cc.UpstreamBadData) as info:
+    # The signed segment digests catch it before decryption would (docs/trust.md).
+    with pytest.raises(cc.Untrusted) as info:
         c.load("t", "models", io.BytesIO())
-    assert info.value.code == 502
+    assert (info.value.code, info.value.rule) == (422, "segment")

@@ -31,9 +31,11 @@ def c(daemon: CofferdProcess, upstream: Upstream) -> Iterator[cc.Client]:
         yield client
 
 
-def test_load_memfd_is_sealed_readable_and_mappable(c: cc.Client) -> None:
+def test_load_memfd_is_sealed_readable_and_mappable(c: cc.Client, daemon: CofferdProcess) -> None:
     data = os.urandom(2 * SEGMENT + 17)  # crosses segment boundaries
-    version = c.upload_bytes("model.bin", "models", data)["version"]
+    up = c.upload_bytes("model.bin", "models", data)
+    daemon.sign(up)
+    version = up["version"]
     with c.load_memfd("model.bin") as memfd:
         assert memfd.size == len(data)
         assert fcntl.fcntl(memfd.fd, fcntl.F_GET_SEALS) & REQUIRED_SEALS == REQUIRED_SEALS
@@ -54,8 +56,10 @@ def test_load_memfd_is_sealed_readable_and_mappable(c: cc.Client) -> None:
     assert version == 1
 
 
-def test_a_second_call_on_the_same_connection_works_and_gets_a_new_fd(c: cc.Client) -> None:
-    c.upload_bytes("a", "models", b"first")
+def test_a_second_call_on_the_same_connection_works_and_gets_a_new_fd(
+    c: cc.Client, daemon: CofferdProcess
+) -> None:
+    daemon.sign(c.upload_bytes("a", "models", b"first"))
     with c.load_memfd("a") as one, c.load_memfd("a") as two:
         assert one.fd != two.fd
         with one.file() as f1, two.file() as f2:
@@ -63,8 +67,8 @@ def test_a_second_call_on_the_same_connection_works_and_gets_a_new_fd(c: cc.Clie
     assert c.health()["status"] == "ok"
 
 
-def test_empty_resource_gives_an_empty_sealed_memfd(c: cc.Client) -> None:
-    c.upload_bytes("empty", "models", b"")
+def test_empty_resource_gives_an_empty_sealed_memfd(c: cc.Client, daemon: CofferdProcess) -> None:
+    daemon.sign(c.upload_bytes("empty", "models", b""))
     with c.load_memfd("empty") as memfd:
         assert memfd.size == 0
         with memfd.file() as f:
@@ -76,7 +80,7 @@ def test_empty_resource_gives_an_empty_sealed_memfd(c: cc.Client) -> None:
 def test_over_memfd_max_bytes_is_too_large_and_no_fd_comes(
     c: cc.Client, daemon: CofferdProcess
 ) -> None:
-    c.upload_bytes("big", "models", bytes(3 * SEGMENT + 1))
+    daemon.sign(c.upload_bytes("big", "models", bytes(3 * SEGMENT + 1)))
     before = _open_fds()
     with pytest.raises(cc.TooLarge) as info:
         c.load_memfd("big")
@@ -94,8 +98,10 @@ def test_errors_come_without_an_fd(c: cc.Client) -> None:
     assert _open_fds() == before
 
 
-def test_the_memfd_is_the_callers_own_allocated_before_cofferd_fills_it(c: cc.Client) -> None:
-    c.upload_bytes("x", "models", bytes(SEGMENT))
+def test_the_memfd_is_the_callers_own_allocated_before_cofferd_fills_it(
+    c: cc.Client, daemon: CofferdProcess
+) -> None:
+    daemon.sign(c.upload_bytes("x", "models", bytes(SEGMENT)))
     assert c.stat("x")["size"] == SEGMENT
     memfd = Memfd.create("mine", SEGMENT)
     with memfd:
@@ -116,8 +122,10 @@ def test_the_memfd_is_the_callers_own_allocated_before_cofferd_fills_it(c: cc.Cl
         (lambda: os.pipe()[1], "not a memfd"),
     ],
 )
-def test_a_wrong_memfd_is_refused_and_nothing_comes_back(c: cc.Client, make, detail: str) -> None:
-    c.upload_bytes("x", "models", b"data")
+def test_a_wrong_memfd_is_refused_and_nothing_comes_back(
+    c: cc.Client, daemon: CofferdProcess, make, detail: str
+) -> None:
+    daemon.sign(c.upload_bytes("x", "models", b"data"))
     fd = make()
     fds = [] if fd is None else [fd]
     before = _open_fds()
