@@ -165,6 +165,7 @@ def test_sigterm_during_a_256_mib_load(
             sock, {"filename": "huge.bin", "size": size}, (block for _ in range(size // MIB))
         )
         assert done["result"]["size"] == size
+    daemon.sign(done["result"])
 
     sock = daemon.connect()
     result: dict = {}

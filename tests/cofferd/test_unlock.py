@@ -1,8 +1,9 @@
 """The unlock workflow in-process, against the reference upstream and the private dockerd.
 
 Images are built ``FROM scratch`` once per module and saved; each test seals
-the saved tar, registers (or not) its key upstream, and drives an
-:class:`UnlockWorkflow` whose engine is the private dockerd.
+the saved tar, registers (or not) its key upstream and signs its release, and
+drives an :class:`UnlockWorkflow` whose engine is the private dockerd and
+whose trust is required, the upstream fixture's root pinned, as in cofferd.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from cofferd.binary_split.archive import ArchiveHeader, ManifestReader
 from cofferd.docker_engine import DockerEngine
 from cofferd.errors import Conflict, NotFound, ShuttingDown
 from cofferd.notify import Notifier
+from cofferd.resources.index import INDEX_NAME, Index
 from cofferd.resources.upstream import ApiClient, RetryPolicy
 from cofferd.settings import Settings
+from cofferd.trust.service import Trust
 from cofferd.unlock import RECORD_NAME, UnlockWorkflow, _remove_partial
+from fixtures.daemon import pin_root
 from fixtures.dockerd import PrivateDockerd
+from fixtures.trust import archive_target
 from fixtures.upstream import Upstream
 
 pytestmark = pytest.mark.docker
@@ -82,10 +87,24 @@ def register(upstream: Upstream, archive_id: str, key: bytes) -> None:
         client.close()
 
 
+def sign(upstream: Upstream, sealed: Path, archive_id: str, key: bytes) -> None:
+    """The publisher signs the archive as it is in ``sealed`` (docs/trust.md)."""
+    upstream.sign_release(dict([archive_target(archive_id, key=key, sealed=sealed.read_bytes())]))
+
+
+def publish(upstream: Upstream, sealed: Path, archive_id: str, key: bytes) -> None:
+    """What a publisher does with a sealed archive: its key upstream, its release signed."""
+    register(upstream, archive_id, key)
+    sign(upstream, sealed, archive_id, key)
+
+
 class Harness:
     """A workflow on real parts, and what it told systemd."""
 
-    def __init__(self, tmp: Path, upstream_url: str, docker_host: str) -> None:
+    def __init__(
+        self, tmp: Path, upstream_url: str, docker_host: str, trust_root: bytes | None
+    ) -> None:
+        """``trust_root``: pinned, trust required; None: trust off."""
         self.settings = Settings(
             upstream_url=upstream_url,
             archive_path=tmp / "images.coffer",
@@ -93,9 +112,22 @@ class Harness:
             cache_dir=tmp / "cache",
             docker_host=docker_host,
             upstream_timeout=5,
+            trust="off" if trust_root is None else "required",
         )
         self.sent: list[str] = []
         self.clients: list[ApiClient] = []
+        if trust_root is not None:
+            pin_root(self.settings.state_dir, trust_root)
+        self.index = Index(self.settings.state_dir / INDEX_NAME)
+        # As cofferd builds it (cofferd.app): the daemon's session for the metadata.
+        self.trust = Trust(
+            mode=self.settings.trust,
+            refresh_interval=self.settings.trust_refresh_interval,
+            state_dir=self.settings.state_dir,
+            upstream_url=upstream_url,
+            index=self.index,
+            client=self.client,
+        )
 
     def client(self) -> ApiClient:
         c = ApiClient(self.settings.upstream_url, timeout=5, retry=RetryPolicy(retries=0))
@@ -103,11 +135,14 @@ class Harness:
         return c
 
     def workflow(self) -> UnlockWorkflow:
-        return UnlockWorkflow.from_settings(self.settings, self.client, Notifier(self.sent.append))
+        return UnlockWorkflow.from_settings(
+            self.settings, self.client, Notifier(self.sent.append), trust=self.trust
+        )
 
     def close(self) -> None:
         for c in self.clients:
             c.close()
+        self.index.close()
 
 
 def checked(workflow: UnlockWorkflow) -> dict[str, object]:
@@ -121,7 +156,8 @@ def checked(workflow: UnlockWorkflow) -> dict[str, object]:
 
 @pytest.fixture
 def harness(tmp_path: Path, upstream: Upstream, dockerd: PrivateDockerd) -> Iterator[Harness]:
-    h = Harness(tmp_path, upstream.url, dockerd.host)
+    assert upstream.trust is not None
+    h = Harness(tmp_path, upstream.url, dockerd.host, upstream.trust.root)
     yield h
     h.close()
 
@@ -151,8 +187,8 @@ def test_unlock_loads_the_image_reports_its_tag_and_survives_a_restart(
     harness: Harness, upstream: Upstream, saved: Saved, dockerd: PrivateDockerd
 ) -> None:
     key = stream.new_key()
-    seal(saved.one, harness.settings.archive_path, "images-1", key)
-    register(upstream, "images-1", key)
+    sealed = seal(saved.one, harness.settings.archive_path, "images-1", key)
+    publish(upstream, sealed, "images-1", key)
     workflow = harness.workflow()
     assert workflow.status()["state"] == "idle"
 
@@ -208,8 +244,8 @@ def test_a_multi_image_archive_loads_every_image(
     harness: Harness, upstream: Upstream, saved: Saved, dockerd: PrivateDockerd
 ) -> None:
     key = stream.new_key()
-    seal(saved.two, harness.settings.archive_path, "images-2", key)
-    register(upstream, "images-2", key)
+    sealed = seal(saved.two, harness.settings.archive_path, "images-2", key)
+    publish(upstream, sealed, "images-2", key)
     workflow = harness.workflow()
     workflow.start(upstream.reader.email, upstream.reader.password)
     status = finish(workflow)
@@ -223,8 +259,8 @@ def test_wrong_password_is_an_error_a_person_can_act_on(
     harness: Harness, upstream: Upstream, saved: Saved
 ) -> None:
     key = stream.new_key()
-    seal(saved.one, harness.settings.archive_path, "images-3", key)
-    register(upstream, "images-3", key)
+    sealed = seal(saved.one, harness.settings.archive_path, "images-3", key)
+    publish(upstream, sealed, "images-3", key)
     workflow = harness.workflow()
     workflow.start(upstream.reader.email, "not the password")
     status = finish(workflow)
@@ -239,7 +275,9 @@ def test_wrong_password_is_an_error_a_person_can_act_on(
 def test_an_archive_whose_key_is_not_upstream_fails(
     harness: Harness, upstream: Upstream, saved: Saved, dockerd: PrivateDockerd
 ) -> None:
-    seal(saved.one, harness.settings.archive_path, "never-registered", stream.new_key())
+    key = stream.new_key()
+    sealed = seal(saved.one, harness.settings.archive_path, "never-registered", key)
+    sign(upstream, sealed, "never-registered", key)  # signed, its key never uploaded
     before = dockerd.image_ids()
     workflow = harness.workflow()
     workflow.start(upstream.reader.email, upstream.reader.password)
@@ -281,7 +319,9 @@ def test_a_tampered_archive_never_ends_ready_and_leaves_nothing(
     key = stream.new_key()
     path = seal(saved.one, harness.settings.archive_path, "images-4", key)
     path.write_bytes(tamper(path.read_bytes()))
-    register(upstream, "images-4", key)
+    # Signed as it is on disk: the AEAD, not the signed digest, must catch it here
+    # (tests/cofferd/test_unlock_trust.py refuses a file other than the signed one).
+    publish(upstream, path, "images-4", key)
     before = dockerd.image_ids()
 
     workflow = harness.workflow()
@@ -302,8 +342,8 @@ def test_an_image_tar_the_engine_refuses_is_reported(
     not_a_tar = tmp_path / "junk.tar"
     not_a_tar.write_bytes(os.urandom(5000))
     key = stream.new_key()
-    seal(not_a_tar, harness.settings.archive_path, "images-5", key)
-    register(upstream, "images-5", key)
+    sealed = seal(not_a_tar, harness.settings.archive_path, "images-5", key)
+    publish(upstream, sealed, "images-5", key)
     workflow = harness.workflow()
     workflow.start(upstream.reader.email, upstream.reader.password)
     status = finish(workflow)
@@ -329,7 +369,8 @@ def test_a_second_unlock_while_one_runs_is_a_conflict(
     tmp_path: Path, dockerd: PrivateDockerd, saved: Saved
 ) -> None:
     with silent_upstream() as url:
-        h = Harness(tmp_path, url, dockerd.host)
+        # A listener that never answers serves no TUF repository: trust off.
+        h = Harness(tmp_path, url, dockerd.host, None)
         seal(saved.one, h.settings.archive_path, "images-6", stream.new_key())
         workflow = h.workflow()
         workflow.start("someone@example.com", "pw")
@@ -347,8 +388,8 @@ def test_close_cancels_a_running_unlock_and_nothing_is_loaded(
     harness: Harness, upstream: Upstream, saved: Saved, dockerd: PrivateDockerd
 ) -> None:
     key = stream.new_key()
-    seal(saved.one, harness.settings.archive_path, "images-7", key)
-    register(upstream, "images-7", key)
+    sealed = seal(saved.one, harness.settings.archive_path, "images-7", key)
+    publish(upstream, sealed, "images-7", key)
     before = dockerd.image_ids()
     workflow = harness.workflow()
     pid = int(dockerd.pidfile.read_text())

@@ -19,6 +19,7 @@ Names are checked once, at the RPC boundary, before they get here.
 
 from __future__ import annotations
 
+from cofferd.errors import OfflineRefused, UpstreamUnavailable
 from cofferd.field.offline import Field
 from cofferd.models import LoadResult
 from cofferd.resources.managed import ManagedCache
@@ -75,7 +76,17 @@ class Loads:
         )
 
     def _decide(self, folder: str, name: str) -> tuple[ResourceRelease | None, ResourceInfo, bool]:
-        release = self._trust.resource_release(folder, name)
+        try:
+            release = self._trust.resource_release(folder, name)
+        except UpstreamUnavailable as exc:
+            if not self._field.enabled:
+                raise
+            # Unreachable, and no release of it verified here to decide on: the
+            # offline rules' answer, as for a resource never loaded with trust off.
+            raise OfflineRefused(
+                f"{exc}; offline use of {folder}/{name} refused: no record of a release"
+                " verified here"
+            ) from exc
         info, offline = self._field.resolve(folder, name, release)
         if release is not None:
             self._trust.verified(release)

@@ -17,6 +17,7 @@ rules of ``cofferd.field`` say whether it may be used offline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -158,20 +159,19 @@ class Trust:
     def _unsigned(self, path: str) -> NoReturn:
         """No publisher signed ``path``: first what the upstream would say without trust.
 
-        A resource or archive the upstream does not have (404), or a call it
-        refuses (401, 403), is that error, as on a device with trust off; only
-        one the upstream has and no publisher signed is ``unsigned``. What the
-        upstream answers is not used, not kept.
+        A resource the upstream does not have (404), or a call it refuses (401,
+        403), is that error, as on a device with trust off; only one the
+        upstream has and no publisher signed is ``unsigned``. What the upstream
+        answers is not used, not kept. An archive is ``unsigned`` at once: its
+        key is a secret asked for only once a publisher signed the archive, and
+        by the unlock's own login, not the daemon's session.
         """
         kind, _, rest = path.partition("/")
-        try:
-            if kind == "resources":
-                folder, _, name = rest.partition("/")
+        if kind == "resources":
+            folder, _, name = rest.partition("/")
+            # The metadata came, the answer did not: the rule is still the answer.
+            with contextlib.suppress(UpstreamUnavailable):
                 self._client().get_resource(folder, name)
-            else:
-                self._client().get_archive_key(rest)
-        except UpstreamUnavailable:
-            pass  # the metadata came, the answer did not: the rule is still the answer
         raise Untrusted(f"no publisher signed a release of {path}", rule="unsigned")
 
     def _last_verified(

@@ -65,7 +65,9 @@ class Device:
     def upload(self, name: str, data: bytes) -> None:
         assert self.daemon is not None
         with self.daemon.connect() as sock:
-            assert "result" in upload_via_pipe(sock, {"filename": name}, data)
+            done = upload_via_pipe(sock, {"filename": name}, data)
+        assert "result" in done, done
+        self.daemon.sign(done["result"])
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self.call("status")["result"]

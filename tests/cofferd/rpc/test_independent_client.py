@@ -117,6 +117,7 @@ def test_the_documented_example_session(
         assert up["target"]["length"] == 61  # all of it: 40-byte header, 5 bytes, 16-byte tag
         assert up["target"]["custom"]["coffer"]["version"] == up["version"]
         assert up["target"]["custom"]["coffer"]["plaintext_size"] == 5
+        daemon.sign(up)
 
         data, loaded = client.load({"filename": "model.bin"})
         assert data == b"hello"

@@ -74,6 +74,7 @@ def test_upload_then_load_through_pipes_and_inline(publisher: CofferdProcess) ->
         assert done["result"]["size"] == len(SMALL)
         assert done["result"]["folder"] == "models"
         version = done["result"]["version"]
+        publisher.sign(done["result"])
         data, response = load_via_pipe(sock, {"filename": "m.bin"})
         assert data == SMALL
         assert response["result"] == {
@@ -90,6 +91,7 @@ def test_upload_then_load_through_pipes_and_inline(publisher: CofferdProcess) ->
         payload = b"tiny"
         up = rpc(sock, "upload", {"filename": "m.bin", "data": base64.b64encode(payload).decode()})
         assert up["result"]["version"] > version
+        publisher.sign(up["result"])
         assert base64.b64decode(rpc(sock, "load", {"filename": "m.bin"})["result"]["data"]) == (
             payload
         )
@@ -98,9 +100,9 @@ def test_upload_then_load_through_pipes_and_inline(publisher: CofferdProcess) ->
 def test_empty_and_one_byte_resources(publisher: CofferdProcess) -> None:
     with publisher.connect() as sock:
         for name, content in (("empty", b""), ("one", b"\x00")):
-            assert upload_via_pipe(sock, {"filename": name, "size": len(content)}, content)[
-                "result"
-            ]["size"] == len(content)
+            done = upload_via_pipe(sock, {"filename": name, "size": len(content)}, content)
+            assert done["result"]["size"] == len(content)
+            publisher.sign(done["result"])
             data, response = load_via_pipe(sock, {"filename": name})
             assert (data, response["result"]["size"]) == (content, len(content))
 
@@ -114,7 +116,9 @@ def test_load_errors(publisher: CofferdProcess, cofferd: Callable[..., CofferdPr
             ErrorCode.BAD_REQUEST
         )
         big = os.urandom(4 * 1024 * 1024 + 1)
-        assert upload_via_pipe(sock, {"filename": "big.bin"}, big)["result"]["status"] == "ok"
+        done = upload_via_pipe(sock, {"filename": "big.bin"}, big)
+        assert done["result"]["status"] == "ok"
+        publisher.sign(done["result"])
         over = rpc(sock, "load", {"filename": "big.bin"})
         assert code_of(over) == ErrorCode.TOO_LARGE
         assert "fd" in over["error"]["data"]["detail"]
@@ -190,7 +194,7 @@ def test_upstream_down_is_unavailable(publisher: CofferdProcess, upstream: Upstr
 def test_a_socket_fd_is_not_a_path_the_daemon_opens(publisher: CofferdProcess) -> None:
     """load writes into whatever fd came, here one end of a socketpair."""
     with publisher.connect() as sock:
-        assert upload_via_pipe(sock, {"filename": "s.bin"}, b"payload")["result"]
+        publisher.sign(upload_via_pipe(sock, {"filename": "s.bin"}, b"payload")["result"])
         a, b = socket.socketpair()
         with a, b:
             response = rpc(sock, "load", {"filename": "s.bin"}, fds=[a.fileno()])

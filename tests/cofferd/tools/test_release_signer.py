@@ -68,6 +68,13 @@ def absent(upstream: Upstream, name: str) -> bool:
 
 
 @pytest.fixture
+def upstream(upstream_factory: Callable[..., Upstream]) -> Upstream:
+    """A server with no TUF repository yet: the owner of this fleet installs its own
+    root (the fixture's TUF-ready servers already have one, and root 1 is taken)."""
+    return upstream_factory(trust=False)
+
+
+@pytest.fixture
 def fleet(
     tmp_path: Path, upstream: Upstream, cofferd: Callable[..., CofferdProcess]
 ) -> dict[str, Any]:

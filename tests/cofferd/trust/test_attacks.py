@@ -103,7 +103,7 @@ def test_no_root_pinned_refuses_every_load(
     cofferd: Callable[..., CofferdProcess], hostile: HostileUpstream
 ) -> None:
     hostile.repo.publish(FOLDER, NAME, V1)
-    d = cofferd(upstream_url=hostile.url, trust="required")
+    d = cofferd(upstream_url=hostile.url, trust="required", pin=False)
     d.call("login", {"email": EMAIL, "password": PASSWORD})
     refused(d, "not-pinned")
     # Pinned over the socket, the same load goes through.

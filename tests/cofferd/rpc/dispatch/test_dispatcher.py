@@ -137,7 +137,7 @@ def test_a_group_member_cannot_change_state_for_every_caller(
     account = upstream.publisher
     assert daemon.call("login", {"email": account.email, "password": account.password})["result"]
     with daemon.connect() as sock:
-        assert upload_via_pipe(sock, {"filename": "kept.bin", "size": 3}, b"abc")["result"]
+        daemon.sign(upload_via_pipe(sock, {"filename": "kept.bin", "size": 3}, b"abc")["result"])
     assert daemon.call("pull", {"filename": "kept.bin", "pin": True})["result"]["pinned"]
 
     attempts = [

@@ -193,7 +193,7 @@ def test_the_daemon_audits_counts_and_serves_metrics(
     account = upstream.publisher
     with Client(daemon.socket_path) as client:
         client.login(account.email, account.password)
-        client.upload_bytes("m.bin", "models", b"hello world")
+        daemon.sign(client.upload_bytes("m.bin", "models", b"hello world"))
         assert client.load_bytes("m.bin") == b"hello world"
         assert client.load_bytes("m.bin") == b"hello world"
         with pytest.raises(NotFoundAnswer):

@@ -50,6 +50,7 @@ def publish(daemon: CofferdProcess, name: str, data: bytes) -> None:
     with daemon.connect() as sock:
         done = upload_via_pipe(sock, {"filename": name, "size": len(data)}, data)
     assert done["result"]["status"] == "ok"
+    daemon.sign(done["result"])
 
 
 def test_list_pull_cache_list_evict_prune(daemon: CofferdProcess) -> None:

@@ -22,6 +22,7 @@ from cofferd.errors import InvalidParams
 from cofferd.resources.upstream import ApiClient
 from fixtures.daemon import CofferdProcess
 from fixtures.dockerd import PrivateDockerd
+from fixtures.trust import archive_target
 from fixtures.upstream import Upstream
 
 TAG = "coffer-test/unlock-rpc:1"
@@ -59,7 +60,8 @@ def _clean_engine(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def install_archive(daemon: CofferdProcess, image: Image, upstream: Upstream | None) -> Path:
-    """Seal the image tar where the daemon expects its archive; register the key upstream."""
+    """Seal the image tar where the daemon expects its archive; register the key upstream
+    and sign the archive's release, as its publisher does (docs/trust.md)."""
     key = stream.new_key()
     path = Path(daemon.env["COFFER_ARCHIVE_PATH"])
     with image.tar.open("rb") as src, path.open("wb") as dst:
@@ -71,6 +73,8 @@ def install_archive(daemon: CofferdProcess, image: Image, upstream: Upstream | N
             client.put_archive_key(ARCHIVE_ID, key)
         finally:
             client.close()
+        target = archive_target(ARCHIVE_ID, key=key, sealed=path.read_bytes())
+        upstream.sign_release(dict([target]))
     return path
 
 

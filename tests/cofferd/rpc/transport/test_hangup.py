@@ -73,7 +73,7 @@ def send_request(sock: socket.socket, method: str, params: dict, fd: int) -> Non
 def test_hang_up_mid_load(publisher: CofferdProcess) -> None:
     content = os.urandom(32 * MIB)
     with publisher.connect() as sock:
-        assert upload_via_pipe(sock, {"filename": "big.bin"}, content)["result"]
+        publisher.sign(upload_via_pipe(sock, {"filename": "big.bin"}, content)["result"])
         load_via_pipe(sock, {"filename": "big.bin"})  # warm the cache
     baseline = quiet_fds(publisher)
     for _ in range(2):
@@ -130,7 +130,7 @@ def test_hang_up_mid_upload_publishes_nothing(
 def test_fifty_concurrent_clients(publisher: CofferdProcess) -> None:
     content = os.urandom(MIB + 5)
     with publisher.connect() as sock:
-        assert upload_via_pipe(sock, {"filename": "shared.bin"}, content)["result"]
+        publisher.sign(upload_via_pipe(sock, {"filename": "shared.bin"}, content)["result"])
     errors: list[str] = []
     start = threading.Barrier(50)
 
