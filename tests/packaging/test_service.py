@@ -91,7 +91,8 @@ def pin(device: SystemdContainer, root: str, transcript: Transcript) -> None:
     """``coffer trust init`` as the operator (root), replacing the last test's root if any."""
     pinned = transcript.sh(device, f"coffer trust init --replace {root}").stdout
     # The owner's key (root and targets) and the upstream's online key.
-    assert pinned.startswith("pinned root version 1 (2 keys)"), pinned
+    said = r"(pinned|replaced the pinned root with) root version 1 \(2 keys\)\n"
+    assert re.fullmatch(said, pinned), pinned
     status = transcript.sh(device, "coffer trust status").stdout.splitlines()
     assert status[:2] == ["trust:        required", "pinned root:  version 1"], status
 
