@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -313,22 +314,15 @@ class Fleet:
         self.token = token
         self.devices = devices
         self.log = log
-        self.transcript = log.entries
 
     def admin(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``coffer-upstream ARGV`` on the upstream's host, logged in the transcript."""
-        done = self.host.run(*self.upstream, *argv, UP_DATA, check=check)
-        self.transcript.append(f"upstream# coffer-upstream {' '.join(argv)}\n{done.stdout}")
-        return done
+        return self.log.sh(self.host, shlex.join(["coffer-upstream", *argv, UP_DATA]), check=check)
 
     def on(self, device: SystemdContainer, *argv: str, check: bool = True) -> str:
         """Run ``argv`` on ``device``; its output goes into the transcript."""
-        done = device.run(*argv, check=check)
-        shown = done.stdout + done.stderr
-        self.transcript.append(
-            f"{device.name}# {' '.join(argv)}  (exit {done.returncode})\n{shown}"
-        )
-        return shown
+        done = self.log.sh(device, shlex.join(argv), check=check)
+        return done.stdout + done.stderr
 
 
 def _enrolled(device: SystemdContainer, timeout: float = 90.0) -> dict[str, Any]:
@@ -491,8 +485,8 @@ def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> 
             if "enrolled from credential coffer-enroll-token as device" in line
         ]
         assert len(enrolled) == 1
-        fleet.transcript.append(
-            f"{device.name}# journalctl -u cofferd | grep enrolled\n{enrolled[0]}\n"
+        fleet.log.entries.append(
+            f"root@{device.name}# journalctl -u cofferd | grep enrolled\n{enrolled[0]}\n"
         )
 
     # Each loads the resource by proof of key: no password on either device.
@@ -503,21 +497,14 @@ def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> 
     assert json.loads(one.run("coffer", "--json", "status").stdout)["field"]["records"]
 
     # The image's token is spent (2 uses, 2 devices): a third device is refused.
-    spent = fleet.host.run("coffer", "enroll", input=fleet.token + "\n", check=False)
-    fleet.transcript.append(
-        f"{fleet.host.name}# coffer enroll < token  (exit {spent.returncode})\n{spent.stderr}"
-    )
+    spent = fleet.log.sh(fleet.host, "coffer enroll", input=fleet.token + "\n", check=False)
     assert spent.returncode == UNAUTHORIZED, spent
     assert "unknown, spent or expired" in spent.stderr
     assert fleet.token not in spent.stdout + spent.stderr
 
     # Revoking device 1 stops it at its next exchange; device 2 is untouched.
     fleet.admin("device", "revoke", ids[0])
-    argv = ("coffer", "load", RESOURCE, "-o", "/root/after.bin")
-    refused = one.run(*argv, check=False)
-    fleet.transcript.append(
-        f"{one.name}# {' '.join(argv)}  (exit {refused.returncode})\n{refused.stderr}"
-    )
+    refused = fleet.log.sh(one, f"coffer load {RESOURCE} -o /root/after.bin", check=False)
     assert refused.returncode == UNAUTHORIZED, refused
     assert "device revoked" in refused.stderr
     assert one.run("sh", "-c", "cat /root/after.bin 2>/dev/null | wc -c").stdout.strip() == "0"
@@ -532,7 +519,7 @@ def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> 
     assert {d["id"]: d["revoked_at"] is not None for d in listed} == {ids[0]: True, ids[1]: False}
 
     _no_secret_anywhere(fleet)
-    print("\n" + "\n".join(fleet.transcript))
+    print("\n" + str(fleet.log))
 
 
 #: Run on the upstream's host: a consistent copy of its SQLite database (argv: from, to).
