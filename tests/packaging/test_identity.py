@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,13 +25,21 @@ from typing import Any
 import pytest
 
 from fixtures.dockerd import PrivateDockerd
-from fixtures.systemd import SystemdContainer, upstream_command
+from fixtures.systemd import (
+    SystemdContainer,
+    Transcript,
+    fleet_root,
+    upstream_command,
+    upstream_wrapper,
+)
 
 pytestmark = [pytest.mark.systemd, pytest.mark.slow]
 
 EMAIL = "publisher@example.org"
 PASSWORD = "correct-horse-battery"  # a test account's; passed on stdin only
 PORT = 8097
+#: The publisher's key, made on the host of the upstream, which publishes.
+PUBLISHER_KEY = "/root/publisher.key"
 OFFLINE_REFUSED = 10  # coffer's exit code
 REPO = Path(__file__).resolve().parents[2]
 IDENTITY_DIR = "/var/lib/coffer-identity"
@@ -176,20 +185,25 @@ def test_device_1s_offline_records_open_nothing_on_device_2(
     upstream_site: Path,
 ) -> None:
     one, two = devices
+    log = Transcript()
     upstream = upstream_command(one, upstream_site)
+    upstream_wrapper(one, upstream_site)
     data = "--data-dir=/srv/upstream"
     one.run(*upstream, "user", "add", EMAIL, "--role=publisher", data, input=PASSWORD + "\n")
     lease_key = one.run(*upstream, "lease-key", data).stdout.strip()
+    log.sh(one, f"coffer keys generate {PUBLISHER_KEY.removesuffix('.key')}")
+    root = fleet_root(one, log, "/srv/upstream", PUBLISHER_KEY[:-4] + ".pub")
     one.run(
         *("systemd-run", "--unit=id-upstream", *upstream, "serve"),
         *("--host=127.0.0.1", f"--port={PORT}", data),
     )
     one.wait_for("id-upstream.service", ActiveState="active")
     _set_upstream(one, lease_key)
-    one.run(
-        "sh",
-        "-c",
-        "head -c 200000 /dev/urandom > /root/field.bin && coffer upload --unsigned /root/field.bin"
+    log.sh(one, f"coffer trust init {root}")
+    log.sh(
+        one,
+        "head -c 200000 /dev/urandom > /root/field.bin"
+        f" && coffer upload /root/field.bin --sign-key {PUBLISHER_KEY}"
         " && coffer load field.bin -o /root/online.bin && cmp /root/field.bin /root/online.bin",
     )
     # Device 1 serves it offline from its record: the record is good.
@@ -225,6 +239,7 @@ def test_device_1s_offline_records_open_nothing_on_device_2(
     assert "does not open with this device's key" in two.journal("cofferd.service")
     for device in devices:
         no_secret_in_journals(device)
+    print(log)
 
 
 def test_credentials_from_another_machine_are_replaced_at_boot(
@@ -267,6 +282,10 @@ UP_URL = f"http://127.0.0.1:{UP_PORT}"
 UP_DATA = "--data-dir=/srv/upstream"
 RESOURCE = "fleet.bin"
 UNAUTHORIZED = 4  # coffer's exit code for 401/403
+UNTRUSTED = 11  # coffer's exit code for 422 Untrusted
+#: The fleet's root as the image builder ships it; each device's operator pins it.
+FLEET_ROOT = "/etc/coffer/fleet-root.json"
+DATABASE = "/srv/upstream/upstream.sqlite3"
 WAIT_UP = (
     "import socket, time\n"
     "deadline = time.monotonic() + 60\n"
@@ -288,27 +307,22 @@ class Fleet:
         upstream: list[str],
         token: str,
         devices: tuple[SystemdContainer, SystemdContainer],
+        log: Transcript,
     ) -> None:
         self.host = host
         self.upstream = upstream
         self.token = token
         self.devices = devices
-        self.transcript: list[str] = []
+        self.log = log
 
     def admin(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """``coffer-upstream ARGV`` on the upstream's host, logged in the transcript."""
-        done = self.host.run(*self.upstream, *argv, UP_DATA, check=check)
-        self.transcript.append(f"upstream# coffer-upstream {' '.join(argv)}\n{done.stdout}")
-        return done
+        return self.log.sh(self.host, shlex.join(["coffer-upstream", *argv, UP_DATA]), check=check)
 
     def on(self, device: SystemdContainer, *argv: str, check: bool = True) -> str:
         """Run ``argv`` on ``device``; its output goes into the transcript."""
-        done = device.run(*argv, check=check)
-        shown = done.stdout + done.stderr
-        self.transcript.append(
-            f"{device.name}# {' '.join(argv)}  (exit {done.returncode})\n{shown}"
-        )
-        return shown
+        done = self.log.sh(device, shlex.join(argv), check=check)
+        return done.stdout + done.stderr
 
 
 def _enrolled(device: SystemdContainer, timeout: float = 90.0) -> dict[str, Any]:
@@ -344,25 +358,28 @@ def fleet(
     boxes: list[SystemdContainer] = []
     image = f"coffer-test/enroll-{pid}:latest"
     builder = f"coffer-enroll-{pid}"
+    log = Transcript()
     try:
         host.boot()
         upstream = upstream_command(host, upstream_site)
+        upstream_wrapper(host, upstream_site)
         host.run(
             *upstream, "user", "add", EMAIL, "--role=publisher", UP_DATA, input=PASSWORD + "\n"
         )
         lease_key = host.run(*upstream, "lease-key", UP_DATA).stdout.strip()
-        host.run(
-            *("systemd-run", "--unit=fleet-upstream", *upstream, "serve"),
-            *("--host=127.0.0.1", f"--port={UP_PORT}", UP_DATA),
-        )
-        host.run("/opt/coffer/bin/python", "-c", WAIT_UP)
-        # The publisher's resource, uploaded through the host's own cofferd.
+        # Trust as the package requires it: the publisher's key, and the
+        # owner's root and targets delegating to it, made with the packaged
+        # tools and installed in the upstream.
+        log.sh(host, f"coffer keys generate {PUBLISHER_KEY.removesuffix('.key')}")
+        root = fleet_root(host, log, UP_DATA.split("=", 1)[1], PUBLISHER_KEY[:-4] + ".pub")
+        _serve_upstream(host, upstream)
+        # The publisher's resource, signed, uploaded through the host's own cofferd.
         _set_upstream(host, lease_key, UP_PORT)
-        host.run(
-            "sh",
-            "-c",
+        log.sh(host, f"coffer trust init {root}")
+        log.sh(
+            host,
             f"head -c 300000 /dev/urandom > /root/{RESOURCE}"
-            f" && coffer upload --unsigned /root/{RESOURCE}",
+            f" && coffer upload /root/{RESOURCE} --sign-key {PUBLISHER_KEY}",
         )
         made = host.run(
             *upstream,
@@ -375,21 +392,25 @@ def fleet(
         # The image builder's layer: the token as a credential, the upstream and its lease key.
         files = tmp_path_factory.mktemp("enroll-image")
         (files / "enroll-token").write_text(token + "\n")
+        systemd_engine.docker("cp", f"{host.name}:{root}", str(files / "fleet-root.json"))
         dropins = files / "cofferd.service.d"
         dropins.mkdir()
         (dropins / "enroll.conf").write_text(
             "[Service]\nLoadCredential=coffer-enroll-token:/etc/coffer/enroll-token\n"
         )
+        # A refresh of the trust metadata at every load (default: at most one
+        # a minute), so that each step below sees what the upstream serves now.
         (dropins / "upstream.conf").write_text(
             f"[Service]\nEnvironment=COFFER_UPSTREAM_URL={UP_URL}\n"
             f"Environment=COFFER_LEASE_PUBLIC_KEYS={lease_key}\n"
+            "Environment=COFFER_TRUST_REFRESH_INTERVAL=0\n"
         )
         systemd_engine.docker(
             *("create", "--name", builder, "--network", "none", golden_image),
             "sh",
             "-c",
             "chown -R root:root /etc/coffer/enroll-token /etc/systemd/system/cofferd.service.d"
-            " && chmod 0600 /etc/coffer/enroll-token",
+            f" {FLEET_ROOT} && chmod 0600 /etc/coffer/enroll-token && chmod 0644 {FLEET_ROOT}",
         )
         systemd_engine.docker(
             "cp", str(files / "enroll-token"), f"{builder}:/etc/coffer/enroll-token"
@@ -397,6 +418,7 @@ def fleet(
         systemd_engine.docker(
             "cp", str(dropins), f"{builder}:/etc/systemd/system/cofferd.service.d"
         )
+        systemd_engine.docker("cp", str(files / "fleet-root.json"), f"{builder}:{FLEET_ROOT}")
         built = systemd_engine.docker("start", "-a", builder, check=False, timeout=120)
         assert built.returncode == 0, (built.stdout + built.stderr).decode(errors="replace")
         systemd_engine.docker("commit", builder, image)
@@ -407,12 +429,23 @@ def fleet(
             )
             boxes.append(box)
             box.boot()
-        yield Fleet(host, upstream, token, (boxes[0], boxes[1]))
+            # The operator pins the fleet's root (the package ships none).
+            log.sh(box, f"coffer trust init {FLEET_ROOT}")
+        yield Fleet(host, upstream, token, (boxes[0], boxes[1]), log)
     finally:
         for box in [*boxes, host]:
             box.remove()
         systemd_engine.docker("rm", "-f", builder, check=False)
         systemd_engine.docker("rmi", "-f", image, check=False)
+
+
+def _serve_upstream(host: SystemdContainer, upstream: list[str]) -> None:
+    host.run("systemctl", "reset-failed", "fleet-upstream.service", check=False)
+    host.run(
+        *("systemd-run", "--unit=fleet-upstream", *upstream, "serve"),
+        *("--host=127.0.0.1", f"--port={UP_PORT}", UP_DATA),
+    )
+    host.run("/opt/coffer/bin/python", "-c", WAIT_UP)
 
 
 def _no_secret_anywhere(fleet: Fleet) -> None:
@@ -423,6 +456,7 @@ def _no_secret_anywhere(fleet: Fleet) -> None:
             assert fleet.token not in journal
             assert "cet_" not in journal
             assert "eyJ" not in journal  # no JWT: no assertion, no access token
+            assert "PRIVATE KEY" not in journal
     upstream_log = fleet.host.journal("fleet-upstream.service", lines=5000)
     assert fleet.token not in upstream_log
     assert "eyJ" not in upstream_log
@@ -451,8 +485,8 @@ def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> 
             if "enrolled from credential coffer-enroll-token as device" in line
         ]
         assert len(enrolled) == 1
-        fleet.transcript.append(
-            f"{device.name}# journalctl -u cofferd | grep enrolled\n{enrolled[0]}\n"
+        fleet.log.entries.append(
+            f"root@{device.name}# journalctl -u cofferd | grep enrolled\n{enrolled[0]}\n"
         )
 
     # Each loads the resource by proof of key: no password on either device.
@@ -463,21 +497,14 @@ def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> 
     assert json.loads(one.run("coffer", "--json", "status").stdout)["field"]["records"]
 
     # The image's token is spent (2 uses, 2 devices): a third device is refused.
-    spent = fleet.host.run("coffer", "enroll", input=fleet.token + "\n", check=False)
-    fleet.transcript.append(
-        f"{fleet.host.name}# coffer enroll < token  (exit {spent.returncode})\n{spent.stderr}"
-    )
+    spent = fleet.log.sh(fleet.host, "coffer enroll", input=fleet.token + "\n", check=False)
     assert spent.returncode == UNAUTHORIZED, spent
     assert "unknown, spent or expired" in spent.stderr
     assert fleet.token not in spent.stdout + spent.stderr
 
     # Revoking device 1 stops it at its next exchange; device 2 is untouched.
     fleet.admin("device", "revoke", ids[0])
-    argv = ("coffer", "load", RESOURCE, "-o", "/root/after.bin")
-    refused = one.run(*argv, check=False)
-    fleet.transcript.append(
-        f"{one.name}# {' '.join(argv)}  (exit {refused.returncode})\n{refused.stderr}"
-    )
+    refused = fleet.log.sh(one, f"coffer load {RESOURCE} -o /root/after.bin", check=False)
     assert refused.returncode == UNAUTHORIZED, refused
     assert "device revoked" in refused.stderr
     assert one.run("sh", "-c", "cat /root/after.bin 2>/dev/null | wc -c").stdout.strip() == "0"
@@ -492,4 +519,101 @@ def test_two_devices_enroll_unattended_load_and_one_is_revoked(fleet: Fleet) -> 
     assert {d["id"]: d["revoked_at"] is not None for d in listed} == {ids[0]: True, ids[1]: False}
 
     _no_secret_anywhere(fleet)
-    print("\n" + "\n".join(fleet.transcript))
+    print("\n" + str(fleet.log))
+
+
+#: Run on the upstream's host: a consistent copy of its SQLite database (argv: from, to).
+BACKUP = """
+import sqlite3, sys
+src, dst = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
+src.backup(dst)
+dst.close()
+"""
+
+
+def _sha256(box: SystemdContainer, path: str) -> str:
+    return box.run("sha256sum", path).stdout.split()[0]
+
+
+def _rpc_rule(fleet: Fleet, device: SystemdContainer, name: str) -> str:
+    """The ``data.rule`` of the refusal of ``name``, as ``coffer rpc`` shows it."""
+    params = json.dumps({"filename": name})
+    done = fleet.log.sh(device, f"coffer rpc stat '{params}'", check=False)
+    assert done.returncode == UNTRUSTED, done
+    rule: str = json.loads(done.stderr[done.stderr.index("{") :])["data"]["rule"]
+    return rule
+
+
+def test_a_device_delivers_only_what_the_publisher_signed(fleet: Fleet) -> None:
+    # Through the packaged cofferd under systemd, trust required as shipped,
+    # the fleet's root pinned: a signed upload is delivered; a later version
+    # published without the publisher's key is stored upstream and never
+    # delivered (the signed one is), and a resource nobody signed is refused
+    # (`unsigned`); the upstream's database restored from an older backup
+    # is refused (`rollback`).
+    host, log = fleet.host, fleet.log
+    _, two = fleet.devices
+    _enrolled(two)
+    signed_v1 = _sha256(host, f"/root/{RESOURCE}")
+    log.note("the publisher's signed upload, loaded on a device")
+    log.sh(two, "coffer trust status")
+    log.sh(two, f"coffer load {RESOURCE} -o /root/v1.bin")
+    assert _sha256(two, "/root/v1.bin") == signed_v1
+
+    # What a backup of the upstream's database holds now: restored later.
+    host.run("python3", "-c", BACKUP, DATABASE, "/root/upstream-backup.sqlite3")
+
+    log.note("a later version published without the publisher's key: stored, never delivered")
+    uploaded = log.sh(
+        host,
+        "head -c 300000 /dev/urandom > /root/unsigned.bin"
+        f" && coffer upload /root/unsigned.bin --name {RESOURCE} --unsigned",
+    )
+    assert f"models/{RESOURCE} version 2" in uploaded.stdout
+    listed = log.sh(host, f"coffer-upstream resource ls {UP_DATA}").stdout
+    assert f"models/{RESOURCE}\t2\t" in listed
+    loaded = log.sh(two, f"coffer load {RESOURCE} -o /root/after-unsigned.bin")
+    assert f"models/{RESOURCE} version 1" in loaded.stdout
+    assert _sha256(two, "/root/after-unsigned.bin") == signed_v1
+
+    log.note("a resource nobody signed: refused")
+    log.sh(
+        host,
+        "head -c 1000 /dev/urandom > /root/draft.bin && coffer upload /root/draft.bin --unsigned",
+    )
+    refused = log.sh(two, "coffer load draft.bin -o /root/draft.out", check=False)
+    assert refused.returncode == UNTRUSTED, refused
+    assert "no publisher signed a release of resources/models/draft.bin" in refused.stderr
+    assert two.run("test", "-e", "/root/draft.out", check=False).returncode != 0
+    assert _rpc_rule(fleet, two, "draft.bin") == "unsigned"
+
+    log.note("the publisher signs the next version: delivered")
+    signed = log.sh(
+        host,
+        "head -c 300000 /dev/urandom > /root/v3.bin"
+        f" && coffer upload /root/v3.bin --name {RESOURCE} --sign-key {PUBLISHER_KEY}",
+    )
+    assert f"models/{RESOURCE} version 3" in signed.stdout
+    loaded = log.sh(two, f"coffer load {RESOURCE} -o /root/v3.bin")
+    assert f"models/{RESOURCE} version 3" in loaded.stdout
+    assert _sha256(two, "/root/v3.bin") == _sha256(host, "/root/v3.bin")
+
+    log.note("the upstream's database restored from the backup (version 1 signed): rollback")
+    log.sh(host, "coffer-upstream trust status " + UP_DATA)
+    host.run("systemctl", "stop", "fleet-upstream.service")
+    log.sh(
+        host,
+        f"cp /root/upstream-backup.sqlite3 {DATABASE} && rm -f {DATABASE}-wal {DATABASE}-shm",
+    )
+    _serve_upstream(host, fleet.upstream)
+    log.sh(host, "coffer-upstream trust status " + UP_DATA)
+    rolled = log.sh(two, f"coffer load {RESOURCE} -o /root/rolled-back.bin", check=False)
+    assert rolled.returncode == UNTRUSTED, rolled
+    assert "older than seen before" in rolled.stderr
+    assert two.run("test", "-e", "/root/rolled-back.bin", check=False).returncode != 0
+    assert _rpc_rule(fleet, two, RESOURCE) == "rollback"
+    status = log.sh(two, "coffer trust status").stdout
+    assert "last refresh: failed (rollback)" in status
+
+    _no_secret_anywhere(fleet)
+    print("\n" + str(log))

@@ -86,6 +86,9 @@ def test_coffer_1_documents_every_command_and_exit_code(generated: Path) -> None
     text, _ = render(generated / "coffer.1")
     paths = list(command_paths(build_parser()))
     assert "coffer archive seal" in paths
+    # The owner's and publisher's tools (cofferd's plugins, python-tuf).
+    for path in ("coffer keys generate", "coffer trust init", "coffer trust new"):
+        assert path in paths, path
     for path in paths:
         assert f"\n   {path}\n" in text, path  # a subsection per command
     assert "--password-stdin" in text
@@ -150,6 +153,14 @@ def test_the_completion_completes_commands_and_options(generated: Path, tmp_path
     assert complete(script, "coffer", "--ti") == ["--timeout"]
     assert complete(script, "coffer", "load", "--f") == ["--folder"]
     assert complete(script, "coffer", "archive", "") == ["inspect", "seal"]
+    assert complete(script, "coffer", "trust", "") == [
+        "init",
+        "new",
+        "publishers",
+        "rotate",
+        "status",
+    ]
+    assert "--sign-key" in complete(script, "coffer", "upload", "--")
     assert "--id" in complete(script, "coffer", "archive", "seal", "--")
     (tmp_path / "model.bin").write_bytes(b"")
     assert complete(script, "coffer", "load", "-o", "mo", cwd=tmp_path) == ["model.bin"]

@@ -15,13 +15,20 @@ from pathlib import Path
 import pytest
 
 from fixtures.dockerd import PrivateDockerd
-from fixtures.systemd import SystemdContainer, upstream_command
+from fixtures.systemd import (
+    SystemdContainer,
+    Transcript,
+    fleet_root,
+    upstream_command,
+    upstream_wrapper,
+)
 
 pytestmark = [pytest.mark.systemd, pytest.mark.docker, pytest.mark.slow]
 
 MEMBER = "alice"  # in group coffer
 OUTSIDER = "bob"  # not
 DAEMON_UNAVAILABLE = 3  # coffer's exit code
+PUBLISHER_KEY = f"/home/{MEMBER}/publisher.key"  # the member publishes, with their own key
 EMAIL = "publisher@example.org"
 PASSWORD = "correct-horse-battery"  # a test account's; passed on stdin only
 REPO = Path(__file__).resolve().parents[2]
@@ -58,9 +65,36 @@ def device(
         # package made that group; its gid is the container's).
         docker_gid = int(box.run("getent", "group", "docker").stdout.split(":")[2])
         os.chown(device_engine.socket, 0, docker_gid)
+        # The publisher's key, made on their side with the packaged tools; the
+        # root of each upstream below delegates to it.
+        box.run("coffer", "keys", "generate", PUBLISHER_KEY.removesuffix(".key"), user=MEMBER)
         yield box
     finally:
         box.remove()
+
+
+def trusted(
+    device: SystemdContainer, upstream_site: Path, data_dir: str, transcript: Transcript
+) -> str:
+    """The upstream of ``data_dir`` with a TUF repository (the owner's root and targets).
+
+    The package ships no root and trust is required: the operator makes one
+    with the owner's tools and pins it (:func:`pin`) once cofferd points at
+    this upstream. Answers the root's path on ``device``.
+    """
+    upstream_wrapper(device, upstream_site)
+    owner = "/root/owner-" + data_dir.strip("/").replace("/", "-")
+    return fleet_root(device, transcript, data_dir, PUBLISHER_KEY[:-4] + ".pub", owner)
+
+
+def pin(device: SystemdContainer, root: str, transcript: Transcript) -> None:
+    """``coffer trust init`` as the operator (root), replacing the last test's root if any."""
+    pinned = transcript.sh(device, f"coffer trust init --replace {root}").stdout
+    # The owner's key (root and targets) and the upstream's online key.
+    said = r"(pinned|replaced the pinned root with) root version 1 \(2 keys\)\n"
+    assert re.fullmatch(said, pinned), pinned
+    status = transcript.sh(device, "coffer trust status").stdout.splitlines()
+    assert status[:2] == ["trust:        required", "pinned root:  version 1"], status
 
 
 def test_installed_user_units_and_socket(device: SystemdContainer) -> None:
@@ -167,6 +201,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
     tmp_path: Path,
     upstream_site: Path,
 ) -> None:
+    transcript = Transcript()
     # The reference upstream runs in the container on loopback (the container
     # has no other network), from the source tree, on the package's Python.
     # A login, an upload and a load through the packaged daemon show that its
@@ -183,6 +218,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         "--data-dir=/srv/upstream-data",
         input=PASSWORD + "\n",
     )
+    root = trusted(device, upstream_site, "/srv/upstream-data", transcript)
     device.run(
         "systemd-run",
         "--unit=reference-upstream",
@@ -203,6 +239,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         device.run("systemctl", "daemon-reload")
         device.run("systemctl", "restart", "cofferd.service")
         device.wait_for("reference-upstream.service", ActiveState="active")
+        pin(device, root, transcript)
         # The daemon's login is the operator's (login_uids: root and cofferd's
         # own uid); a member may use it, not change it.
         refused = device.run(
@@ -211,14 +248,14 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         assert refused.returncode == 4, refused
         assert "login_uids" in refused.stderr
         device.run("coffer", "login", "--email", EMAIL, input=PASSWORD + "\n")
-        device.run(
-            "sh",
-            "-c",
-            "head -c 3000000 /dev/urandom > ~/model.bin && coffer upload --unsigned ~/model.bin",
+        transcript.sh(
+            device,
+            "head -c 3000000 /dev/urandom > ~/model.bin"
+            f" && coffer upload ~/model.bin --sign-key {PUBLISHER_KEY}",
             user=MEMBER,
         )
-        device.run("sh", "-c", "coffer load model.bin -o ~/copy.bin", user=MEMBER)
-        device.run("sh", "-c", "cmp ~/model.bin ~/copy.bin", user=MEMBER)
+        transcript.sh(device, "coffer load model.bin -o ~/copy.bin", user=MEMBER)
+        transcript.sh(device, "cmp ~/model.bin ~/copy.bin", user=MEMBER)
         cached = device.run("find", "/var/cache/coffer", "-type", "f", "-size", "+1000k").stdout
         assert cached.strip()
         owners = device.run("stat", "-c", "%U %a", *cached.split()).stdout.splitlines()
@@ -233,7 +270,7 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
             *("coffer", "archive", "seal", "/tmp/images.tar", "/tmp/images.coffer"),
             *("--id=device-1", "--upstream=http://127.0.0.1:8099", f"--email={EMAIL}"),
             "--password-stdin",
-            "--unsigned",
+            f"--sign-key={PUBLISHER_KEY}",
             input=PASSWORD + "\n",
         )
         device.run(
@@ -254,7 +291,9 @@ def test_the_hardened_daemon_does_its_job_with_a_real_upstream(
         tags = [t for image in device_engine.client().images.list() for t in image.tags]
         assert tags == ["device/app:1"]
         assert PASSWORD not in device.journal("cofferd.service", lines=300)
+        assert "PRIVATE KEY" not in device.journal("cofferd.service", lines=300)
     finally:
+        print(transcript)
         device.run("systemctl", "stop", "reference-upstream.service", check=False)
         device.run("rm", "-f", dropin)
         device.run("systemctl", "daemon-reload")
@@ -292,10 +331,12 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
     # The operator stores a login with `coffer credentials set-login`; after a
     # restart a caller's load works without any `coffer login`, and the record
     # it leaves is sealed with the device key made on the device at boot.
+    transcript = Transcript()
     upstream = upstream_command(device, upstream_site)
     data = "--data-dir=/srv/field-upstream"
     device.run(*upstream, "user", "add", EMAIL, "--role=publisher", data, input=PASSWORD + "\n")
     key = device.run(*upstream, "lease-key", data).stdout.strip()
+    root = trusted(device, upstream_site, "/srv/field-upstream", transcript)
     device.run(
         "systemd-run",
         "--unit=field-upstream",
@@ -317,6 +358,7 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
         made = device.run("stat", "-c", "%U %a", "/var/lib/coffer-identity/device-key.cred")
         assert made.stdout.strip() == "root 600"
         device.wait_for("field-upstream.service", ActiveState="active")
+        pin(device, root, transcript)
         device.run(
             "coffer",
             "credentials",
@@ -331,10 +373,10 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
             in device.run("cat", "/etc/systemd/system/cofferd.service.d/login.conf").stdout
         )
         device.run("systemctl", "restart", "cofferd.service")
-        device.run(
-            "sh",
-            "-c",
-            "head -c 1000000 /dev/urandom > ~/field.bin && coffer upload --unsigned ~/field.bin"
+        transcript.sh(
+            device,
+            "head -c 1000000 /dev/urandom > ~/field.bin"
+            f" && coffer upload ~/field.bin --sign-key {PUBLISHER_KEY}"
             " && coffer load field.bin -o ~/field.out && cmp ~/field.bin ~/field.out",
             user=MEMBER,
         )
@@ -345,6 +387,7 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
         assert opened == "field.bin"
         assert PASSWORD not in device.journal("cofferd.service", lines=300)
     finally:
+        print(transcript)
         device.run("coffer", "credentials", "remove-login", check=False)
         device.run("systemctl", "stop", "field-upstream.service", check=False)
         device.run("rm", "-f", dropin)
@@ -354,10 +397,12 @@ def test_boot_login_from_the_operator_credential_and_sealed_records(
 
 @contextlib.contextmanager
 def reference_upstream(device: SystemdContainer, port: int, upstream_site: Path) -> Iterator[None]:
-    """The reference upstream in the container on loopback, cofferd pointed at it."""
+    """The reference upstream in the container on loopback, its root pinned, cofferd on it."""
+    transcript = Transcript()
     upstream = upstream_command(device, upstream_site)
     data = f"--data-dir=/srv/upstream-{port}"
     device.run(*upstream, "user", "add", EMAIL, "--role=publisher", data, input=PASSWORD + "\n")
+    root = trusted(device, upstream_site, f"/srv/upstream-{port}", transcript)
     unit = f"reference-upstream-{port}"
     device.run(
         "systemd-run",
@@ -376,8 +421,10 @@ def reference_upstream(device: SystemdContainer, port: int, upstream_site: Path)
         device.run("systemctl", "daemon-reload")
         device.run("systemctl", "restart", "cofferd.service")
         device.wait_for(f"{unit}.service", ActiveState="active")
+        pin(device, root, transcript)
         yield
     finally:
+        print(transcript)
         device.run("systemctl", "stop", f"{unit}.service", check=False)
         device.run("rm", "-f", dropin)
         device.run("systemctl", "daemon-reload")
@@ -395,7 +442,8 @@ def test_a_load_leaves_an_audit_record_in_the_journal(
         device.run(
             "sh",
             "-c",
-            "head -c 100000 /dev/urandom > ~/audited.bin && coffer upload --unsigned ~/audited.bin",
+            "head -c 100000 /dev/urandom > ~/audited.bin"
+            f" && coffer upload ~/audited.bin --sign-key {PUBLISHER_KEY}",
             user=MEMBER,
         )
         device.run("sh", "-c", "coffer load audited.bin -o ~/audited.copy", user=MEMBER)

@@ -142,9 +142,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     with Client(args.socket, timeout=args.timeout) as c:
         r = c.trust_init(text, replace=args.replace)
     verb = "replaced the pinned root with" if r.get("replaced") else "pinned"
-    _emit(
-        args, r, f"{verb} root version {r.get('version')} ({len(r.get('key_ids') or [])} root keys)"
-    )
+    # key_ids: every key the root lists (root, targets, snapshot, timestamp).
+    _emit(args, r, f"{verb} root version {r.get('version')} ({len(r.get('key_ids') or [])} keys)")
     return 0
 
 
@@ -152,15 +151,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     with Client(args.socket, timeout=args.timeout) as c:
         r = c.trust_status()
     root = r.get("root")
-    keys = len(root.get("key_ids") or []) if isinstance(root, dict) else 0
     lines = [
         f"trust:        {r.get('mode')}",
-        "trusted root: "
-        + (
-            f"version {root.get('version')} ({keys} root key{'s' if keys != 1 else ''})"
-            if isinstance(root, dict)
-            else "none pinned"
-        ),
+        "pinned root:  " + (f"version {root.get('version')}" if isinstance(root, dict) else "none"),
     ]
     last = r.get("last_refresh")
     if isinstance(last, dict):
