@@ -52,39 +52,47 @@ def check_manifest(manifest: bytes, signed: SignedSegments) -> bytes:
 def verified(
     chunks: Iterable[bytes], manifest: bytes, signed: SignedSegments, offset: int = 0
 ) -> Iterator[bytes]:
-    """The bytes of ``chunks`` (the big part from ``offset``), one verified chunk at a time.
+    """The bytes of ``chunks`` (the big part from ``offset``), each chunk's once it is checked.
 
     ``offset`` is where ``chunks`` start in the big part: a chunk boundary.
+    The pieces are hashed as they come and held until their chunk's digest
+    matches, then handed on as they came: no copy but of a piece that
+    straddles two chunks.
     """
     size = signed.segment_size
     if offset % size:
         raise ValueError("a verified read starts at a chunk boundary")
     index = offset // size
-    pending = bytearray()
-    position = offset
+    position = offset  # where the chunk being filled starts
+    held: list[bytes] = []
+    digest = hashlib.sha256()
+    filled = 0
     for piece in chunks:
-        pending += piece
-        while pending:
+        view = memoryview(piece)
+        while view:
             want = min(size, signed.big_size - position)
-            if len(pending) < want:
-                break
-            chunk = bytes(pending[:want])
-            del pending[:want]
-            _check(chunk, manifest, index)
-            index += 1
-            position += want
-            yield chunk
-            if position >= signed.big_size:
-                break
-    if pending or position != signed.big_size:
+            if want <= 0:
+                raise Untrusted("the big part is longer than the signed one", rule="segment")
+            part = view[: want - filled]
+            digest.update(part)
+            held.append(piece if len(part) == len(piece) else bytes(part))
+            filled += len(part)
+            view = view[len(part) :]
+            if filled == want:
+                _check(digest.digest(), manifest, index)
+                yield from held
+                held.clear()
+                digest = hashlib.sha256()
+                index += 1
+                position += want
+                filled = 0
+    if filled or position != signed.big_size:
         raise Untrusted("the big part's length differs from the signed one", rule="segment")
 
 
-def _check(chunk: bytes, manifest: bytes, index: int) -> None:
+def _check(digest: bytes, manifest: bytes, index: int) -> None:
     expected = manifest[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE]
-    if len(expected) != DIGEST_SIZE or not hmac.compare_digest(
-        hashlib.sha256(chunk).digest(), expected
-    ):
+    if len(expected) != DIGEST_SIZE or not hmac.compare_digest(digest, expected):
         raise Untrusted(
             f"chunk {index} of the big part differs from its signed digest", rule="segment"
         )

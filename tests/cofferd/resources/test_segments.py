@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import pytest
 
@@ -30,9 +31,24 @@ def test_every_chunk_comes_out_whole_and_checked(length: int, piece: int) -> Non
     big = bytes(range(256)) * 2
     big = big[:length]
     manifest, s = signed(big)
-    out = list(verified(pieces(big, piece), check_manifest(manifest, s), s))
-    assert b"".join(out) == big
-    assert all(len(c) == SIZE for c in out[:-1])
+    seen = 0  # how much the stream had given when each piece came out
+    given = 0
+
+    def stream() -> Iterator[bytes]:
+        nonlocal given
+        for p in pieces(big, piece):
+            given += len(p)
+            yield p
+
+    out = b""
+    for part in verified(stream(), check_manifest(manifest, s), s):
+        out += part
+        # Nothing of a chunk comes out before the stream gave the whole chunk.
+        chunk_end = min(len(big), -(-len(out) // SIZE) * SIZE)
+        assert given >= chunk_end
+        seen = len(out)
+    assert out == big
+    assert seen == len(big)
 
 
 def test_a_changed_byte_stops_before_its_chunk() -> None:
