@@ -4,7 +4,9 @@
 one proxy (``--public-url``) and cofferd with its ``upstream_url`` at another,
 so a test can break the resource API and the CDN apart. ``env`` adds
 ``COFFER_*`` settings; the upstream timeout is short (``UPSTREAM_TIMEOUT``) so
-stalls end quickly.
+stalls end quickly. cofferd runs as shipped (trust required, the upstream's
+root pinned); ``Stack.upload`` signs what it uploads, and a load's trust
+metadata comes through the API proxy too.
 """
 
 from __future__ import annotations
