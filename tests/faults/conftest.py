@@ -4,7 +4,9 @@
 one proxy (``--public-url``) and cofferd with its ``upstream_url`` at another,
 so a test can break the resource API and the CDN apart. ``env`` adds
 ``COFFER_*`` settings; the upstream timeout is short (``UPSTREAM_TIMEOUT``) so
-stalls end quickly.
+stalls end quickly. cofferd runs as shipped (trust required, the upstream's
+root pinned); ``Stack.upload`` signs what it uploads, and a load's trust
+metadata comes through the API proxy too.
 """
 
 from __future__ import annotations
@@ -39,8 +41,23 @@ class Stack:
         assert answer.get("result") == {"status": "ok"}, answer
 
     def upload(self, name: str, data: bytes) -> dict[str, Any]:
+        """Upload ``data`` and sign its release, as ``coffer upload --sign-key`` does.
+
+        The signing refreshed the trust metadata, and publishing made the next
+        load refresh it again: :meth:`refresh` then, so the next load's first
+        API exchange is the resource's, as on a device between two refreshes.
+        """
         with self.daemon.connect() as sock:
-            return upload_via_pipe(sock, {"filename": name, "size": len(data)}, data)
+            answer = upload_via_pipe(sock, {"filename": name, "size": len(data)}, data)
+        if "result" in answer:
+            self.daemon.sign(answer["result"])
+            self.refresh()
+        return answer
+
+    def refresh(self) -> None:
+        """Refresh the daemon's trust metadata now (the call a publisher signs after)."""
+        answer = self.daemon.call("trust.metadata", {"role": "publishers"})
+        assert "result" in answer, answer
 
     def load(self, name: str) -> tuple[bytes, dict[str, Any]]:
         with self.daemon.connect() as sock:

@@ -8,6 +8,7 @@ a deadline. The bounds asserted are the ones docs/reliability.md states.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -236,6 +237,7 @@ def test_login_is_for_login_uids_and_a_failed_one_keeps_the_working_login(s: Sta
 def test_unlock_does_not_change_the_daemons_login(s: Stack, tmp_path: Path) -> None:
     from cofferd.binary_split import archive, stream
     from cofferd.resources.upstream import ApiClient
+    from cofferd.trust.release import ArchiveRelease, key_commitment
 
     s.login(publisher=True)
     key = stream.new_key()
@@ -250,6 +252,13 @@ def test_unlock_does_not_change_the_daemons_login(s: Stack, tmp_path: Path) -> N
     client.login(s.upstream.publisher.email, s.upstream.publisher.password)
     client.put_archive_key("images-1", key)
     client.close()
+    # Signed as `coffer archive seal --sign-key` does: the unlock gets as far as Docker.
+    sealed = (s.daemon.base / "state" / "images.coffer").read_bytes()
+    commitment = key_commitment(key, stream.archive_associated_data("images-1"))
+    release = ArchiveRelease(
+        "images-1", len(sealed), hashlib.sha256(sealed).hexdigest(), commitment
+    )
+    s.daemon.sign({"target": {"path": release.path, **release.to_target()}})
     reader = s.upstream.reader
     started = s.daemon.call("unlock", {"email": reader.email, "password": reader.password})
     assert started["result"]["state"] == "authenticating", started

@@ -33,10 +33,11 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
+from fixtures import trust as tuf_fixtures
 from fixtures.daemon import CofferdProcess, load_via_pipe, upload_via_pipe
 from fixtures.nginx import Nginx
 from fixtures.postgres import Postgres
-from fixtures.upstream import Account, Upstream
+from fixtures.upstream import Account, TrustSetup, Upstream
 
 MiB = 1 << 20
 DATA = os.urandom(3 * MiB + 5)
@@ -77,14 +78,26 @@ def store(request: pytest.FixtureRequest) -> Store:
     return made
 
 
-def prepare_database(url: str, data_dir: Path, *accounts: Account) -> None:
-    """The explicit steps of a PostgreSQL deployment: ``db upgrade``, then the users."""
+def prepare_database(
+    url: str, data_dir: Path, trust: TrustSetup | None, *accounts: Account
+) -> None:
+    """The explicit steps of a PostgreSQL deployment: ``db upgrade``, the owner's root
+    and targets (``trust``: the online key they name is in ``data_dir``), then the users."""
     env = {**os.environ, "COFFER_UPSTREAM_DATABASE_URL": url}
     command = [sys.executable, "-m", "coffer_upstream"]
     subprocess.run(
         [*command, "db", "upgrade", "--data-dir", str(data_dir)],
         env=env, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
+    if trust is not None:
+        targets = tuf_fixtures.sign(tuf_fixtures.targets_metadata(), trust.keys.targets)
+        for role, data in (("root", trust.root), ("targets", targets)):
+            path = data_dir.parent / f"{role}.json"
+            path.write_bytes(data)
+            subprocess.run(
+                [*command, "trust", role, str(path), "--data-dir", str(data_dir)],
+                env=env, check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
     for account in accounts:
         subprocess.run(
             [*command, "user", "add", account.email, "--role", account.role,
@@ -135,7 +148,9 @@ def two_replicas(
         first = upstream_factory(public_url=proxy.url, **options)
     else:  # the template's users, in the PostgreSQL database: then serve
         first = upstream_factory(public_url=proxy.url, **{**options, "start": False})
-        prepare_database(store.database_url, first.data_dir, first.reader, first.publisher)
+        prepare_database(
+            store.database_url, first.data_dir, first.trust, first.reader, first.publisher
+        )
         first.start()
     # The second replica: the same data dir (keys, store, database), another process.
     second = Upstream(
@@ -171,9 +186,11 @@ def login(daemon: CofferdProcess, account: Any) -> None:
 
 
 def upload(daemon: CofferdProcess, name: str, data: bytes) -> None:
+    """Upload ``data`` and sign its release (``coffer upload --sign-key``)."""
     with daemon.connect() as sock:
         answer = upload_via_pipe(sock, {"filename": name, "size": len(data)}, data)
     assert "result" in answer, answer
+    daemon.sign(answer["result"])
 
 
 def load(daemon: CofferdProcess, name: str) -> bytes:

@@ -43,7 +43,7 @@ def test_loads_serve_and_writes_say_why(
     first = cofferd(env=dirs)
     with cc.Client(first.socket_path, timeout=30) as c:
         c.login(upstream.publisher.email, upstream.publisher.password)
-        c.upload_bytes("m.bin", "models", data)
+        first.sign(c.upload_bytes("m.bin", "models", data))
         assert c.load_bytes("m.bin") == data  # now cached
         assert c.status()["cache"]["state_writable"] is True
     first.stop()

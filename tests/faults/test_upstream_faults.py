@@ -48,8 +48,12 @@ def test_cdn_fault_on_a_cold_load(published: Stack, kind: str) -> None:
         assert "result" in answer, answer
         assert data == DATA
     else:
-        code = answer["error"]["code"]
-        assert code == (502 if kind == "flipped" else 503), answer
+        error = answer["error"]
+        if kind == "flipped":
+            # The chunk holding the flipped bit differs from its signed digest.
+            assert (error["code"], error["data"]["rule"]) == (422, "segment"), answer
+        else:
+            assert error["code"] == 503, answer
         assert data != DATA  # no verified plaintext for a failed load
     outcome = "ok" if "result" in answer else str(answer["error"]["code"])
     figure(f"CDN {kind} on a cold load: {outcome} after", elapsed)
@@ -75,6 +79,30 @@ def test_api_fault_answers_within_the_deadline(published: Stack, kind: str) -> N
     assert elapsed < UPSTREAM_TIMEOUT + SLACK, elapsed
     published.api.fault = Fault()
     assert published.load("m.bin")[0] == DATA
+
+
+@pytest.mark.parametrize("kind", ["stall", "5xx", "reset"])
+def test_api_fault_on_the_trust_metadata_answers_within_the_deadline(
+    stack: Callable[..., Stack], kind: str
+) -> None:
+    # Refreshed at every load: the fault hits the load's first exchange, the
+    # metadata's, of a device that never verified a release of m.bin.
+    s = stack(COFFER_TRUST_REFRESH_INTERVAL="0")
+    s.login()
+    assert s.upload("m.bin", DATA)["result"]["version"] == 1
+    s.api.fault = {
+        "stall": Fault(stall=True),
+        "5xx": Fault(status=503),
+        "reset": Fault(reset_at=10),
+    }[kind]
+    elapsed, (data, answer) = timed(lambda: s.load("m.bin"))
+    assert answer["error"]["code"] == 503, answer
+    assert data != DATA
+    figure(f"API {kind} on the trust metadata: 503 after", elapsed)
+    assert elapsed < UPSTREAM_TIMEOUT + SLACK, elapsed
+    assert s.daemon.call("trust.status")["result"]["last_refresh"]["ok"] is False
+    s.api.fault = Fault()
+    assert s.load("m.bin")[0] == DATA
 
 
 def test_a_stalled_upstream_does_not_hold_other_callers(published: Stack) -> None:
