@@ -6,7 +6,7 @@ by the publisher. A cold load fetches it once (:func:`check_manifest`), then
 :func:`verified` holds each chunk until it is whole and its digest matches,
 so no byte of a chunk reaches the cache file, a follower or the decryption
 before the whole chunk is known to be the publisher's. A mismatch is
-:class:`~cofferd.errors.Untrusted` (rule ``segment``); memory is one chunk.
+:class:`~cofferd.errors.Untrusted` (rule ``segment``); memory is two chunks.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cofferd.errors import Untrusted
@@ -55,9 +56,10 @@ def verified(
     """The bytes of ``chunks`` (the big part from ``offset``), each chunk's once it is checked.
 
     ``offset`` is where ``chunks`` start in the big part: a chunk boundary.
-    The pieces are hashed as they come and held until their chunk's digest
-    matches, then handed on as they came: no copy but of a piece that
-    straddles two chunks.
+    A whole chunk is hashed on a thread of its own while the next one
+    arrives (hashlib lets go of the GIL), and its pieces are handed on as
+    they came once its digest matched: no copy but of a piece that straddles
+    two chunks. Memory: the chunk being checked and the one arriving.
     """
     size = signed.segment_size
     if offset % size:
@@ -65,29 +67,52 @@ def verified(
     index = offset // size
     position = offset  # where the chunk being filled starts
     held: list[bytes] = []
-    digest = hashlib.sha256()
     filled = 0
-    for piece in chunks:
-        view = memoryview(piece)
-        while view:
-            want = min(size, signed.big_size - position)
-            if want <= 0:
-                raise Untrusted("the big part is longer than the signed one", rule="segment")
-            part = view[: want - filled]
-            digest.update(part)
-            held.append(piece if len(part) == len(piece) else bytes(part))
-            filled += len(part)
-            view = view[len(part) :]
-            if filled == want:
-                _check(digest.digest(), manifest, index)
-                yield from held
-                held.clear()
-                digest = hashlib.sha256()
-                index += 1
-                position += want
-                filled = 0
+    checking: tuple[int, list[bytes], Future[bytes]] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunk-digest") as hasher:
+        try:
+            for piece in chunks:
+                view = memoryview(piece)
+                while view:
+                    want = min(size, signed.big_size - position)
+                    if want <= 0:
+                        raise Untrusted(
+                            "the big part is longer than the signed one", rule="segment"
+                        )
+                    part = view[: want - filled]
+                    held.append(piece if len(part) == len(piece) else bytes(part))
+                    filled += len(part)
+                    view = view[len(part) :]
+                    if filled == want:
+                        arrived = (index, held, hasher.submit(_digest, held))
+                        if checking is not None:
+                            yield from _checked(checking, manifest)
+                        checking = arrived
+                        held = []
+                        index += 1
+                        position += want
+                        filled = 0
+            if checking is not None:
+                yield from _checked(checking, manifest)
+                checking = None
+        finally:
+            if checking is not None:
+                checking[2].cancel()
     if filled or position != signed.big_size:
         raise Untrusted("the big part's length differs from the signed one", rule="segment")
+
+
+def _digest(pieces: list[bytes]) -> bytes:
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+    return digest.digest()
+
+
+def _checked(chunk: tuple[int, list[bytes], Future[bytes]], manifest: bytes) -> list[bytes]:
+    index, pieces, digest = chunk
+    _check(digest.result(), manifest, index)
+    return pieces
 
 
 def _check(digest: bytes, manifest: bytes, index: int) -> None:
