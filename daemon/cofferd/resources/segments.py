@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from cofferd.errors import Untrusted
 from cofferd.resources.translate import raise_for_status
 from cofferd.resources.upstream import ApiClient
+from cofferd.trust.release import DIGEST_SIZE, segment_count
 
-#: Digest size in the manifest.
-DIGEST_SIZE = 32
 #: Largest signed segment size a device accepts: a chunk is held in memory whole.
 MAX_SEGMENT_SIZE = 16 * 1024 * 1024
 
@@ -38,7 +37,7 @@ class SignedSegments:
 
     @property
     def count(self) -> int:
-        return -(-self.big_size // self.segment_size)
+        return segment_count(self.big_size, self.segment_size)
 
 
 def check_manifest(manifest: bytes, signed: SignedSegments) -> bytes:
